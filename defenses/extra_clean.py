@@ -1,0 +1,40 @@
+"""Extra clean data: append trusted rows from the clean pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.types import DefenseContext, ParamError, StepResult, TrainingSet
+from defenses.base import DEFENSES, Defense
+
+
+@DEFENSES.register("extra_clean")
+@dataclass(frozen=True)
+class ExtraClean(Defense):
+    """Append ``fraction × n_train`` rows from the clean pool (the defender trusts them).
+
+    fraction: extra rows as a multiple of the train set, >= 0. Rows are taken in the pool's
+    seeded order, so the recovery grid's extra rows continue after these.
+    """
+
+    fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.fraction >= 0:
+            raise ParamError("fraction", f"must be >= 0, got {self.fraction}")
+
+    def label(self) -> str:
+        return f"extra_clean({self.fraction:g}×)"
+
+    def apply(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> StepResult:
+        wanted = int(round(self.fraction * ctx.n_train))
+        start = int(train.trusted.sum())  # pool rows already used by earlier steps
+        stop = min(len(ctx.pool_y), start + wanted)
+        out = train.append(ctx.pool_X[start:stop], ctx.pool_y[start:stop])
+        return StepResult(
+            train=out, details={"pool_rows": stop - start, "pool_short": wanted - (stop - start)}
+        )

@@ -1,0 +1,44 @@
+"""Label smoothing: hard labels become soft targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.types import DefenseContext, ParamError, StepResult, TrainingSet
+from defenses.base import DEFENSES, Defense
+
+
+@DEFENSES.register("label_smoothing")
+@dataclass(frozen=True)
+class LabelSmoothing(Defense):
+    """Replace each one-hot target by ``(1 − epsilon)·onehot + epsilon/k``.
+
+    epsilon: smoothing mass in [0, 1); 0 leaves the targets one-hot.
+    """
+
+    epsilon: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.epsilon < 1:
+            raise ParamError("epsilon", f"{self.epsilon} is outside [0, 1)")
+
+    def label(self) -> str:
+        return f"label_smoothing({self.epsilon:g})"
+
+    def apply(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> StepResult:
+        k = train.n_classes
+        targets = (1.0 - self.epsilon) * train.hard_targets() + self.epsilon / k
+        out = TrainingSet(
+            X=train.X,
+            y=train.y,
+            mask=train.mask,
+            n_classes=k,
+            targets=targets,
+            sample_weight=train.sample_weight,
+            trusted=train.trusted,
+        )
+        return StepResult(train=out)

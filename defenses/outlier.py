@@ -1,0 +1,208 @@
+"""Outlier filters through PyOD: Isolation Forest, LOF, One-Class SVM, or any PyOD detector.
+
+Per-class filtering (the default) fits one detector per *labelled* class: a row whose label was
+flipped looks like an outlier among its new classmates, so a feature-space detector can catch
+label flips that a single global detector cannot see.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.stats import rankdata
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
+
+from bench.types import DatasetInfo, DefenseContext, ParamError, TrainingSet, check_fraction
+from defenses.base import DEFENSES, Filter
+
+#: PyOD detectors offered by their own names; any other is reachable as ``pyod`` + ``detector``.
+_PYOD_MODULES = {"iforest": "iforest", "lof": "lof", "ocsvm": "ocsvm"}
+
+
+@cache
+def pyod_detector_class(detector: str) -> type:
+    """The PyOD detector class for a name like ``knn``, ``KNN`` or ``ecod`` (module name)."""
+    module_name = detector.lower()
+    try:
+        module = importlib.import_module(f"pyod.models.{module_name}")
+    except ImportError:
+        raise ParamError(
+            "detector", f"{detector!r} is not a PyOD detector module (e.g. knn, ecod, copod, hbos)"
+        ) from None
+    from pyod.models.base import BaseDetector
+
+    found = [
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, BaseDetector)
+        and obj is not BaseDetector
+        and obj.__module__ == module.__name__
+    ]
+    exact = [c for c in found if c.__name__.lower() == module_name]
+    if not (exact or found):
+        raise ParamError("detector", f"pyod.models.{module_name} defines no detector")
+    return (exact or found)[0]
+
+
+def parse_space(space: str, field: str = "space") -> tuple[str, int | None]:
+    """Parse ``raw``, ``standardized``, ``pca:K`` or ``auto`` into (kind, K)."""
+    if space in ("raw", "standardized", "auto"):
+        return space, None
+    if space.startswith("pca:"):
+        try:
+            k = int(space[4:])
+        except ValueError:
+            k = 0
+        if k > 0:
+            return "pca", k
+    raise ParamError(field, f"{space!r} is not a feature space (raw, standardized, pca:K, auto)")
+
+
+def project(X: np.ndarray, space: str, is_image: bool, seed: int) -> np.ndarray:
+    """Features in the space a detector works in, fit on the rows being filtered."""
+    flat = X.reshape(len(X), -1).astype(np.float64)
+    kind, k = parse_space(space)
+    if kind == "auto":
+        kind, k = ("pca", 50) if is_image else ("standardized", None)
+    if kind == "raw":
+        return flat
+    if kind == "standardized":
+        return StandardScaler().fit_transform(flat)
+    k = min(k, flat.shape[1], len(flat))  # type: ignore[type-var]
+    return PCA(n_components=k, random_state=seed).fit_transform(flat)
+
+
+@dataclass(frozen=True)
+class OutlierFilter(Filter):
+    """Remove the ``contamination`` share of rows a PyOD detector scores as most outlying.
+
+    per_class: fit one detector per labelled class (default) or one for all rows.
+    contamination: share of rows removed (per class when per_class), in (0, 0.5].
+    space: ``raw``, ``standardized``, ``pca:K`` or ``auto`` (standardized for tabular data,
+        pca:50 for images), fit on the rows being filtered.
+    """
+
+    per_class: bool = True
+    contamination: float = 0.1
+    space: str = "auto"
+
+    detector_name: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        check_fraction(self.contamination, "contamination", low_open=True)
+        if self.contamination > 0.5:
+            raise ParamError(
+                "contamination", f"{self.contamination} is outside (0, 0.5] (PyOD's range)"
+            )
+        parse_space(self.space)
+
+    def detector_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def make_detector(self, n_rows: int, seed: int) -> Any:
+        cls = pyod_detector_class(self.detector_name)
+        kwargs = dict(self.detector_kwargs())
+        accepted = inspect.signature(cls.__init__).parameters
+        if "random_state" in accepted:
+            kwargs["random_state"] = seed
+        if "n_neighbors" in accepted:
+            kwargs["n_neighbors"] = max(1, min(kwargs.get("n_neighbors", 20), n_rows - 1))
+        return cls(contamination=self.contamination, **kwargs)
+
+    def score(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        seed = int(rng.integers(2**31 - 1))
+        Z = project(train.X, self.space, ctx.info.image_shape is not None, seed)
+        groups = (
+            [np.flatnonzero(train.y == c) for c in np.unique(train.y)]
+            if self.per_class
+            else [np.arange(len(train))]
+        )
+        scores = np.zeros(len(train))
+        removed = np.zeros(len(train), dtype=bool)
+        for rows in groups:
+            if len(rows) < 3:  # too few rows to call any of them an outlier
+                continue
+            detector = self.make_detector(len(rows), seed).fit(Z[rows])
+            raw = np.asarray(detector.decision_scores_, dtype=np.float64)
+            # Scores of different per-class detectors are not comparable: rank within the group.
+            scores[rows] = rankdata(raw) / len(rows) if self.per_class else raw
+            removed[rows] = np.asarray(detector.labels_, dtype=bool)
+        return scores, removed
+
+
+@DEFENSES.register("iforest")
+@dataclass(frozen=True)
+class IsolationForestFilter(OutlierFilter):
+    """Isolation Forest (PyOD ``IForest``)."""
+
+    n_estimators: int = 100
+    detector_name: ClassVar[str] = "iforest"
+
+    def detector_kwargs(self) -> dict[str, Any]:
+        return {"n_estimators": self.n_estimators}
+
+
+@DEFENSES.register("lof")
+@dataclass(frozen=True)
+class LOFFilter(OutlierFilter):
+    """Local Outlier Factor (PyOD ``LOF``)."""
+
+    n_neighbors: int = 20
+    detector_name: ClassVar[str] = "lof"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_neighbors < 1:
+            raise ParamError("n_neighbors", f"must be >= 1, got {self.n_neighbors}")
+
+    def detector_kwargs(self) -> dict[str, Any]:
+        return {"n_neighbors": self.n_neighbors}
+
+
+@DEFENSES.register("ocsvm")
+@dataclass(frozen=True)
+class OCSVMFilter(OutlierFilter):
+    """One-Class SVM (PyOD ``OCSVM``, RBF kernel)."""
+
+    nu: float = 0.5
+    detector_name: ClassVar[str] = "ocsvm"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fraction(self.nu, "nu", low_open=True)
+
+    def detector_kwargs(self) -> dict[str, Any]:
+        return {"nu": self.nu}
+
+
+@DEFENSES.register("pyod")
+@dataclass(frozen=True)
+class PyODFilter(OutlierFilter):
+    """Any PyOD detector by module name (``knn``, ``ecod``, ``copod``, ``hbos``, ...).
+
+    detector: the PyOD module name under ``pyod.models``.
+    """
+
+    detector: str = "knn"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        pyod_detector_class(self.detector)
+
+    @property
+    def detector_name(self) -> str:  # type: ignore[override]
+        return self.detector
+
+    def label(self) -> str:
+        return f"pyod({self.detector})"
+
+    def bind(self, info: DatasetInfo, path: str = "") -> PyODFilter:
+        return self
