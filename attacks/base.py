@@ -44,10 +44,15 @@ class Attack(Plugin):
         check_fraction(rate, "rate")
         X_out, y_out = X.copy(), y.copy()
         rows = self.choose(y, rate, rng) if rate > 0 else np.empty(0, dtype=np.int64)
+        mask = np.zeros(len(y), dtype=bool)
         if len(rows):
             self._poison(X_out, y_out, rows, rng)
-        mask = np.zeros(len(y), dtype=bool)
-        mask[rows] = True
+            # The mask is the ground truth of what changed, not of what was chosen: a chosen row
+            # can stay as it was (constant features, a clipped or float32-rounded noise draw).
+            changed = (y_out[rows] != y[rows]) | np.any(
+                X_out[rows].reshape(len(rows), -1) != X[rows].reshape(len(rows), -1), axis=1
+            )
+            mask[rows[changed]] = True
         return Poisoned(X_out, y_out, mask)
 
     def _poison(

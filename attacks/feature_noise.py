@@ -39,14 +39,16 @@ class FeatureNoise(Attack):
         self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, rng: np.random.Generator
     ) -> None:
         flat = X.reshape(len(X), -1)  # a view: images are noised pixel-wise
-        low, high = flat.min(axis=0), flat.max(axis=0)
+        # Ranges in float64: high - low can overflow float32 for features of huge magnitude.
+        low = flat.min(axis=0).astype(np.float64)
+        high = flat.max(axis=0).astype(np.float64)
         if self.mode == "uniform":
             noise = rng.uniform(size=(len(rows), flat.shape[1]))
-            values = low + noise * (high - low)
+            values = np.clip(low + noise * (high - low), low, high)
             # A constant feature cannot change; a row only counts as changed when something did.
             flat[rows] = values.astype(flat.dtype)
         else:
-            std = flat.std(axis=0)
+            std = flat.std(axis=0, dtype=np.float64)
             values = flat[rows] + rng.normal(size=(len(rows), flat.shape[1])) * (self.sigma * std)
             if self.clip:
                 values = np.clip(values, low, high)
