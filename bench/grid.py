@@ -74,16 +74,30 @@ def expand(config: Any) -> list[Cell]:
     """
     from attacks import ATTACKS
     from bench.config import ConfigError
-    from bench.datasets import load_dataset
+    from bench.datasets import DatasetError, load_dataset, split
     from bench.models import MODELS
     from bench.types import ParamError
     from defenses import DEFENSES
 
     cells: dict[str, Cell] = {}
     fractions = list(config.recovery.fractions)
-    for ds in config.datasets:
+    # Early stop changes which rows a cell trains, so it is part of the cell's identity; it is
+    # left out when off so that the ids of existing runs do not change.
+    early_stop = (
+        {"metric": config.recovery.metric, "tolerance": config.recovery.tolerance}
+        if getattr(config.recovery, "early_stop", False)
+        else None
+    )
+    for index, ds in enumerate(config.datasets):
         dataset = load_dataset(ds.name, config.data_dir)
         info = dataset.info
+        # Sizes that do not fit the dataset are a config error now, not a failure in every cell.
+        try:
+            split(dataset, ds.train, ds.test, ds.pool, rng=np.random.default_rng(0))
+        except ParamError as exc:
+            raise ConfigError(f"datasets[{index}].{exc.field}", exc.message) from None
+        except DatasetError as exc:
+            raise ConfigError(f"datasets[{index}].split", str(exc)) from None
         try:
             for i, a in enumerate(config.attacks):
                 ATTACKS.get(a.name).from_params(a.params).bind(info, f"attacks[{i}]")
@@ -101,16 +115,17 @@ def expand(config: Any) -> list[Cell]:
             for attack, rate in poisonings:
                 for steps in config.defenses:
                     for seed in config.seeds:
-                        cell = Cell(
-                            {
-                                "dataset": dataset_key,
-                                "model": model.canonical(),
-                                "attack": attack,
-                                "rate": rate,
-                                "defense": [s.canonical() for s in steps],
-                                "seed": seed,
-                                "fractions": fractions,
-                            }
-                        )
+                        spec = {
+                            "dataset": dataset_key,
+                            "model": model.canonical(),
+                            "attack": attack,
+                            "rate": rate,
+                            "defense": [s.canonical() for s in steps],
+                            "seed": seed,
+                            "fractions": fractions,
+                        }
+                        if early_stop is not None:
+                            spec["early_stop"] = early_stop
+                        cell = Cell(spec)
                         cells.setdefault(cell.cell_id, cell)
     return list(cells.values())

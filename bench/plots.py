@@ -1,0 +1,289 @@
+"""PNG plots for the report, drawn from the results table (matplotlib, headless Agg backend).
+
+Every function takes the long results table (and, where needed, the recovery curves of
+:func:`bench.recovery.recovery_curves`), draws one figure with matplotlib's object API (no
+pyplot global state, so plotting is safe in any process) and writes it to ``path``.
+:func:`write_plots` draws all of them for every (dataset, model) and returns what it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: figure width per panel and height, inches
+PANEL_W, PANEL_H = 4.2, 3.4
+DPI = 100
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A written plot: its title for the report and its file name beside ``report.md``."""
+
+    title: str
+    filename: str
+    kind: str
+
+
+def _figure(n_panels: int, width: float = PANEL_W) -> tuple[Any, list[Any]]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # headless: never open a window
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * n_panels, PANEL_H), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _save(fig: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of ``text`` (letters, digits, ``-``, ``_``, ``.``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def _ok0(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["status"] == "ok") & (df["extra_fraction"] == 0)]
+
+
+def plot_accuracy_vs_rate(
+    df: pd.DataFrame, dataset: str, model: str, path: Path, metric: str = "accuracy"
+) -> None:
+    """One panel per attack: ``metric`` (mean ± std over seeds, f = 0) against the poison rate,
+    one line per defense; rate 0 is each defense's clean cell (attack ``none``)."""
+    rows = _ok0(df[(df["dataset"] == dataset) & (df["model"] == model)])
+    attacks = sorted(a for a in rows["attack_label"].unique() if a != "none")
+    clean = rows[rows["attack"] == "none"]
+    fig, axes = _figure(max(len(attacks), 1))
+    for ax, attack in zip(axes, attacks, strict=False):
+        sub = pd.concat([clean, rows[rows["attack_label"] == attack]])
+        for defense, g in sub.groupby("defense", sort=True):
+            stats = g.groupby("rate")[metric].agg(["mean", "std"]).fillna(0.0)
+            style = "--" if defense == "none" else "-"
+            ax.errorbar(
+                stats.index * 100,
+                stats["mean"],
+                yerr=stats["std"],
+                label=defense,
+                linestyle=style,
+                marker="o",
+                markersize=3,
+                capsize=2,
+                linewidth=2.2 if defense == "none" else 1.2,
+            )
+        ax.set_title(attack, fontsize=9)
+        ax.set_xlabel("poison rate (% of eligible rows)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{dataset} / {model}: {metric} vs poison rate", fontsize=10)
+    _save(fig, path)
+
+
+def plot_recovery_curves(
+    curves: pd.DataFrame,
+    references: dict[tuple[str, str], float],
+    dataset: str,
+    model: str,
+    path: Path,
+    metric: str = "accuracy",
+    tolerance: float = 0.005,
+    defense: str = "none",
+) -> None:
+    """One panel per attack: ``metric`` against the extra clean fraction, one line per rate
+    (defense ``defense``), with the clean reference as a horizontal line and its tolerance band."""
+    sub = curves[
+        (curves["dataset"] == dataset)
+        & (curves["model"] == model)
+        & (curves["defense"] == defense)
+        & (curves["attack"] != "none")
+    ]
+    attacks = sorted(sub["attack_label"].unique())
+    fig, axes = _figure(max(len(attacks), 1))
+    ref = references.get((dataset, model), np.nan)
+    for ax, attack in zip(axes, attacks, strict=False):
+        g = sub[sub["attack_label"] == attack]
+        for rate, c in g.groupby("rate", sort=True):
+            ax.errorbar(
+                c["extra_fraction"],
+                c["mean"],
+                yerr=c["std"],
+                marker="o",
+                markersize=3,
+                capsize=2,
+                label=f"{rate:.0%}",
+            )
+        if np.isfinite(ref):
+            ax.axhline(ref, color="black", linewidth=1.2, label="clean reference")
+            lo, hi = (
+                (ref - tolerance, ref)
+                if metric != "attack_success_rate"
+                else (ref, ref + tolerance)
+            )
+            ax.axhspan(lo, hi, color="grey", alpha=0.2)
+        ax.set_title(attack, fontsize=9)
+        ax.set_xlabel("extra clean data (× n_train)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, title="poison rate", title_fontsize=7, loc="lower right")
+    fig.suptitle(
+        f"{dataset} / {model}: recovery with extra clean data (defense: {defense})", fontsize=10
+    )
+    _save(fig, path)
+
+
+def _summed(rows: pd.DataFrame, column: str) -> np.ndarray | None:
+    values = [np.asarray(json.loads(v), dtype=float) for v in rows[column].dropna()]
+    return np.sum(values, axis=0) if values else None
+
+
+def plot_confusion_pair(
+    df: pd.DataFrame, dataset: str, model: str, attack_label: str, path: Path
+) -> None:
+    """Row-normalised confusion matrices summed over seeds (f = 0, no defense): the clean model
+    beside the most poisoned one (largest rate) of ``attack_label``."""
+    rows = _ok0(df[(df["dataset"] == dataset) & (df["model"] == model) & (df["defense"] == "none")])
+    clean = rows[rows["attack"] == "none"]
+    attacked = rows[rows["attack_label"] == attack_label]
+    worst = attacked["rate"].max()
+    pair = [
+        ("clean", clean),
+        (f"{attack_label} at {worst:.0%}", attacked[attacked["rate"] == worst]),
+    ]
+    fig, axes = _figure(2, width=PANEL_W + 0.4)
+    image = None
+    for ax, (title, sub) in zip(axes, pair, strict=True):
+        m = _summed(sub, "confusion")
+        if m is None:
+            ax.set_axis_off()
+            continue
+        norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+        k = len(norm)
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.tick_params(labelsize=7)
+        if k <= 10:
+            for i in range(k):
+                for j in range(k):
+                    if norm[i, j] >= 0.01:
+                        color = "white" if norm[i, j] > 0.5 else "black"
+                        ax.text(
+                            j,
+                            i,
+                            f"{norm[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=6,
+                            color=color,
+                        )
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title, fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
+    fig.suptitle(f"{dataset} / {model}: confusion, clean vs most poisoned", fontsize=10)
+    _save(fig, path)
+
+
+def plot_prediction_distribution(
+    df: pd.DataFrame, dataset: str, model: str, attack_label: str, path: Path
+) -> None:
+    """Share of test rows predicted as each class (f = 0, no defense, summed over seeds): the
+    clean model and each rate of ``attack_label``, as grouped bars."""
+    rows = _ok0(df[(df["dataset"] == dataset) & (df["model"] == model) & (df["defense"] == "none")])
+    series = [("clean", rows[rows["attack"] == "none"])]
+    attacked = rows[rows["attack_label"] == attack_label]
+    series += [
+        (f"{r:.0%}", attacked[attacked["rate"] == r]) for r in sorted(attacked["rate"].unique())
+    ]
+    fig, axes = _figure(1, width=max(PANEL_W * 1.6, 6.0))
+    ax = axes[0]
+    counts = [(name, _summed(sub, "pred_distribution")) for name, sub in series]
+    counts = [(name, c) for name, c in counts if c is not None]
+    width = 0.8 / max(len(counts), 1)
+    for i, (name, c) in enumerate(counts):
+        share = c / max(c.sum(), 1)
+        ax.bar(np.arange(len(c)) + i * width - 0.4 + width / 2, share, width=width, label=name)
+    if counts:
+        ax.set_xticks(range(len(counts[0][1])))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("share of test rows")
+    ax.legend(fontsize=7, title="poison rate", title_fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{dataset} / {model}: predictions under {attack_label}", fontsize=10)
+    _save(fig, path)
+
+
+def write_plots(
+    df: pd.DataFrame,
+    out_dir: str | Path,
+    curves: pd.DataFrame | None = None,
+    references: dict[tuple[str, str], float] | None = None,
+    metric: str = "accuracy",
+    tolerance: float = 0.005,
+) -> list[Plot]:
+    """Draw every plot for every (dataset, model) into ``out_dir``; returns what was written.
+
+    curves: :func:`bench.recovery.recovery_curves` of ``df`` (computed when None).
+    references: clean reference per (dataset, model) (the mean f = 0 clean value when None).
+    """
+    from bench.recovery import recovery_curves
+
+    out = Path(out_dir)
+    if df.empty or "extra_fraction" not in df:
+        return []
+    if curves is None:
+        curves = recovery_curves(df, metric)
+    if references is None:
+        clean = _ok0(df[(df["attack"] == "none") & (df["defense"] == "none")])
+        references = {
+            k: float(v) for k, v in clean.groupby(["dataset", "model"])[metric].mean().items()
+        }
+    plots: list[Plot] = []
+    ok = df[df["status"] == "ok"]
+    for (dataset, model), rows in ok.groupby(["dataset", "model"], sort=True):
+        stem = f"{slug(dataset)}-{slug(model)}"
+        attacks = [a for a in sorted(rows["attack_label"].unique()) if a != "none"]
+        if not attacks:
+            continue
+        name = f"{stem}-{metric}-vs-rate.png"
+        plot_accuracy_vs_rate(df, dataset, model, out / name, metric)
+        plots.append(Plot(f"{dataset} / {model}: {metric} vs poison rate", name, "rate"))
+        name = f"{stem}-recovery.png"
+        plot_recovery_curves(curves, references, dataset, model, out / name, metric, tolerance)
+        plots.append(Plot(f"{dataset} / {model}: recovery curves (no defense)", name, "recovery"))
+        targeted = sorted(
+            rows.loc[rows["attack_success_rate"].notna(), "attack_label"].unique()
+            if "attack_success_rate" in rows
+            else []
+        )
+        if targeted:
+            focus = targeted[0]
+        else:  # no targeted flip: show the attack that hurts most at its largest rate
+            worst = _ok0(rows[(rows["attack"] != "none") & (rows["defense"] == "none")])
+            if worst.empty:
+                continue
+            top = worst[worst["rate"] == worst["rate"].max()]
+            focus = top.groupby("attack_label")[metric].mean().idxmin()
+        name = f"{stem}-confusion.png"
+        plot_confusion_pair(df, dataset, model, focus, out / name)
+        plots.append(Plot(f"{dataset} / {model}: confusion, clean vs {focus}", name, "confusion"))
+        name = f"{stem}-predictions.png"
+        plot_prediction_distribution(df, dataset, model, focus, out / name)
+        plots.append(
+            Plot(f"{dataset} / {model}: predicted classes under {focus}", name, "predictions")
+        )
+    return plots
