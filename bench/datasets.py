@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -113,6 +116,140 @@ def load_mnist_5k(data_dir: str | None = None) -> Dataset:
     X, y = mnist_data()
     X = (X / 255.0).reshape(-1, 1, 28, 28)
     return make_dataset("mnist-5k", X, y, [str(i) for i in range(10)], image_shape=(1, 28, 28))
+
+
+# ---------------------------------------------------------------------------------------------
+# Full MNIST-family datasets: IDX files under a data root, downloaded by torchvision when absent
+# ---------------------------------------------------------------------------------------------
+
+#: where the Debian package ``dataset-fashion-mnist`` puts its IDX files
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+def data_root(data_dir: str | None = None) -> Path:
+    """The folder image datasets live under: ``data_dir`` (``--data-dir`` / config
+    ``data_dir``), else ``$POISONBENCH_DATA``, else the user cache dir (``~/.cache/poisonbench``
+    on Linux)."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get("POISONBENCH_DATA"):
+        return Path(os.environ["POISONBENCH_DATA"]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("poisonbench"))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (``.gz`` or plain) as a uint8 array of its stored shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    magic = int.from_bytes(data[:4], "big")
+    if magic >> 8 != 0x08:  # 0x08 = unsigned byte; the low byte is the number of dimensions
+        raise DatasetError(f"{path}: not an unsigned-byte IDX file (magic {magic:#010x})")
+    ndim = magic & 0xFF
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise DatasetError(f"{path}: {body.size} bytes of data for shape {shape} (truncated?)")
+    return body.reshape(shape)
+
+
+def _find_idx(folders: list[Path]) -> dict[str, Path] | None:
+    """The four IDX files (plain or ``.gz``) from the first folder that holds all of them."""
+    for folder in folders:
+        found = {}
+        for stem in IDX_FILES:
+            for candidate in (folder / stem, folder / f"{stem}.gz"):
+                if candidate.is_file():
+                    found[stem] = candidate
+                    break
+        if len(found) == len(IDX_FILES):
+            return found
+    return None
+
+
+def download_torchvision(dataset_class: str, root: Path) -> None:
+    """Download a torchvision MNIST-family dataset's raw files into ``root/<class>/raw``."""
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, dataset_class)
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
+
+
+def _load_idx_dataset(
+    name: str,
+    dataset_class: str,
+    data_dir: str | None,
+    class_names: tuple[str, ...],
+    extra_folders: tuple[str, ...] = (),
+) -> Dataset:
+    """Train and test IDX files concatenated (train first) as one n×1×28×28 dataset in [0, 1]."""
+    root = data_root(data_dir)
+    raw = root / dataset_class / "raw"
+    folders = [raw, *(Path(f) for f in extra_folders)]
+    files = _find_idx(folders)
+    if files is None:
+        try:
+            download_torchvision(dataset_class, root)
+        except Exception as exc:  # offline, proxy, disk full: all end in the same advice
+            reason = f"{type(exc).__name__}: {exc}".strip()
+            searched = " and ".join(str(f) for f in folders)
+            wanted = "\n".join(f"  {raw / stem}  (or {stem}.gz)" for stem in IDX_FILES)
+            raise DatasetError(
+                f"{name}: the IDX files are not in {searched} and the download failed "
+                f"({reason}).\nOffline, put the four files here:\n{wanted}\n"
+                "(choose the root with --data-dir, the config's data_dir or $POISONBENCH_DATA; "
+                f"it is now {root}). Or use the bundled offline subset: dataset mnist-5k."
+            ) from None
+        files = _find_idx([raw])
+        if files is None:
+            raise DatasetError(f"{name}: the download finished but {raw} lacks the IDX files")
+    images = [read_idx(files[s]) for s in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")]
+    labels = [read_idx(files[s]) for s in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")]
+    X = np.concatenate(images).astype(np.float32)
+    X /= 255.0
+    y = np.concatenate(labels)
+    return make_dataset(name, X.reshape(-1, 1, 28, 28), y, class_names, image_shape=(1, 28, 28))
+
+
+@loader(
+    "mnist",
+    "MNIST, 70,000 images 1×28×28 in [0, 1] (train 60k + test 10k as one set; torchvision, "
+    "under --data-dir)",
+)
+def load_mnist(data_dir: str | None = None) -> Dataset:
+    return _load_idx_dataset("mnist", "MNIST", data_dir, tuple(str(i) for i in range(10)))
+
+
+@loader(
+    "fashion-mnist",
+    "Fashion-MNIST, 70,000 images 1×28×28 in [0, 1] (train 60k + test 10k as one set; "
+    "torchvision or apt package dataset-fashion-mnist)",
+)
+def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
+    return _load_idx_dataset(
+        "fashion-mnist", "FashionMNIST", data_dir, FASHION_CLASSES, (DEBIAN_FASHION_MNIST,)
+    )
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,362 @@
+"""PyTorch models: ``cnn`` (LeNet-5 size), ``cnn-large`` (32/64 channels), ``torch-mlp``.
+
+torch is imported only inside ``build`` / ``fit`` / ``predict_proba`` (and in ``bind`` when
+``device: cuda`` is asked for): ``import torch`` costs ~4 s and ~0.8 GB per process, and only
+the cells that train a torch model may pay it. ``bench.models`` imports this module at its end
+to register the specs; nothing here imports torch at module level.
+
+The trainer is a plain loop over in-memory tensors (no DataLoader workers): the rows are put on
+the device once, each epoch draws a permutation from a ``torch.Generator`` seeded by ``build``'s
+seed, and the loss is the soft-target cross-entropy, so ``label_smoothing`` targets (n×k) are
+used as they are (hard labels go in as class indices: the same loss, computed faster). Weight
+init and dropout run under ``torch.random.fork_rng`` seeded from the same seed: fits are
+deterministic on CPU and the caller's global torch RNG is left untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from bench.models import MODELS, Estimator, ModelSpec
+from bench.types import DatasetInfo, ParamError, PoisonBenchError
+
+#: image datasets shipped with the harness (named in the error for a CNN on tabular data)
+IMAGE_DATASETS = "mnist-5k, mnist, fashion-mnist"
+_PREDICT_BATCH = 2048
+
+
+def configure_threads() -> None:
+    """Set torch's intra-op threads from ``POISONBENCH_THREADS`` (set by the local executor to
+    one per worker process); leave torch's default when it is unset."""
+    import torch
+
+    threads = os.environ.get("POISONBENCH_THREADS")
+    if threads and int(threads) > 0 and torch.get_num_threads() != int(threads):
+        torch.set_num_threads(int(threads))
+
+
+def resolve_device(device: str, field: str = "device") -> Any:
+    """The ``torch.device`` for ``auto`` (cuda when available, else cpu), ``cpu`` or ``cuda``.
+
+    Raises ParamError naming ``field`` when ``cuda`` is asked for and torch sees no CUDA device.
+    """
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        build = torch.version.cuda or "CPU-only"
+        raise ParamError(
+            field,
+            f"'cuda' was asked for but torch {torch.__version__} ({build} build) sees no CUDA "
+            "device; use 'auto' (cuda when available, else cpu) or 'cpu'",
+        )
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class TorchModel(ModelSpec):
+    """Common parameters of the torch models (all take robust losses: ``gce``, ``sce``).
+
+    epochs: passes over the training set, >= 1. batch_size: rows per step, >= 1.
+    optimizer: ``adam`` or ``sgd`` (momentum 0.9). lr: learning rate, > 0.
+    weight_decay: L2 penalty, >= 0. device: ``auto`` (cuda when available), ``cpu`` or ``cuda``.
+    """
+
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    supports_loss: ClassVar[bool] = True  # fit(..., loss=) trains with gce / sce
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ParamError("epochs", f"must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ParamError("batch_size", f"must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ParamError("lr", f"must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ParamError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+
+    def bind(self, info: DatasetInfo, path: str = "") -> TorchModel:
+        """Check the dataset's input shape and, for ``device: cuda``, that CUDA is there."""
+        prefix = f"{path}." if path else ""
+        self.check_input(info, prefix)
+        if self.device == "cuda":  # only then is torch imported at grid expansion
+            resolve_device(self.device, f"{prefix}device")
+        return self
+
+    def check_input(self, info: DatasetInfo, prefix: str) -> None:
+        """Raise ParamError when the network cannot take this dataset's rows."""
+
+    def network(self, info: DatasetInfo) -> Any:
+        """A fresh ``torch.nn.Module`` mapping a batch of rows to n×k logits."""
+        raise NotImplementedError
+
+    def build(self, info: DatasetInfo, seed: int) -> Estimator:
+        self.check_input(info, "")
+        return TorchClassifier(self, info, seed)
+
+
+class TorchClassifier:
+    """A torch network trained by the in-memory loop; ``predict_proba`` gives n×k softmax."""
+
+    def __init__(self, spec: TorchModel, info: DatasetInfo, seed: int) -> None:
+        self.spec = spec
+        self.info = info
+        self.seed = int(seed)
+
+    def _inputs(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if self.info.image_shape is not None and X.ndim == 2:
+            X = X.reshape(len(X), *self.info.image_shape)
+        return np.ascontiguousarray(X)
+
+    def fit(
+        self,
+        X: np.ndarray,
+        targets: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        loss: dict[str, Any] | None = None,
+    ) -> TorchClassifier:
+        """Train from scratch on rows ``X``, hard labels (n) or soft targets (n×k); returns self.
+
+        sample_weight (n, >= 0) weights each row's loss; weights are rescaled to mean 1, so
+        uniform weights give the plain mean loss. loss: a robust loss set by a defense step
+        (``TrainingSet.loss``, e.g. ``{"name": "gce", "q": 0.7}``) used instead of the
+        soft-target cross-entropy; see ``defenses/robust_loss.py``.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        configure_threads()
+        spec = self.spec
+        self.device_ = device = resolve_device(spec.device)
+        n, k = len(X), self.info.n_classes
+        if n == 0:
+            raise PoisonBenchError("cannot train a torch model on 0 rows")
+        targets = np.asarray(targets)
+        if targets.ndim == 1:
+            # Hard labels as class indices: the same loss as one-hot soft targets, ~8% faster
+            # for LeNet on one CPU thread (measured), which the 0.9×-of-a-bare-loop goal needs.
+            T_t = torch.from_numpy(targets.astype(np.int64)).to(device)
+        else:
+            if targets.shape != (n, k):
+                raise PoisonBenchError(f"soft targets must be {n}×{k}, got {targets.shape}")
+            T_t = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)).to(device)
+        X_t = torch.from_numpy(self._inputs(X)).to(device)
+        W_t = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            if not np.allclose(w, w[0]):
+                W_t = torch.from_numpy((w / w.mean()).astype(np.float32)).to(device)
+
+        loss_spec, robust = loss, None
+        if loss_spec is not None:
+            from defenses.robust_loss import robust_loss as robust
+
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            net = spec.network(self.info).to(device)
+            self.prepare(net, X_t)
+            if spec.optimizer == "adam":
+                opt = torch.optim.Adam(net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+            else:
+                opt = torch.optim.SGD(
+                    net.parameters(), lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay
+                )
+            gen = torch.Generator().manual_seed(self.seed)
+            net.train()
+            bs = spec.batch_size
+            for _ in range(spec.epochs):
+                order = torch.randperm(n, generator=gen).to(device)
+                for start in range(0, n, bs):
+                    idx = order[start : start + bs]
+                    logits = net(X_t[idx])
+                    if robust is not None:
+                        per_row = robust(logits, T_t[idx], loss_spec)
+                        loss = per_row.mean() if W_t is None else (per_row * W_t[idx]).mean()
+                    elif W_t is None:
+                        loss = F.cross_entropy(logits, T_t[idx])
+                    else:
+                        per_row = F.cross_entropy(logits, T_t[idx], reduction="none")
+                        loss = (per_row * W_t[idx]).mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+        net.eval()
+        self.net_ = net
+        return self
+
+    def prepare(self, net: Any, X: Any) -> None:
+        """Fit input statistics the network needs (the MLP's standardization) on the train rows."""
+        if hasattr(net, "set_scaling"):
+            net.set_scaling(X)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities, n×k float64 on the CPU (softmax of the logits)."""
+        import torch
+
+        configure_threads()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(X), _PREDICT_BATCH):
+                batch = torch.from_numpy(self._inputs(X[start : start + _PREDICT_BATCH]))
+                logits = self.net_(batch.to(self.device_))
+                out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        if not out:
+            return np.zeros((0, self.info.n_classes))
+        return np.concatenate(out).astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks (built inside ``network`` so that torch is imported only there)
+# ---------------------------------------------------------------------------------------------
+
+
+def _require_images(name: str, info: DatasetInfo, prefix: str) -> None:
+    if info.image_shape is None or len(info.image_shape) != 3:
+        raise ParamError(
+            f"{prefix}name" if prefix else "model",
+            f"{name} needs image data (n×c×h×w) but {info.name} is tabular; use an image "
+            f"dataset ({IMAGE_DATASETS}) or a model that takes flat rows (torch-mlp, logreg, "
+            "mlp, random_forest, svm)",
+        )
+
+
+def _flat_size(features: Any, shape: tuple[int, ...]) -> int:
+    import torch
+
+    with torch.no_grad():
+        return int(features(torch.zeros(1, *shape)).numel())
+
+
+class ImageModel(TorchModel):
+    """A torch model that needs images (n×c×h×w) of at least ``min_side`` pixels a side."""
+
+    min_side: ClassVar[int] = 1
+
+    def check_input(self, info: DatasetInfo, prefix: str) -> None:
+        _require_images(self.name, info, prefix)
+        _c, h, w = info.image_shape  # type: ignore[misc]
+        if min(h, w) < self.min_side:
+            raise ParamError(
+                f"{prefix}name" if prefix else "model",
+                f"{self.name} needs images of at least {self.min_side}×{self.min_side}, "
+                f"{info.name} has {h}×{w}",
+            )
+
+
+@MODELS.register("cnn")
+@dataclass(frozen=True)
+class CNN(ImageModel):
+    """LeNet-5-size CNN: conv 6 (5×5) → pool → conv 16 (5×5) → pool → 120 → 84 → k. Images only."""
+
+    min_side: ClassVar[int] = 12  # the two 5×5 convolutions and pools need 12×12
+
+    def network(self, info: DatasetInfo) -> Any:
+        from torch import nn
+
+        c = info.image_shape[0]  # type: ignore[index]
+        features = nn.Sequential(
+            nn.Conv2d(c, 6, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        flat = _flat_size(features, info.image_shape)  # type: ignore[arg-type]
+        return nn.Sequential(
+            features,
+            nn.Linear(flat, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, info.n_classes),
+        )
+
+
+@MODELS.register("cnn-large")
+@dataclass(frozen=True)
+class CNNLarge(ImageModel):
+    """The classic PyTorch MNIST example: conv 32 → conv 64 (3×3) → pool → dropout → 128 → k."""
+
+    min_side: ClassVar[int] = 6
+
+    def network(self, info: DatasetInfo) -> Any:
+        from torch import nn
+
+        c = info.image_shape[0]  # type: ignore[index]
+        features = nn.Sequential(
+            nn.Conv2d(c, 32, 3),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(0.25),
+            nn.Flatten(),
+        )
+        flat = _flat_size(features, info.image_shape)  # type: ignore[arg-type]
+        return nn.Sequential(
+            features,
+            nn.Linear(flat, 128),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(128, info.n_classes),
+        )
+
+
+@MODELS.register("torch-mlp")
+@dataclass(frozen=True)
+class TorchMLP(TorchModel):
+    """Standardized, flattened rows → ReLU hidden layers → k. Tabular data or images.
+
+    hidden: sizes of the hidden layers (each >= 1).
+    """
+
+    hidden: tuple[int, ...] = (256,)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ParamError(
+                "hidden", f"must be a non-empty list of positive sizes, got {list(self.hidden)}"
+            )
+
+    def network(self, info: DatasetInfo) -> Any:
+        import torch
+        from torch import nn
+
+        class _MLP(nn.Module):
+            def __init__(self, d: int, hidden: tuple[int, ...], k: int) -> None:
+                super().__init__()
+                layers: list[nn.Module] = []
+                for h in hidden:
+                    layers += [nn.Linear(d, h), nn.ReLU()]
+                    d = h
+                layers.append(nn.Linear(d, k))
+                self.layers = nn.Sequential(*layers)
+                self.register_buffer("mean", torch.zeros(info.n_features))
+                self.register_buffer("scale", torch.ones(info.n_features))
+
+            def set_scaling(self, X: torch.Tensor) -> None:
+                flat = X.reshape(len(X), -1)
+                std = flat.std(dim=0, unbiased=False)
+                self.mean = flat.mean(dim=0)
+                self.scale = torch.where(std > 1e-6, std, torch.ones_like(std))
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.layers((x.reshape(len(x), -1) - self.mean) / self.scale)
+
+        return _MLP(info.n_features, self.hidden, info.n_classes)
