@@ -92,6 +92,9 @@ class TrainingSet:
     ``targets`` is either the hard labels (int64, shape n) or a soft-label matrix (float, n×k).
     ``mask`` marks poisoned rows (kept for detection metrics; a model never sees it).
     ``trusted`` marks rows that came from the clean pool.
+    ``loss`` is a training-loss choice set by a robust-loss defense step (e.g.
+    ``{"name": "gce", "q": 0.7}``; see ``defenses/robust_loss.py``); None means the model's own
+    loss. Only models that support it may fit such a set; the others must refuse it.
     """
 
     X: np.ndarray
@@ -101,6 +104,7 @@ class TrainingSet:
     targets: np.ndarray | None = None
     sample_weight: np.ndarray | None = None
     trusted: np.ndarray | None = None
+    loss: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.targets is None:
@@ -125,6 +129,7 @@ class TrainingSet:
             targets=self.targets[rows],
             sample_weight=None if self.sample_weight is None else self.sample_weight[rows],
             trusted=self.trusted[rows],
+            loss=self.loss,
         )
 
     def hard_targets(self) -> np.ndarray:
@@ -152,6 +157,7 @@ class TrainingSet:
             targets=np.concatenate([self.targets, extra_targets]),
             sample_weight=weight,
             trusted=np.concatenate([self.trusted, np.ones(len(y), dtype=bool)]),
+            loss=self.loss,
         )
 
 
@@ -181,6 +187,8 @@ class StepResult:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:  # name the choices, not "Literal"
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
 
 

@@ -40,5 +40,6 @@ class LabelSmoothing(Defense):
             targets=targets,
             sample_weight=train.sample_weight,
             trusted=train.trusted,
+            loss=train.loss,  # keep a robust loss chosen by an earlier step
         )
         return StepResult(train=out)
