@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from defenses import DEFENSES
 RECOVERY_METRICS = ("accuracy", "macro_f1", "attack_success_rate")
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_WORD = re.compile(r"[A-Za-z_][\w-]{0,63}")
 
 
 class ConfigError(ParamError):
@@ -103,7 +105,47 @@ TOP_LEVEL = {
 
 
 def _fail(path: str, message: str) -> ConfigError:
-    return ConfigError(path, message)
+    return ConfigError(path or "config", message)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to a readable length (hostile configs hold huge or deep values)."""
+    return _REPR.repr(value)
+
+
+#: how deep a config may nest lists and mappings (real ones need 4 or 5 levels)
+MAX_DEPTH = 16
+#: how many values (scalars, lists, mappings, counted with YAML aliases expanded) it may hold
+MAX_ENTRIES = 100_000
+
+
+def _check_depth(raw: Any) -> None:
+    """Raise ConfigError naming the first entry nested deeper than :data:`MAX_DEPTH`, or
+    when the config holds more than :data:`MAX_ENTRIES` values."""
+    stack: list[tuple[Any, str, int]] = [(raw, "", 0)]
+    seen = 0
+    while stack:
+        value, path, depth = stack.pop()
+        seen += 1
+        if seen > MAX_ENTRIES:  # YAML aliases can expand a tiny file exponentially
+            raise _fail(path, f"the config holds more than {MAX_ENTRIES} entries")
+        if depth > MAX_DEPTH:
+            raise _fail(path, f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((item, _join(path, key), depth + 1) for key, item in value.items())
+        elif isinstance(value, list | tuple):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+
+
+def _join(path: str, key: Any) -> str:
+    """``path.key``; a key that is not a plain word is quoted (``rates.'a b'``)."""
+    part = key if isinstance(key, str) and _WORD.fullmatch(key) else _short(key)
+    return f"{path}.{part}" if path else part
 
 
 def _mapping(value: Any, path: str, allowed: set[str] | None = None) -> dict[str, Any]:
@@ -111,12 +153,12 @@ def _mapping(value: Any, path: str, allowed: set[str] | None = None) -> dict[str
         raise _fail(path, f"expected a mapping, got {type(value).__name__}")
     for key in value:
         if not isinstance(key, str):
-            raise _fail(path, f"keys must be strings, got {key!r}")
+            raise _fail(path, f"keys must be strings, got {_short(key)}")
     if allowed is not None:
         unknown = sorted(set(value) - allowed)
         if unknown:
             raise _fail(
-                f"{path}.{unknown[0]}" if path else unknown[0],
+                _join(path, unknown[0]),
                 f"unknown key (valid: {', '.join(sorted(allowed))})",
             )
     return value
@@ -145,10 +187,13 @@ def _plugin(entry: Any, registry: Registry, path: str) -> PluginSpec:
         if "params" in params and isinstance(params["params"], dict) and len(params) == 1:
             params = params["params"]
     else:
-        raise _fail(path, f"expected a name or a mapping with 'name', got {entry!r}")
+        raise _fail(path, f"expected a name or a mapping with 'name', got {_short(entry)}")
     if not isinstance(name, str):
         raise _fail(f"{path}.name", f"expected a string (valid: {', '.join(registry)})")
-    cls = registry.get(name, f"{path}.name" if isinstance(entry, dict) else path)
+    try:
+        cls = registry.get(name, f"{path}.name" if isinstance(entry, dict) else path)
+    except ParamError as exc:
+        raise _fail(exc.field, exc.message) from None
     try:
         instance: Plugin = cls.from_params(params, path)
     except ParamError as exc:
@@ -164,7 +209,8 @@ def _size(value: Any, path: str, allow_rest: bool = False) -> int | float | str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         extra = ", or 'rest'" if allow_rest else ""
         raise _fail(
-            path, f"expected a row count (int >= 1) or a fraction in (0, 1]{extra}, got {value!r}"
+            path,
+            f"expected a row count (int >= 1) or a fraction in (0, 1]{extra}, got {_short(value)}",
         )
     if isinstance(value, float):
         if math.isnan(value) or not 0 < value <= 1:
@@ -186,7 +232,7 @@ def _dataset(entry: Any, path: str) -> DatasetSpec:
     name = entry.get("name")
     if not isinstance(name, str) or name not in LOADERS:
         raise _fail(
-            f"{path}.name", f"unknown dataset {name!r} (valid: {', '.join(sorted(LOADERS))})"
+            f"{path}.name", f"unknown dataset {_short(name)} (valid: {', '.join(sorted(LOADERS))})"
         )
     split = _mapping(entry.get("split", {}) or {}, f"{path}.split", {"train", "test", "pool"})
     kwargs: dict[str, Any] = {}
@@ -198,7 +244,7 @@ def _dataset(entry: Any, path: str) -> DatasetSpec:
 
 def _rate(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise _fail(path, f"expected a fraction in [0, 1], got {value!r}")
+        raise _fail(path, f"expected a fraction in [0, 1], got {_short(value)}")
     if not 0 <= value <= 1:
         raise _fail(path, f"{value} is outside [0, 1] (a rate is the fraction of eligible rows)")
     return float(value)
@@ -213,7 +259,7 @@ def _seeds(value: Any, path: str) -> tuple[int, ...]:
     seeds = []
     for i, s in enumerate(items):
         if isinstance(s, bool) or not isinstance(s, int) or s < 0 or s >= 2**32:
-            raise _fail(f"{path}[{i}]", f"expected a seed in 0..2**32-1, got {s!r}")
+            raise _fail(f"{path}[{i}]", f"expected a seed in 0..2**32-1, got {_short(s)}")
         seeds.append(int(s))
     if len(set(seeds)) != len(seeds):
         raise _fail(path, "seeds must be distinct")
@@ -236,7 +282,7 @@ def _recovery(value: Any, path: str) -> RecoverySpec:
             ):
                 raise _fail(
                     f"{path}.fractions[{i}]",
-                    f"expected a multiple of n_train in [0, 1000], got {f!r}",
+                    f"expected a multiple of n_train in [0, 1000], got {_short(f)}",
                 )
             fractions.append(float(f))
         fractions = sorted(set(fractions))
@@ -246,7 +292,8 @@ def _recovery(value: Any, path: str) -> RecoverySpec:
     if "metric" in value:
         if value["metric"] not in RECOVERY_METRICS:
             raise _fail(
-                f"{path}.metric", f"{value['metric']!r} is not one of {', '.join(RECOVERY_METRICS)}"
+                f"{path}.metric",
+                f"{_short(value['metric'])} is not one of {', '.join(RECOVERY_METRICS)}",
             )
         kwargs["metric"] = value["metric"]
     if "tolerance" in value:
@@ -259,18 +306,20 @@ def _recovery(value: Any, path: str) -> RecoverySpec:
         ):
             raise _fail(
                 f"{path}.tolerance",
-                f"expected a fraction in [0, 1) (0.005 = 0.5 points), got {tol!r}",
+                f"expected a fraction in [0, 1) (0.005 = 0.5 points), got {_short(tol)}",
             )
         kwargs["tolerance"] = float(tol)
     if "bootstrap" in value:
         b = value["bootstrap"]
         if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= 100_000:
-            raise _fail(f"{path}.bootstrap", f"expected a resample count in 0..100000, got {b!r}")
+            raise _fail(
+                f"{path}.bootstrap", f"expected a resample count in 0..100000, got {_short(b)}"
+            )
         kwargs["bootstrap"] = b
     if "early_stop" in value:
         if not isinstance(value["early_stop"], bool):
             raise _fail(
-                f"{path}.early_stop", f"expected true or false, got {value['early_stop']!r}"
+                f"{path}.early_stop", f"expected true or false, got {_short(value['early_stop'])}"
             )
         kwargs["early_stop"] = value["early_stop"]
     return RecoverySpec(**kwargs)
@@ -279,9 +328,12 @@ def _recovery(value: Any, path: str) -> RecoverySpec:
 def parse_config(raw: Any, default_name: str = "run") -> Config:
     """Validate a config mapping (as loaded from YAML) into a :class:`Config`."""
     raw = _mapping(raw, "", TOP_LEVEL) if raw is not None else {}
+    _check_depth(raw)  # before anything recurses into it (YAML aliases can even make cycles)
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise _fail("name", f"expected letters, digits, '_', '-' or '.' (max 64), got {name!r}")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise _fail(
+            "name", f"expected letters, digits, '_', '-' or '.' (max 64), got {_short(name)}"
+        )
     for key in ("datasets", "models", "attacks", "rates", "defenses"):
         if key not in raw:
             raise _fail(key, "missing (required keys: datasets, models, attacks, rates, defenses)")
@@ -314,10 +366,10 @@ def parse_config(raw: Any, default_name: str = "run") -> Config:
         )
     data_dir = raw.get("data_dir")
     if data_dir is not None and not isinstance(data_dir, str):
-        raise _fail("data_dir", f"expected a path string, got {data_dir!r}")
+        raise _fail("data_dir", f"expected a path string, got {_short(data_dir)}")
     description = raw.get("description", "")
     if not isinstance(description, str):
-        raise _fail("description", f"expected a string, got {description!r}")
+        raise _fail("description", f"expected a string, got {_short(description)}")
     return Config(
         name=name,
         description=description,
@@ -340,8 +392,12 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError("config", f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{path} is not UTF-8 text (a binary file?)") from None
     try:
         raw = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError("config", f"{path} nests too deeply to be a config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -7,6 +7,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import Any
 import yaml
 
 from bench.config import Config
-from bench.grid import expand
-from bench.store import Store, atomic_write_text, records_to_table, write_table
+from bench.grid import expand, stage_rng
+from bench.store import RunLock, Store, atomic_write_text, records_to_table, write_table
 
 PACKAGES = ("poisonbench", "numpy", "scikit-learn", "pyod", "pandas", "torch", "torchvision")
 
@@ -50,25 +51,120 @@ class RunSummary:
         }
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; ``summary`` says how many cells are done (their records saved)."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+def check_datasets(config: Config) -> None:
+    """Load every dataset and draw its split once; raise DatasetError before any cell runs.
+
+    Catches what would otherwise fail cell after cell: NaN/inf features, a class with too
+    few rows for a stratified split, split sizes larger than the dataset, and a train set
+    too small to hold every class.
+    """
+    from bench.datasets import DatasetError, load_dataset, split
+    from bench.types import ParamError
+
+    for i, ds in enumerate(config.datasets):
+        where = f"datasets[{i}] ({ds.name})"
+        try:
+            dataset = load_dataset(ds.name, config.data_dir)
+        except DatasetError as exc:
+            raise DatasetError(f"{where}: {exc}") from None
+        except OSError as exc:
+            raise DatasetError(f"{where}: cannot load: {exc}") from None
+        key = {**ds.canonical(), "fingerprint": dataset.fingerprint}
+        seed = config.seeds[0]
+        try:
+            parts = split(dataset, ds.train, ds.test, ds.pool, rng=stage_rng("split", key, seed))
+        except ParamError as exc:
+            raise DatasetError(f"datasets[{i}].{exc.field}: {exc.message}") from None
+        except DatasetError as exc:
+            raise DatasetError(f"{where}: {exc}") from None
+        k = dataset.info.n_classes
+        present = len(set(dataset.y[parts.train].tolist()))
+        if present < k:
+            raise DatasetError(
+                f"datasets[{i}].split.train: {len(parts.train)} rows hold {present} of the {k} "
+                f"classes of {ds.name}; a train set needs at least one row of every class"
+            )
+
+
 def run_config(
     config: Config,
     out_dir: str | Path,
     jobs: int = 1,
     fresh: bool = False,
     progress: bool = True,
+    executor: str = "local",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    on_warning: Callable[[str], None] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunSummary:
-    """Run every unfinished cell of ``config`` into ``out_dir`` and write the results table."""
-    from bench.executors import run_local
+    """Run every unfinished cell of ``config`` into ``out_dir`` and write the results table.
+
+    ``executor``: ``local`` (``jobs`` processes), ``dask`` (the cluster at ``scheduler``) or
+    ``dask-local`` (a LocalCluster of ``workers`` processes). The run directory is locked for
+    the whole run (a second run on it fails at once); records are written as cells finish, so
+    a run stopped at any moment (Ctrl-C, kill -9) resumes where it was. Problems with stored
+    records are passed to ``on_warning`` as soon as they are found; each new record, once
+    stored, is passed to ``on_record`` (e.g. MLflow tracking). Ctrl-C raises
+    :class:`RunInterrupted`.
+    """
 
     started = time.perf_counter()
     out = Path(out_dir)
-    store = Store(out)
+    check_datasets(config)
     cells = expand(config)
     ids = [c.cell_id for c in cells]
+    with RunLock(out):
+        return _run_locked(
+            config,
+            out,
+            cells,
+            ids,
+            started,
+            jobs,
+            fresh,
+            progress,
+            executor,
+            scheduler,
+            workers,
+            on_warning,
+            on_record,
+        )
+
+
+def _run_locked(
+    config: Config,
+    out: Path,
+    cells: list,
+    ids: list[str],
+    started: float,
+    jobs: int,
+    fresh: bool,
+    progress: bool,
+    executor: str,
+    scheduler: str | None,
+    workers: int | None,
+    on_warning: Callable[[str], None] | None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> RunSummary:
+    from bench.executors import execute
+
+    store = Store(out)
+    store.remove_temporaries()
     done = {} if fresh else store.finished(ids)
     todo = [c for c in cells if c.cell_id not in done]
     summary = RunSummary(out_dir=out, n_cells=len(cells), n_cached=len(done))
-    out.mkdir(parents=True, exist_ok=True)
+    if on_warning is not None:
+        for problem in store.problems:
+            on_warning(problem)
     atomic_write_text(
         out / "config.yaml", yaml.safe_dump(config.raw or {"name": config.name}, sort_keys=False)
     )
@@ -80,9 +176,14 @@ def run_config(
         bar = tqdm(
             total=len(todo), desc=config.name, unit="cell", file=sys.stderr, dynamic_ncols=True
         )
+    records_in = execute(
+        todo, config.data_dir, executor=executor, jobs=jobs, scheduler=scheduler, workers=workers
+    )
     try:
-        for record in run_local(todo, config.data_dir, jobs=jobs):
+        for record in records_in:
             store.write(record)
+            if on_record is not None:
+                on_record(record)
             summary.n_run += 1
             if record["status"] != "ok":
                 summary.n_failed += 1
@@ -90,7 +191,11 @@ def run_config(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(failed=summary.n_failed, refresh=False)
+    except KeyboardInterrupt:
+        records_in.close()  # stops the workers now, before the message
+        raise RunInterrupted(summary) from None
     finally:
+        records_in.close()
         if bar is not None:
             bar.close()
         summary.problems = list(store.problems)

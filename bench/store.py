@@ -8,8 +8,12 @@ Layout of a run directory::
     RUN_DIR/run.json           run metadata: versions, counts, wall time
     RUN_DIR/report.md          the report
 
-Records are JSON (never pickle). A record that cannot be read, or has another schema version
-or identity than its file name says, is reported and its cell recomputed; never trusted.
+Records are JSON (never pickle), each with a checksum of its content. A record that cannot be
+read, has another schema version or identity than its file name says, or whose content no
+longer matches its checksum (edited by hand) is reported and its cell recomputed; never trusted.
+
+A running ``poisonbench run`` holds ``RUN_DIR/.lock`` (``fcntl.flock``, released by the kernel
+when the process ends, however it ends): a second run on the same directory fails at once.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import contextlib
 import json
 import math
 import os
+import re
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +32,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.grid import stable_hash
+from bench.grid import canonical_json, stable_hash
 from bench.runner import SCHEMA_VERSION
+from bench.types import PoisonBenchError
+
+#: the columns that identify a row by configuration (not code version); the table's sort order
+ROW_KEY = (
+    "dataset",
+    "model",
+    "attack",
+    "attack_params",
+    "rate",
+    "defense",
+    "defense_params",
+    "seed",
+    "extra_fraction",
+)
 
 #: columns holding nested values (lists, dicts): JSON text in the tables
 NESTED_COLUMNS = ("per_class", "confusion", "pred_distribution", "removed_per_class")
+
+#: a cell id: 16 hex digits (so a record can never name a path outside ``cells/``)
+CELL_ID = re.compile(r"[0-9a-f]{16}")
+
+#: name of the lock file inside a run directory
+LOCK_NAME = ".lock"
+
+
+class RunLockedError(PoisonBenchError):
+    """Another process holds the run directory's lock."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -50,6 +80,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
@@ -79,26 +110,42 @@ class Store:
         return self.cells_dir / f"{cell_id}.json"
 
     def write(self, record: dict[str, Any]) -> None:
-        atomic_write_text(
-            self.path(record["cell_id"]), json.dumps(_jsonable(record), allow_nan=False)
-        )
+        """Write a cell's record atomically, with a checksum of its content."""
+        cell_id = record["cell_id"]
+        if not isinstance(cell_id, str) or not CELL_ID.fullmatch(cell_id):
+            raise ValueError(f"not a cell id: {cell_id!r}")
+        record = _jsonable({k: v for k, v in record.items() if k != "checksum"})
+        record["checksum"] = record_checksum(record)
+        atomic_write_text(self.path(cell_id), json.dumps(record, allow_nan=False))
 
     def read(self, cell_id: str) -> dict[str, Any] | None:
         """The record of a cell if present and valid, else None (problems are remembered)."""
         path = self.path(cell_id)
         if not path.exists():
             return None
-        problem = None
+        record, problem = None, None
         try:
             record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            record, problem = None, f"unreadable ({type(exc).__name__})"
-        if record is not None:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            problem = f"unreadable ({type(exc).__name__})"
+        if problem is None:
             problem = validate_record(record, cell_id)
         if problem:
-            self.problems.append(f"{path.name}: {problem}; the cell will be recomputed")
+            message = f"{path}: {problem}; the cell will be recomputed"
+            if message not in self.problems:
+                self.problems.append(message)
             return None
         return record
+
+    def remove_temporaries(self) -> int:
+        """Delete half-written files left by a killed run; return how many (call under lock)."""
+        count = 0
+        for pattern in (".*.tmp", "cells/.*.tmp"):
+            for tmp in self.root.glob(pattern):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    count += 1
+        return count
 
     def finished(self, cell_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Valid records among ``cell_ids`` whose cell ran (failed cells are retried)."""
@@ -115,10 +162,22 @@ class Store:
         return [r for r in (self.read(c) for c in cell_ids) if r is not None]
 
 
+def record_checksum(record: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a record's canonical JSON, without its ``checksum`` field."""
+    import hashlib
+
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
 def validate_record(record: Any, cell_id: str) -> str | None:
-    """Why a record cannot be trusted, or None when it can."""
+    """Why a record cannot be trusted, or None when it can.
+
+    Checks, in order: a JSON object, the schema version, the field types, that it names this
+    cell and its spec hashes to the cell id, its status and rows, and its content checksum.
+    """
     if not isinstance(record, dict):
-        return "not a JSON object"
+        return f"not a JSON object (a {type(record).__name__})"
     if record.get("schema_version") != SCHEMA_VERSION:
         return f"schema version {record.get('schema_version')!r}, expected {SCHEMA_VERSION}"
     for key, kind in (("cell_id", str), ("spec", dict), ("rows", list), ("status", str)):
@@ -128,7 +187,7 @@ def validate_record(record: Any, cell_id: str) -> str | None:
         return f"names cell {record['cell_id']}, not {cell_id}"
     try:
         actual = stable_hash(record["spec"])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return "spec is not canonical JSON"
     if actual != cell_id:
         return "spec does not hash to its cell id (edited by hand?)"
@@ -138,7 +197,70 @@ def validate_record(record: Any, cell_id: str) -> str | None:
         isinstance(r, dict) and r.get("cell_id") == cell_id for r in record["rows"]
     ):
         return "rows missing or belong to another cell"
+    checksum = record.get("checksum")
+    if not isinstance(checksum, str):
+        return "no checksum (not written by poisonbench?)"
+    try:
+        actual_checksum = record_checksum(record)
+    except (TypeError, ValueError, RecursionError):
+        return "content is not canonical JSON"
+    if actual_checksum != checksum:
+        return "content does not match its checksum (edited by hand?)"
     return None
+
+
+class RunLock:
+    """An exclusive lock on a run directory: ``RUN_DIR/.lock`` held with ``fcntl.flock``.
+
+    The kernel releases a flock when its process exits, however it exits (kill -9
+    included), so a stale lock file never blocks a later run; the file itself stays and
+    holds the PID and host of the last holder, for the error message. The descriptor is
+    not inherited by worker processes. Use as a context manager.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.path = self.root / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise :class:`RunLockedError` at once (never waits)."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").split()
+            os.close(fd)
+            pid = holder[0] if holder else "unknown"
+            host = f" on {holder[1]}" if len(holder) > 1 else ""
+            raise RunLockedError(
+                f"{self.root} is in use by another poisonbench run (PID {pid}{host}; "
+                f"lock file {self.path}). Wait for it to finish, stop it, or choose another --out."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (the file stays: deleting it would race with a new holder)."""
+        if self._fd is None:
+            return
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def records_to_table(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -155,18 +277,7 @@ def records_to_table(records: list[dict[str, Any]]) -> pd.DataFrame:
                     None if v is None or (isinstance(v, float) and math.isnan(v)) else json.dumps(v)
                 )
             )
-    keys = [
-        "dataset",
-        "model",
-        "attack",
-        "attack_params",
-        "rate",
-        "defense",
-        "defense_params",
-        "seed",
-        "extra_fraction",
-    ]
-    df = df.sort_values(keys, kind="stable").reset_index(drop=True)
+    df = df.sort_values(list(ROW_KEY), kind="stable").reset_index(drop=True)
     return df
 
 
@@ -181,8 +292,6 @@ def write_table(df: pd.DataFrame, root: Path) -> None:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """A results table from a run directory, a ``.parquet`` file or a ``.csv`` file."""
-    from bench.types import PoisonBenchError
-
     path = Path(path)
     if path.is_dir():
         for name in ("results.parquet", "results.csv"):

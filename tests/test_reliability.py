@@ -1,0 +1,337 @@
+"""Surviving kill -9, Ctrl-C, a second run on the same directory, and corrupt record files.
+
+The subprocess tests run ``python -m bench.cli run ...`` exactly as a user would run
+``poisonbench run ...``; the final tables are compared with an uninterrupted run's after
+dropping the timing columns (``t_*``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from bench.cli import main
+from bench.config import parse_config
+from bench.orchestrate import run_config
+from bench.store import RunLock, RunLockedError, Store, record_checksum
+
+CLI = [sys.executable, "-m", "bench.cli"]
+
+SMALL = {
+    "name": "small",
+    "datasets": [{"name": "iris", "split": {"train": 0.5, "test": 0.3}}],
+    "models": ["logreg"],
+    "attacks": [{"name": "label_flip", "mode": "random"}],
+    "rates": [0, 0.1, 0.2],
+    "defenses": ["none", "random_filter", "oracle_filter"],
+    "seeds": 2,
+    "recovery": {"fractions": [0, 0.2]},
+}  # (1 clean + 2 poisoned) × 3 defenses × 2 seeds = 18 cells
+
+SLOWER = {
+    **SMALL,
+    "name": "slower",
+    "datasets": [{"name": "digits", "split": {"train": 300, "test": 0.25}}],
+    "seeds": 4,
+}  # 36 cells of ~0.1-0.5 s: long enough to interrupt
+
+
+def _comparable(table: pd.DataFrame) -> pd.DataFrame:
+    return table[[c for c in table.columns if not c.startswith("t_")]]
+
+
+def _snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
+    """Every record file's modification time (ns) and bytes."""
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "cells").glob("*.json")}
+
+
+def _write_config(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _count(out: Path) -> int:
+    return len(list((out / "cells").glob("*.json"))) if (out / "cells").exists() else 0
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted in-process run of SMALL: (run dir, table)."""
+    out = tmp_path_factory.mktemp("reference")
+    run_config(parse_config(SMALL), out, progress=False)
+    return out, pd.read_parquet(out / "results.parquet")
+
+
+# ---------------------------------------------------------------------------------------------
+# kill -9
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_resume_loses_nothing(tmp_path, reference):
+    import psutil
+
+    rng = random.Random(6)  # seeded: the same kill points every time
+    config = _write_config(tmp_path / "small.yaml", SMALL)
+    out = tmp_path / "run"
+    command = [*CLI, "run", str(config), "--out", str(out), "--quiet"]
+    kills = 0
+    for attempt in range(4):
+        before = _snapshot(out) if out.exists() else {}
+        jobs = ["--jobs", "2"] if attempt == 2 else []  # orphaned workers must not matter
+        # no pipes: a worker orphaned by kill -9 would hold them open
+        proc = subprocess.Popen(
+            [*command, *jobs], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if attempt == 0:
+            time.sleep(rng.uniform(0.0, 1.5))  # anywhere: imports, grid expansion, first cells
+        else:
+            target = len(before) + rng.randint(1, 4)  # a few cells into this run, then a bit more
+            while proc.poll() is None and _count(out) < target:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.05))
+        if proc.poll() is not None:
+            break  # it finished first: nothing left to interrupt
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        kills += 1
+        _, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, "worker processes outlived their killed parent"
+        after = _snapshot(out) if out.exists() else {}
+        # cells finished before this run were neither rewritten nor removed
+        assert {name: after.get(name) for name in before} == before
+    assert kills >= 2
+    before = _snapshot(out)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    n_cells = 18
+    assert f"({n_cells - len(before)} run, {len(before)} cached, 0 failed)" in done.stdout
+    after = _snapshot(out)
+    assert {name: after[name] for name in before} == before  # never recomputed
+    assert not list(out.rglob("*.tmp"))  # half-written files of killed runs are cleaned up
+    assert "warning" not in done.stderr  # no record was left corrupt by a kill
+
+    _, expected = reference
+    table = pd.read_parquet(out / "results.parquet")
+    assert not table.duplicated(["cell_id", "extra_fraction"]).any()
+    assert set(table["cell_id"]) == set(expected["cell_id"])  # no missing cell
+    pd.testing.assert_frame_equal(_comparable(table), _comparable(expected))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
+    import psutil
+
+    config = _write_config(tmp_path / "slower.yaml", SLOWER)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*CLI, "run", str(config), "--out", str(out), "--quiet", "--jobs", "2", "--fresh"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while _count(out) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "worker processes outlived the interrupted run"
+
+    done = _count(out)
+    match = re.search(r"interrupted: (\d+) of 36 cells done", stderr)
+    assert match and int(match.group(1)) == done, stderr
+    resume = stderr.split("to resume, run:")[1].strip().splitlines()[0]
+    argv = shlex.split(resume)
+    assert argv[0] == "poisonbench" and "--fresh" not in argv  # resuming must not recompute
+    finished = _snapshot(out)
+    rerun = subprocess.run([*CLI, *argv[1:]], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"({36 - done} run, {done} cached, 0 failed)" in rerun.stdout
+    after = _snapshot(out)
+    assert {name: after[name] for name in finished} == finished
+
+
+# ---------------------------------------------------------------------------------------------
+# One run per directory
+# ---------------------------------------------------------------------------------------------
+
+
+def test_second_run_on_a_locked_directory_fails_at_once(tmp_path, capsys):
+    config = _write_config(tmp_path / "small.yaml", SMALL)
+    out = tmp_path / "run"
+    with RunLock(out):
+        started = time.monotonic()
+        assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+        assert time.monotonic() - started < 30  # failed, did not wait
+    err = capsys.readouterr().err
+    assert str(out / ".lock") in err
+    assert f"PID {os.getpid()}" in err
+    assert not (out / "cells").exists()  # nothing was written
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0  # released
+
+
+def test_lock_of_a_killed_process_does_not_block(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from bench.store import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "print('locked', flush=True); time.sleep(120)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=f"PID {holder.pid}"):
+            RunLock(out).acquire()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        assert (out / ".lock").exists()  # the stale file stays, but the kernel freed the lock
+        with RunLock(out):
+            assert (out / ".lock").read_text().split()[0] == str(os.getpid())
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Corrupt or foreign records
+# ---------------------------------------------------------------------------------------------
+
+
+def _edit(path: Path, change, rehash: bool = True) -> None:
+    record = json.loads(path.read_text())
+    change(record)
+    if rehash:
+        record["checksum"] = record_checksum(record)
+    path.write_text(json.dumps(record))
+
+
+def _other(path: Path) -> Path:
+    return next(p for p in sorted(path.parent.glob("*.json")) if p != path)
+
+
+CORRUPTIONS = {
+    "truncated": lambda p: p.write_text(p.read_text()[: len(p.read_text()) // 2]),
+    "empty": lambda p: p.write_text(""),
+    "binary": lambda p: p.write_bytes(b"\x00\xff\xfe garbage \x80"),
+    "array": lambda p: p.write_text("[1, 2, 3]"),
+    "nan-literal": lambda p: p.write_text("NaN"),
+    "deeply-nested": lambda p: p.write_text("[" * 200_000 + "]" * 200_000),
+    "old-schema": lambda p: _edit(p, lambda r: r.update(schema_version=0)),
+    "spec-edited": lambda p: _edit(p, lambda r: r["spec"].update(seed=99)),
+    "id-edited": lambda p: _edit(p, lambda r: r.update(cell_id="0" * 16)),
+    "metric-edited": lambda p: _edit(p, lambda r: r["rows"][0].update(accuracy=0.123456), False),
+    "no-checksum": lambda p: _edit(p, lambda r: r.pop("checksum"), False),
+    "bad-status": lambda p: _edit(p, lambda r: r.update(status="great")),
+    "rows-not-list": lambda p: _edit(p, lambda r: r.update(rows={"a": 1})),
+    "foreign-cell": lambda p: shutil.copyfile(_other(p), p),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_corrupt_record_is_reported_and_recomputed(kind, reference, tmp_path):
+    source, expected = reference
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    victim = sorted((out / "cells").glob("*.json"))[3]
+    CORRUPTIONS[kind](victim)
+    untouched = {k: v for k, v in _snapshot(out).items() if k != victim.name}
+
+    warnings: list[str] = []
+    summary = run_config(parse_config(SMALL), out, progress=False, on_warning=warnings.append)
+
+    assert len(warnings) == 1 and str(victim) in warnings[0], warnings
+    assert "recomputed" in warnings[0]
+    assert (summary.n_run, summary.n_cached) == (1, 17)
+    assert Store(out).read(victim.stem) is not None  # rewritten, valid
+    after = _snapshot(out)
+    assert {k: after[k] for k in untouched} == untouched
+    table = pd.read_parquet(out / "results.parquet")
+    pd.testing.assert_frame_equal(_comparable(table), _comparable(expected))
+
+
+def test_corrupt_record_warning_through_the_cli(reference, tmp_path, capsys):
+    source, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    victim = sorted((out / "cells").glob("*.json"))[0]
+    victim.write_text("{not json")
+    config = _write_config(tmp_path / "small.yaml", SMALL)
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {victim}: unreadable" in captured.err
+    assert "(1 run, 17 cached, 0 failed)" in captured.out
+
+
+def test_stray_files_in_the_cells_directory_are_ignored(reference, tmp_path):
+    source, expected = reference
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    (out / "cells" / "notes.txt").write_text("mine")
+    (out / "cells" / "zzzz.json").write_text("{}")  # not a cell of this config
+    (out / "cells" / ".abc.json.123.tmp").write_text('{"half": ')  # left by a killed run
+    summary = run_config(parse_config(SMALL), out, progress=False)
+    assert (summary.n_run, summary.n_cached) == (0, 18)
+    assert (out / "cells" / "notes.txt").read_text() == "mine"
+    assert not (out / "cells" / ".abc.json.123.tmp").exists()
+    table = pd.read_parquet(out / "results.parquet")
+    pd.testing.assert_frame_equal(_comparable(table), _comparable(expected))
+
+
+def test_store_refuses_a_record_naming_a_path():
+    store = Store(Path("/nonexistent"))
+    with pytest.raises(ValueError, match="not a cell id"):
+        store.write({"cell_id": "../../etc/passwd", "rows": []})
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.write_bytes(b"PAR1 this is not parquet"),
+        lambda p: p.write_bytes(p.read_bytes()[:100]),
+        lambda p: p.write_bytes(b""),
+    ],
+    ids=["garbage", "truncated", "empty"],
+)
+def test_corrupt_results_table_is_a_clear_error(damage, reference, tmp_path, capsys):
+    source, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    damage(out / "results.parquet")
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "results.parquet" in err
+    assert "Traceback" not in err
+    # a rerun rewrites the table from the records: the damage is repaired
+    config = _write_config(tmp_path / "small.yaml", SMALL)
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    assert len(pd.read_parquet(out / "results.parquet")) == 36
