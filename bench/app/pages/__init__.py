@@ -1,0 +1,1 @@
+"""Streamlit page scripts of ``poisonbench app`` (run by Streamlit, not imported)."""

@@ -1,0 +1,235 @@
+"""MLflow tracking: runs read back with MlflowClient match the results table (local sqlite store,
+no network, telemetry off)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import require
+
+from bench.cli import main
+from bench.store import Store
+from bench.tracking import (
+    FRACTION_METRICS,
+    TELEMETRY_OFF,
+    default_tracking_uri,
+    refit_model,
+    step_of,
+)
+from bench.types import PoisonBenchError
+
+TINY = """
+name: tinyml
+datasets: [{name: iris, split: {train: 0.5, test: 0.3}}]
+models: [logreg]
+attacks: [{name: label_flip, mode: targeted, source: 1, target: 2}]
+rates: [0, 0.4]
+defenses: [none, iforest]
+seeds: 1
+recovery: {fractions: [0, 0.2]}
+"""
+
+
+@pytest.fixture(scope="module")
+def empty_db(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store, created once: MLflow 3 takes 2–15 s to create the schema
+    (its migrations), so each test copies this file instead of paying that again."""
+    require("mlflow")
+    path = tmp_path_factory.mktemp("mlflowdb") / "mlflow.db"
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def _fresh_run_dir(path: Path, empty_db: Path) -> Path:
+    path.mkdir(parents=True)
+    shutil.copy(empty_db, path / "mlflow.db")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, empty_db):
+    """A tiny grid run with --mlflow: (run dir, table, client, experiment id)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    config = root / "tiny.yaml"
+    config.write_text(TINY)
+    out = _fresh_run_dir(root / "run", empty_db)
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--mlflow"]) == 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(default_tracking_uri(out))
+    experiment = client.get_experiment_by_name("tinyml")
+    return out, pd.read_parquet(out / "results.parquet"), client, experiment.experiment_id
+
+
+def _runs(client, experiment_id, kind):
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`poisonbench.kind` = '{kind}'", max_results=1000
+    )
+
+
+def test_one_nested_run_per_cell_with_the_tables_params(tracked):
+    out, table, client, experiment_id = tracked
+    (parent,) = _runs(client, experiment_id, "grid")
+    cells = _runs(client, experiment_id, "cell")
+    assert parent.info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in cells} == {parent.info.run_id}
+    assert sorted(r.data.params["cell_id"] for r in cells) == sorted(table["cell_id"].unique())
+    for run in cells:
+        row = table[table["cell_id"] == run.data.params["cell_id"]].iloc[0]
+        p = run.data.params
+        assert p["dataset"] == row["dataset"]
+        assert p["model"] == row["model"]
+        assert p["attack"] == row["attack"]
+        assert p["attack_label"] == row["attack_label"]
+        assert float(p["rate"]) == row["rate"]
+        assert p["defense"] == row["defense"]
+        assert int(p["seed"]) == row["seed"]
+        assert json.loads(p["attack_params"]) == json.loads(row["attack_params"])
+        if row["attack"] == "label_flip":
+            assert json.loads(p["attack.source"]) == 1
+        assert run.info.status == "FINISHED"
+    # the artifact store is under the run directory, not wherever the tests were started
+    assert (out / "mlflow.db").exists()
+    assert (out / "mlartifacts").is_dir()
+
+
+def test_metrics_per_extra_fraction_match_the_table(tracked):
+    _, table, client, experiment_id = tracked
+    checked = 0
+    for run in _runs(client, experiment_id, "cell"):
+        rows = table[table["cell_id"] == run.data.params["cell_id"]]
+        for name in FRACTION_METRICS:
+            history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, name)}
+            expected = {
+                step_of(f): v
+                for f, v in zip(rows["extra_fraction"], rows[name], strict=True)
+                if not math.isnan(v)
+            }
+            assert history == pytest.approx(expected), (name, run.data.params["cell_id"])
+            checked += len(expected)
+            f0 = rows[rows["extra_fraction"] == 0][name].iloc[0]
+            if not math.isnan(f0):
+                assert run.data.metrics[f"{name}_f0"] == pytest.approx(f0)
+        row = rows.iloc[0]
+        if row["defense"] == "iforest" and row["attack"] != "none":
+            for name in ("det_precision", "det_recall", "det_roc_auc"):
+                assert run.data.metrics[name] == pytest.approx(row[name])
+        else:
+            assert "det_recall" not in run.data.metrics
+    assert checked > 20
+
+
+def test_artifacts_on_cells_and_on_the_parent(tracked):
+    out, _, client, experiment_id = tracked
+    (parent,) = _runs(client, experiment_id, "grid")
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "results.csv", "run.json", "config.yaml"} <= parent_files
+    run = _runs(client, experiment_id, "cell")[0]
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"record.json", "confusion_matrix.png"} <= files
+    local = client.download_artifacts(run.info.run_id, "record.json", str(out / "dl"))
+    record = json.loads(Path(local).read_text())
+    assert record == Store(out).read(run.data.params["cell_id"])
+
+
+def test_a_resumed_run_logs_its_cached_cells_too(tracked, capsys):
+    out, table, client, experiment_id = tracked
+    config = out.parent / "tiny.yaml"
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--mlflow"]) == 0
+    assert "4 cached" in capsys.readouterr().out
+    parents = _runs(client, experiment_id, "grid")
+    assert len(parents) == 2
+    latest = max(parents, key=lambda r: r.info.start_time)
+    children = [
+        r
+        for r in _runs(client, experiment_id, "cell")
+        if r.data.tags["mlflow.parentRunId"] == latest.info.run_id
+    ]
+    assert len(children) == table["cell_id"].nunique()
+    assert {r.data.tags["poisonbench.cached"] for r in children} == {"true"}
+
+
+def test_refit_model_scores_exactly_as_the_runner(tracked):
+    """--mlflow-log-models refits the f = 0 model; it must be the runner's own model."""
+    out, table, _, _ = tracked
+    store = Store(out)
+    for cell_id in table["cell_id"].unique():
+        record = store.read(cell_id)
+        estimator, X_test, y_test = refit_model(record["spec"])
+        accuracy = float((estimator.predict_proba(X_test).argmax(axis=1) == y_test).mean())
+        f0 = next(r for r in record["rows"] if r["extra_fraction"] == 0)
+        assert accuracy == f0["accuracy"], record["spec"]["defense"]
+
+
+def test_log_models_logs_a_loadable_sklearn_model(tmp_path, empty_db):
+    mlflow = require("mlflow")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("rates: [0, 0.4]", "rates: [0.4]").replace(", iforest", ""))
+    out = _fresh_run_dir(tmp_path / "run", empty_db)
+    args = ["run", str(config), "--out", str(out), "-q", "--mlflow", "--mlflow-log-models"]
+    assert main(args) == 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(default_tracking_uri(out))
+    experiment = client.get_experiment_by_name("tinyml")
+    runs = _runs(client, experiment.experiment_id, "cell")
+    assert len(runs) == 2
+    mlflow.set_tracking_uri(default_tracking_uri(out))
+    run = runs[0]
+    model = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
+    record = Store(out).read(run.data.params["cell_id"])
+    _, X_test, y_test = refit_model(record["spec"])
+    accuracy = float((model.predict(X_test.reshape(len(X_test), -1)) == y_test).mean())
+    assert accuracy == next(r for r in record["rows"] if r["extra_fraction"] == 0)["accuracy"]
+
+
+def test_telemetry_is_off_and_the_store_is_local(tracked):
+    import os
+
+    for key, value in TELEMETRY_OFF.items():
+        assert os.environ.get(key) == value
+    assert default_tracking_uri("x").startswith("sqlite:///")
+
+
+def test_log_models_without_mlflow_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "cfg.yaml", "--mlflow-log-models"])
+    assert stop.value.code == 2
+    assert "--mlflow-log-models needs --mlflow" in capsys.readouterr().err
+
+
+def test_missing_mlflow_is_a_clear_error(monkeypatch):
+    from bench import tracking
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow now raises ImportError
+    with pytest.raises(PoisonBenchError, match=r"pip install 'poisonbench\[mlflow\]'"):
+        tracking._import_mlflow()
+
+
+def test_step_is_a_thousandth_of_the_fraction():
+    assert [step_of(f) for f in (0, 0.1, 0.25, 2, 4)] == [0, 100, 250, 2000, 4000]
+    assert np.all(np.diff([step_of(f) for f in (0, 0.001, 0.002)]) > 0)
+
+
+def test_a_logging_failure_is_raised_at_the_end_and_fails_the_parent(tmp_path, empty_db):
+    _fresh_run_dir(tmp_path / "run", empty_db)
+    import yaml
+
+    from bench.config import parse_config
+    from bench.tracking import MlflowTracker
+
+    tracker = MlflowTracker(tmp_path / "run")
+    parent = tracker.start(parse_config(yaml.safe_load(TINY)))
+    tracker.submit({"cell_id": "0" * 16, "not": "a record"})
+    with pytest.raises(PoisonBenchError, match="MLflow logging failed: KeyError"):
+        tracker.finish()
+    assert tracker.client.get_run(parent).info.status == "FAILED"
