@@ -7,7 +7,7 @@ EXTRAS ?= dev,torch,dask,app,mlflow
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG ?= configs/quick.yaml
 
-.PHONY: bench test lint format benchmark gate clean install
+.PHONY: bench test lint format benchmark gate baseline clean install
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ bench: $(STAMP)
 	$(VENV)/bin/poisonbench run $(CONFIG) --jobs $(JOBS)
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -n $(JOBS) --dist loadfile
+	$(VENV)/bin/pytest -n $(JOBS) --dist loadfile --ignore=tests/benchmarks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -33,7 +33,21 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 benchmark: $(STAMP)
-	$(VENV)/bin/pytest tests/benchmarks -p no:xdist --benchmark-enable --benchmark-autosave --benchmark-storage=results/runs/benchmarks
+	$(VENV)/bin/pytest tests/benchmarks -p no:xdist --benchmark-enable --benchmark-autosave --benchmark-storage=results/runs/benchmarks $(BENCH_ARGS)
+
+# The regression gate: run configs/ci.yaml afresh, compare with the committed baseline.
+# Exit status: 0 no regression, 1 regression, 2 unusable input. `make baseline` refreshes it.
+GATE_RUN ?= results/runs/ci
+BASELINE ?= results/baseline/ci
+
+gate: $(STAMP)
+	$(VENV)/bin/poisonbench run configs/ci.yaml --jobs $(JOBS) --out $(GATE_RUN) --fresh --quiet
+	$(VENV)/bin/poisonbench compare $(BASELINE) $(GATE_RUN) \
+		--markdown $(GATE_RUN)/compare.md --json $(GATE_RUN)/compare.json
+
+baseline: $(STAMP)
+	$(VENV)/bin/poisonbench run configs/ci.yaml --jobs $(JOBS) --out $(GATE_RUN) --fresh --quiet
+	$(VENV)/bin/poisonbench baseline $(GATE_RUN) $(BASELINE)
 
 clean:
 	rm -rf results/runs .pytest_cache build dist *.egg-info

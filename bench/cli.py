@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import typing
 from pathlib import Path
@@ -15,17 +16,54 @@ DEFAULT_RESULTS = Path("results") / "runs"
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.config import load_config
-    from bench.orchestrate import run_config
+    from bench.orchestrate import RunInterrupted, run_config
     from bench.report import write_report
 
     config = load_config(args.config)
     if args.data_dir:
         config = dataclasses.replace(config, data_dir=args.data_dir)
     out = Path(args.out) if args.out else DEFAULT_RESULTS / config.name
-    summary = run_config(config, out, jobs=args.jobs, fresh=args.fresh, progress=not args.quiet)
+    warned: set[str] = set()
+
+    def warn(problem: str) -> None:
+        if problem not in warned:
+            warned.add(problem)
+            print(f"warning: {problem}", file=sys.stderr)
+
+    tracker = _mlflow_tracker(args, config, out)  # None without --mlflow
+    try:
+        summary = run_config(
+            config,
+            out,
+            jobs=args.jobs,
+            fresh=args.fresh,
+            progress=not args.quiet,
+            executor=args.executor,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            on_warning=warn,
+            on_record=tracker.submit if tracker else None,
+        )
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.abort("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if not isinstance(exc, RunInterrupted):
+            raise
+        stop = exc
+        done = stop.summary.n_cached + stop.summary.n_run
+        resume = shlex.join(["poisonbench", *(a for a in args.argv if a != "--fresh")])
+        print(
+            f"\ninterrupted: {done} of {stop.summary.n_cells} cells done (saved in {out / 'cells'})"
+            f"; to resume, run:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 130
     for problem in summary.problems:
-        print(f"warning: {problem}", file=sys.stderr)
+        warn(problem)
     report = write_report(out)
+    if tracker is not None:
+        tracker.finish()  # logs cached cells, the report and the table on the parent run
+        print(f"mlflow: {tracker.tracking_uri} (experiment {tracker.experiment_name!r})")
     rate = summary.n_run / summary.wall_seconds if summary.wall_seconds else 0.0
     print(
         f"{config.name}: {summary.n_cells} cells ({summary.n_run} run, {summary.n_cached} cached, "
@@ -37,6 +75,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mlflow_tracker(args: argparse.Namespace, config: typing.Any, out: Path) -> typing.Any:
+    """The MLflow tracker asked for by ``--mlflow`` (started), or None."""
+    if args.mlflow is None:
+        return None
+    from bench.tracking import MlflowTracker
+
+    tracker = MlflowTracker(
+        out, args.mlflow or None, log_models=args.mlflow_log_models, data_dir=config.data_dir
+    )
+    tracker.start(config)
+    return tracker
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from bench.app import launch
+
+    return launch(args.run_dir, port=args.port)
+
+
 def _describe(cls: type) -> list[str]:
     doc = (cls.__doc__ or "").strip().splitlines()
     lines = [f"  {cls.name:<18} {doc[0] if doc else ''}"]  # type: ignore[attr-defined]
@@ -45,7 +102,9 @@ def _describe(cls: type) -> list[str]:
         if not f.init:
             continue
         default = f.default if f.default is not dataclasses.MISSING else "(required)"
-        kind = str(hints.get(f.name, "")).replace("typing.", "")
+        hint = hints.get(f.name, "")
+        # A plain class prints as "<class 'float'>": show its name, like the annotation.
+        kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
         lines.append(f"      {f.name}: {kind} = {default!r}")
     return lines
 
@@ -74,6 +133,38 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare, parse_floors, write_baseline
+
+    metrics = [m.strip() for m in ",".join(args.metrics).split(",") if m.strip()] or None
+    if args.write_baseline and not Path(args.base).exists():
+        for path in write_baseline(args.new, args.base):  # the first baseline: nothing to diff
+            print(f"baseline: wrote {path}")
+        return 0
+    result = compare(args.base, args.new, metrics, args.k, parse_floors(args.abs_floor))
+    text = result.to_markdown()
+    print(text, end="")
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2, allow_nan=False))
+    if args.write_baseline:
+        for path in write_baseline(args.new, args.base):
+            print(f"baseline: wrote {path}")
+        return 0
+    return result.exit_code
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from bench.compare import write_baseline
+
+    for path in write_baseline(args.run_dir, args.dest):
+        print(f"baseline: wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poisonbench",
@@ -88,6 +179,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="recompute every cell")
     run.add_argument("--data-dir", help="where image datasets live (default $POISONBENCH_DATA)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--executor",
+        choices=("local", "dask", "dask-local"),
+        default="local",
+        help="local processes (--jobs), an existing Dask cluster (--scheduler) or a local "
+        "Dask cluster (--workers); default local",
+    )
+    run.add_argument(
+        "--scheduler", help="Dask scheduler address for --executor dask, e.g. tcp://HOST:8786"
+    )
+    run.add_argument(
+        "--workers", type=int, help="worker processes for --executor dask-local (default --jobs)"
+    )
+    run.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        metavar="TRACKING_URI",
+        help="log every cell to MLflow, nested under one run for the grid (default store: "
+        "sqlite:///OUT/mlflow.db, artifacts in OUT/mlartifacts); put it after CONFIG",
+    )
+    run.add_argument(
+        "--mlflow-log-models",
+        action="store_true",
+        help="with --mlflow: also log each cell's f=0 model (refit once per cell)",
+    )
     run.set_defaults(func=_cmd_run)
 
     lst = sub.add_parser("list", help="datasets, models, attacks and defenses with parameters")
@@ -96,14 +213,64 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)write report.md for a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_cmd_report)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="regression gate: compare NEW results with BASE (exit 0 ok, 1 regression, 2 unusable)",
+    )
+    cmp.add_argument("base", help="baseline run directory or results table (.parquet/.csv)")
+    cmp.add_argument("new", help="new run directory or results table")
+    cmp.add_argument(
+        "--metrics",
+        action="append",
+        default=[],
+        help="comma-separated metrics to judge (default: accuracy, macro_f1, "
+        "attack_success_rate, det_recall, f_needed)",
+    )
+    cmp.add_argument(
+        "--abs-floor",
+        action="append",
+        default=[],
+        metavar="[METRIC=]X",
+        help="smallest change that counts: X for every [0, 1] metric, or METRIC=X "
+        "(defaults 0.02; f_needed 0.25 × n_train); repeatable",
+    )
+    cmp.add_argument(
+        "--k", type=float, default=None, help="tolerance in pooled standard errors (default 3)"
+    )
+    cmp.add_argument("--markdown", help="also write the markdown diff to this file")
+    cmp.add_argument("--json", help="write the JSON summary to this file")
+    cmp.add_argument(
+        "--write-baseline",
+        action="store_true",
+        help="after showing the diff, copy NEW's table into BASE (a deliberate refresh)",
+    )
+    cmp.set_defaults(func=_cmd_compare)
+
+    base = sub.add_parser("baseline", help="copy a run's results table into a baseline folder")
+    base.add_argument("run_dir")
+    base.add_argument("dest", help="e.g. results/baseline/ci")
+    base.set_defaults(func=_cmd_baseline)
+
+    app = sub.add_parser(
+        "app", help="interactive explorer (Streamlit, optional extra 'app') on 127.0.0.1"
+    )
+    app.add_argument("run_dir", nargs="?", help="run directory to open in the results explorer")
+    app.add_argument("--port", type=int, default=8501, help="TCP port (default 8501)")
+    app.set_defaults(func=_cmd_app)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "jobs", 1) < 1:
         parser.error("--jobs must be >= 1")
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        parser.error("--workers must be >= 1")
+    if getattr(args, "mlflow_log_models", False) and args.mlflow is None:
+        parser.error("--mlflow-log-models needs --mlflow")
     try:
         return args.func(args)
     except PoisonBenchError as exc:
@@ -115,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except BrokenPipeError:
+        # `poisonbench list | head`: the reader left early; not an error, and no traceback.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,9 @@ from attacks import ATTACKS
 from bench.datasets import load_dataset, split
 from bench.grid import Cell, stage_rng, stage_seed
 from bench.metrics import classification_metrics, detection_metrics
-from bench.models import MODELS
-from bench.types import DefenseContext, TrainingSet
+from bench.models import MODELS, check_loss_support
+from bench.recovery import higher_is_better, recovered
+from bench.types import DatasetInfo, DefenseContext, Poisoned, TrainingSet
 from defenses import DEFENSES
 
 #: bump when the meaning of a record's fields changes; older records are recomputed
@@ -81,7 +83,31 @@ def run_cell(cell: Cell, data_dir: str | None = None) -> dict[str, Any]:
     }
 
 
-def _run(cell: Cell, ident: dict[str, Any], data_dir: str | None) -> list[dict[str, Any]]:
+@dataclass
+class PreparedCell:
+    """A cell up to the fit: its split, the attack's output and the defended training set.
+
+    Everything here is shared by all extra-clean fractions of the cell (computed once).
+    """
+
+    info: DatasetInfo
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    pool_X: np.ndarray
+    pool_y: np.ndarray
+    attack: Any
+    poisoned: Poisoned
+    train: TrainingSet  # after every defense step
+    model_spec: Any
+    base: dict[str, Any]  # sizes and filter-detection columns shared by the cell's rows
+    t_attack: float
+    t_defense: float
+
+
+def prepare_cell(cell: Cell, data_dir: str | None = None) -> PreparedCell:
+    """Split, poison and defend a cell's training set, exactly as every run of it does."""
     s = cell.spec
     seed = cell.seed
     dataset = load_dataset(s["dataset"]["name"], data_dir)
@@ -138,7 +164,6 @@ def _run(cell: Cell, ident: dict[str, Any], data_dir: str | None) -> list[dict[s
     t_defense = time.perf_counter() - t0
 
     base: dict[str, Any] = {
-        **ident,
         "n_train": len(y_train),
         "n_pool": len(pool_y),
         "n_test": len(y_test),
@@ -156,7 +181,39 @@ def _run(cell: Cell, ident: dict[str, Any], data_dir: str | None) -> list[dict[s
         base.update({"n_removed": 0, "clean_removed": 0})
 
     model_spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
+    check_loss_support(model_spec, train.loss)  # a robust-loss step needs a model that uses it
+    return PreparedCell(
+        info=info, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
+        pool_X=pool_X, pool_y=pool_y, attack=attack, poisoned=poisoned, train=train,
+        model_spec=model_spec, base=base, t_attack=t_attack, t_defense=t_defense,
+    )  # fmt: skip
+
+
+def fit_model(cell: Cell, prepared: PreparedCell, f: float, fit_set: TrainingSet) -> Any:
+    """Build the cell's model for extra-clean fraction ``f`` (seed keyed by cell and f) and fit
+    it on ``fit_set`` with the loss a defense step chose, if any."""
+    model = prepared.model_spec.build(prepared.info, stage_seed("model", cell.cell_id, f))
+    fit_kwargs = {} if fit_set.loss is None else {"loss": fit_set.loss}
+    model.fit(fit_set.X, fit_set.targets, fit_set.sample_weight, **fit_kwargs)
+    return model
+
+
+def _run(cell: Cell, ident: dict[str, Any], data_dir: str | None) -> list[dict[str, Any]]:
+    s = cell.spec
+    p = prepare_cell(cell, data_dir)
+    info, train, attack = p.info, p.train, p.attack
+    X_train, y_train, X_test, y_test = p.X_train, p.y_train, p.X_test, p.y_test
+    pool_X, pool_y, model_spec = p.pool_X, p.pool_y, p.model_spec
+    t_attack, t_defense = p.t_attack, p.t_defense
+    base = {**ident, **p.base}
     pool_used = int(train.trusted.sum())
+    stop = s.get("early_stop")  # {"metric", "tolerance"} when the config asks for early stop
+    reference = None
+    if stop:
+        reference = _clean_reference(
+            cell, stop["metric"], info, model_spec, X_train, y_train, X_test, y_test, attack
+        )
+    streak = 0  # consecutive grid points at which the curve is back at the clean reference
     rows = []
     for f in s["fractions"]:
         wanted = int(round(f * len(y_train)))
@@ -167,9 +224,22 @@ def _run(cell: Cell, ident: dict[str, Any], data_dir: str | None) -> list[dict[s
             "t_attack": t_attack,
             "t_defense": t_defense,
         }
+        if stop and streak >= 2:
+            row.update(
+                status="skipped",
+                skip_reason="early_stop",
+                early_stop_reference=reference,
+                error=(
+                    f"early stop: {stop['metric']} was back within {stop['tolerance']:g} of the "
+                    f"clean reference {reference:.4f} at the two previous grid points"
+                ),
+            )
+            rows.append(row)
+            continue
         if pool_used + wanted > len(pool_y):
             row.update(
                 status="skipped",
+                skip_reason="pool_exhausted",
                 error=(
                     f"clean pool exhausted: f={f:g} needs {wanted} rows after {pool_used} used, "
                     f"the pool has {len(pool_y)}"
@@ -181,8 +251,7 @@ def _run(cell: Cell, ident: dict[str, Any], data_dir: str | None) -> list[dict[s
             pool_X[pool_used : pool_used + wanted], pool_y[pool_used : pool_used + wanted]
         )
         t0 = time.perf_counter()
-        model = model_spec.build(info, stage_seed("model", cell.cell_id, f))
-        model.fit(fit_set.X, fit_set.targets, fit_set.sample_weight)
+        model = fit_model(cell, p, f, fit_set)
         t_fit = time.perf_counter() - t0
         t0 = time.perf_counter()
         proba = model.predict_proba(X_test)
@@ -190,5 +259,47 @@ def _run(cell: Cell, ident: dict[str, Any], data_dir: str | None) -> list[dict[s
         metrics = classification_metrics(y_test, proba, info.n_classes, attack.target_pair())
         row.update(metrics)
         row.update(n_fit=len(fit_set), t_fit=t_fit, t_predict=t_predict, status="ok", error=None)
+        if stop:
+            if reference is None:  # this is the clean reference cell itself (f = 0 comes first)
+                reference = float(metrics[stop["metric"]])
+            row["early_stop_reference"] = reference
+            higher = higher_is_better(stop["metric"])
+            ok = recovered(float(metrics[stop["metric"]]), reference, stop["tolerance"], higher)
+            streak = streak + 1 if ok else 0
         rows.append(row)
     return rows
+
+
+def _clean_reference(
+    cell: Cell,
+    metric: str,
+    info: Any,
+    model_spec: Any,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    attack: Any,
+) -> float | None:
+    """The clean reference's ``metric`` for early stop, or None when ``cell`` is that reference.
+
+    Refits exactly the clean reference cell's f = 0 model (same split, no attack, no defense,
+    the model seed keyed by the clean cell's id), so the value equals that cell's own row and
+    the cell's result depends on its spec alone. For the attack success rate the clean model is
+    scored on this cell's (source, target) pair.
+    """
+    none_defense = DEFENSES.get("none").from_params({})
+    clean_spec = {
+        **cell.spec,
+        "attack": {"name": "none", "params": {}},
+        "rate": 0.0,
+        "defense": [{"name": "none", "params": none_defense.params()}],
+    }
+    clean = Cell(clean_spec)
+    if clean.cell_id == cell.cell_id:
+        return None
+    model = model_spec.build(info, stage_seed("model", clean.cell_id, cell.spec["fractions"][0]))
+    model.fit(X_train, y_train, None)
+    proba = model.predict_proba(X_test)
+    metrics = classification_metrics(y_test, proba, info.n_classes, attack.target_pair())
+    return float(metrics[metric])
