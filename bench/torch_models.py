@@ -193,7 +193,7 @@ class TorchClassifier:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-        net.eval()
+        net.train(False)  # inference mode: dropout off
         self.net_ = net
         return self
 
