@@ -169,6 +169,21 @@ def _import_distributed() -> Any:
     return distributed
 
 
+def local_cluster(workers: int) -> Any:
+    """A ``distributed.LocalCluster`` of ``workers`` processes, one thread each, bound to
+    127.0.0.1 with no dashboard (the scheduler's HTTP endpoints on a free localhost port)."""
+    distributed = _import_distributed()
+    return distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+        silence_logs=logging.ERROR,
+    )
+
+
 def run_dask(
     cells: list[Cell],
     data_dir: str | None = None,
@@ -202,16 +217,7 @@ def run_dask(
     else:
         if workers < 1:
             raise ExecutorError(f"--workers must be >= 1, got {workers}")
-        cluster = distributed.LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            # the scheduler's HTTP endpoints (health, metrics) on a free localhost port
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.ERROR,
-        )
+        cluster = local_cluster(workers)
         client = distributed.Client(cluster)
     futures: dict[Any, tuple[Any, Cell]] = {}
     try:

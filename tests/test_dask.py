@@ -15,7 +15,7 @@ from conftest import require
 
 from bench.cli import main
 from bench.config import parse_config
-from bench.executors import ExecutorError, execute
+from bench.executors import ExecutorError, execute, local_cluster
 from bench.grid import expand
 from bench.orchestrate import run_config
 
@@ -40,17 +40,8 @@ def _comparable(table: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def cluster():
-    distributed = require("distributed")
-    import logging
-
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as local:
+    require("distributed")
+    with local_cluster(2) as local:
         yield local
 
 

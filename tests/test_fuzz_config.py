@@ -184,6 +184,11 @@ def test_mutated_configs_through_yaml(tmp_path_factory, raw):
         return  # not representable as YAML (e.g. bytes keys): not a file a user could write
     path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
     path.write_text(text)
+    _load_and_check(path)
+
+
+def _load_and_check(path) -> None:
+    """Load a config file; any failure must be the project's own error naming a field."""
     TRIED["configs"] += 1
     try:
         load_config(path)
@@ -225,12 +230,7 @@ YAML_PIECES = [
 def test_random_yaml_text_fails_with_a_config_error(tmp_path_factory, pieces):
     path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
     path.write_text("".join(pieces), errors="surrogatepass")
-    TRIED["configs"] += 1
-    try:
-        load_config(path)
-    except Exception as exc:
-        TRIED["errors"] += 1
-        _check(exc)
+    _load_and_check(path)
 
 
 @pytest.mark.parametrize(

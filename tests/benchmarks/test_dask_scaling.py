@@ -10,14 +10,13 @@ the dataset load are paid), and only then is the grid timed.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
 import pytest
 
 from bench.config import parse_config
-from bench.executors import run_dask
+from bench.executors import local_cluster, run_dask
 from bench.grid import expand
 
 GRID = {
@@ -35,15 +34,8 @@ GRID = {
 def _timed_run(workers: int, cells) -> tuple[float, float]:
     """Wall seconds for the grid, and its concurrency: cell-seconds per wall second (how many
     workers were busy on average; on a contended machine each cell simply takes longer)."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as cluster:
+    pytest.importorskip("distributed")
+    with local_cluster(workers) as cluster:
         list(run_dask(cells[:workers], scheduler=cluster.scheduler_address))  # warm-up
         started = time.perf_counter()
         records = list(run_dask(cells, scheduler=cluster.scheduler_address))
