@@ -3,18 +3,73 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import shlex
+import signal
 import sys
+import threading
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.types import PoisonBenchError
 
 DEFAULT_RESULTS = Path("results") / "runs"
 
+#: the signals that stop a run cleanly (finished cells kept, the resume command printed)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (SIGINT or SIGTERM) arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_status(signum: int) -> int:
+    """The shell's status for a process stopped by ``signum``: 128 + its number (130, 143)."""
+    return 128 + int(signum)
+
+
+@contextlib.contextmanager
+def stop_handlers() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`Stopped` in the main thread, once.
+
+    Set explicitly, not inherited: a process started in the background by a non-interactive
+    shell (``cmd &`` in a script, a CI runner) inherits SIGINT as *ignored*, and Python then
+    installs no KeyboardInterrupt handler at all, so ``kill -INT`` was silently lost and the
+    run went on to the end. After the first signal both are ignored while the workers are
+    stopped and the resume command is printed (a second Ctrl-C must not cut that short).
+    """
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (e.g. the CLI called from a thread)
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    with stop_handlers():
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     from bench.config import load_config
     from bench.orchestrate import RunInterrupted, run_config
     from bench.report import write_report
@@ -53,11 +108,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         done = stop.summary.n_cached + stop.summary.n_run
         resume = shlex.join(["poisonbench", *(a for a in args.argv if a != "--fresh")])
         print(
-            f"\ninterrupted: {done} of {stop.summary.n_cells} cells done (saved in {out / 'cells'})"
-            f"; to resume, run:\n  {resume}",
+            f"\ninterrupted ({signal.Signals(stop.signum).name}): {done} of "
+            f"{stop.summary.n_cells} cells done (saved in {out / 'cells'}); to resume, run:\n"
+            f"  {resume}",
             file=sys.stderr,
         )
-        return 130
+        return exit_status(stop.signum)
     for problem in summary.problems:
         warn(problem)
     report = write_report(out)
@@ -276,12 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     except PoisonBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(
             "\ninterrupted: finished cells are saved; run the same command again to resume",
             file=sys.stderr,
         )
-        return 130
+        return exit_status(getattr(exc, "signum", signal.SIGINT))
     except BrokenPipeError:
         # `poisonbench list | head`: the reader left early; not an error, and no traceback.
         import os

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -52,11 +53,13 @@ class RunSummary:
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a run; ``summary`` says how many cells are done (their records saved)."""
+    """A stop signal ended a run early; ``summary`` says how many cells are done (their records
+    saved) and ``signum`` which signal it was (SIGINT for a plain KeyboardInterrupt)."""
 
-    def __init__(self, summary: RunSummary) -> None:
+    def __init__(self, summary: RunSummary, signum: int = signal.SIGINT) -> None:
         super().__init__()
         self.summary = summary
+        self.signum = signum
 
 
 def check_datasets(config: Config) -> None:
@@ -191,9 +194,9 @@ def _run_locked(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(failed=summary.n_failed, refresh=False)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         records_in.close()  # stops the workers now, before the message
-        raise RunInterrupted(summary) from None
+        raise RunInterrupted(summary, getattr(exc, "signum", signal.SIGINT)) from None
     finally:
         records_in.close()
         if bar is not None:
