@@ -167,14 +167,16 @@ def _describe(cls: type) -> list[str]:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from attacks import ATTACKS
-    from bench.datasets import DESCRIPTIONS
+    from bench.datasets import DATASETS
     from bench.models import MODELS
     from defenses import DEFENSES
 
-    print("datasets:")
-    for name, desc in sorted(DESCRIPTIONS.items()):
-        print(f"  {name:<18} {desc}")
-    for title, registry in (("models", MODELS), ("attacks", ATTACKS), ("defenses", DEFENSES)):
+    for title, registry in (
+        ("datasets", DATASETS),
+        ("models", MODELS),
+        ("attacks", ATTACKS),
+        ("defenses", DEFENSES),
+    ):
         print(f"{title}:")
         for _, cls in registry.items():
             print("\n".join(_describe(cls)))

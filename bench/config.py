@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from attacks import ATTACKS
-from bench.datasets import LOADERS
+from bench.datasets import DATASETS
 from bench.models import MODELS
 from bench.types import ParamError, Plugin, Registry
 from defenses import DEFENSES
@@ -52,16 +52,22 @@ class PluginSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A dataset plug-in's name and parameters (defaults filled in) and its split sizes."""
+
     name: str
     train: int | float = 0.5
     test: int | float = 0.25
     pool: int | float | str = "rest"
+    params: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "split": {"train": self.train, "test": self.test, "pool": self.pool},
         }
+        if self.params:  # the built-ins take none; left out so their cell ids stay as they were
+            out["params"] = self.params
+        return out
 
 
 @dataclass(frozen=True)
@@ -226,20 +232,23 @@ def _size(value: Any, path: str, allow_rest: bool = False) -> int | float | str:
 
 
 def _dataset(entry: Any, path: str) -> DatasetSpec:
+    """``name`` or ``{name: ..., split: {...}, param: value, ...}`` → a validated DatasetSpec."""
     if isinstance(entry, str):
         entry = {"name": entry}
-    entry = _mapping(entry, path, {"name", "split"})
+    entry = _mapping(entry, path)
     name = entry.get("name")
-    if not isinstance(name, str) or name not in LOADERS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise _fail(
-            f"{path}.name", f"unknown dataset {_short(name)} (valid: {', '.join(sorted(LOADERS))})"
+            f"{path}.name", f"unknown dataset {_short(name)} (valid: {', '.join(DATASETS)})"
         )
+    params = {k: v for k, v in entry.items() if k not in ("name", "split")}
+    source = _plugin({"name": name, **params}, DATASETS, path)
     split = _mapping(entry.get("split", {}) or {}, f"{path}.split", {"train", "test", "pool"})
     kwargs: dict[str, Any] = {}
     for key in ("train", "test", "pool"):
         if key in split:
             kwargs[key] = _size(split[key], f"{path}.split.{key}", allow_rest=key == "pool")
-    return DatasetSpec(name=name, **kwargs)
+    return DatasetSpec(name=name, params=source.params, **kwargs)
 
 
 def _rate(value: Any, path: str) -> float:

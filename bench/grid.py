@@ -89,7 +89,7 @@ def expand(config: Any) -> list[Cell]:
         else None
     )
     for index, ds in enumerate(config.datasets):
-        dataset = load_dataset(ds.name, config.data_dir)
+        dataset = load_dataset(ds.name, config.data_dir, ds.params)
         info = dataset.info
         # Sizes that do not fit the dataset are a config error now, not a failure in every cell.
         try:

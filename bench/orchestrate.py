@@ -75,7 +75,7 @@ def check_datasets(config: Config) -> None:
     for i, ds in enumerate(config.datasets):
         where = f"datasets[{i}] ({ds.name})"
         try:
-            dataset = load_dataset(ds.name, config.data_dir)
+            dataset = load_dataset(ds.name, config.data_dir, ds.params)
         except DatasetError as exc:
             raise DatasetError(f"{where}: {exc}") from None
         except OSError as exc:

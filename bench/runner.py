@@ -110,7 +110,7 @@ def prepare_cell(cell: Cell, data_dir: str | None = None) -> PreparedCell:
     """Split, poison and defend a cell's training set, exactly as every run of it does."""
     s = cell.spec
     seed = cell.seed
-    dataset = load_dataset(s["dataset"]["name"], data_dir)
+    dataset = load_dataset(s["dataset"]["name"], data_dir, s["dataset"].get("params"))
     if dataset.fingerprint != s["dataset"]["fingerprint"]:
         raise RuntimeError(
             f"dataset {dataset.name} changed since the grid was expanded "

@@ -310,6 +310,10 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests and notebooks that register a plug-in for a while)."""
+        self._items.pop(name, None)
+
     def get(self, name: str, field: str | None = None) -> type[T]:
         try:
             return self._items[name]

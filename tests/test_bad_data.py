@@ -1,6 +1,6 @@
 """Bad data fails before any training starts; a run reads its inputs and writes only in --out.
 
-Bad datasets are registered as temporary loaders (``monkeypatch`` on ``LOADERS``), the way a
+Bad datasets are registered as temporary dataset plug-ins (``DATASETS.register``), the way a
 user's own loader would hand poisonbench a CSV with NaNs or a class with one row.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import yaml
 import bench.runner
 from bench.cli import main
 from bench.config import parse_config
-from bench.datasets import LOADERS, DatasetError, load_dataset, make_dataset
+from bench.datasets import DATASETS, DatasetError, DatasetSource, load_dataset, make_dataset
 from bench.orchestrate import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,18 +45,26 @@ def _blobs(n: int = 90, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture
-def register(monkeypatch):
-    """Register a temporary dataset loader: ``register(name, X, y)``."""
+def register():
+    """Register a temporary dataset plug-in: ``register(name, X, y)``."""
+    added: list[str] = []
 
     def add(name: str, X: np.ndarray, y: np.ndarray) -> str:
         k = int(y.max()) + 1
-        monkeypatch.setitem(
-            LOADERS, name, lambda data_dir=None: make_dataset(name, X, y, list(range(k)))
-        )
+
+        @dataclass(frozen=True)
+        class Arrays(DatasetSource):
+            def load(self, data_dir=None):
+                return make_dataset(name, X, y, list(range(k)))
+
+        DATASETS.register(name)(Arrays)
+        added.append(name)
         return name
 
     load_dataset.cache_clear()
     yield add
+    for name in added:
+        DATASETS.unregister(name)
     load_dataset.cache_clear()
 
 

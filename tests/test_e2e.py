@@ -214,14 +214,14 @@ def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, capsys):
 
 def test_list_shows_every_registered_plugin(capsys):
     from attacks import ATTACKS
-    from bench.datasets import LOADERS
+    from bench.datasets import DATASETS
     from bench.models import MODELS
     from defenses import DEFENSES
 
     capsys.readouterr()
     assert main(["list"]) == 0
     text = capsys.readouterr().out
-    for registry in (ATTACKS, MODELS, DEFENSES, LOADERS):
+    for registry in (ATTACKS, MODELS, DEFENSES, DATASETS):
         for name in registry:
             assert re.search(rf"^\s+{re.escape(name)}\s", text, re.M), name
     assert "contamination: float = 0.1" in text  # parameters with defaults

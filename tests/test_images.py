@@ -101,7 +101,7 @@ def test_data_root_precedence(tmp_path, monkeypatch):
 def test_data_root_from_environment_is_used(tmp_path, monkeypatch, no_download):
     fake_mnist(tmp_path / "MNIST" / "raw", n_train=20, n_test=10)
     monkeypatch.setenv("POISONBENCH_DATA", str(tmp_path))
-    assert len(datasets.LOADERS["mnist"](None).y) == 30
+    assert len(datasets.DATASETS.get("mnist")().load(None).y) == 30
 
 
 def test_read_idx_rejects_other_files(tmp_path):

@@ -76,7 +76,7 @@ def test_wheel_holds_every_package_and_module(installed):
 
 def test_installed_poisonbench_list_names_every_plugin(installed, tmp_path):
     from attacks import ATTACKS
-    from bench.datasets import LOADERS
+    from bench.datasets import DATASETS
     from bench.models import MODELS
     from defenses import DEFENSES
 
@@ -96,7 +96,7 @@ def test_installed_poisonbench_list_names_every_plugin(installed, tmp_path):
     script = installed / "bin" / "poisonbench"
     cmd = [str(script), "list"] if script.exists() else [sys.executable, "-m", "bench.cli", "list"]
     text = _run(cmd, cwd=tmp_path, env=env)
-    for registry in (ATTACKS, MODELS, DEFENSES, LOADERS):
+    for registry in (ATTACKS, MODELS, DEFENSES, DATASETS):
         for name in registry:
             assert re.search(rf"^\s+{re.escape(name)}\s", text, re.M), f"{name} not listed"
 

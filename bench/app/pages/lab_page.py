@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from bench.app import lab
-from bench.datasets import DESCRIPTIONS, LOADERS, load_dataset
+from bench.datasets import DATASETS, load_dataset
 from bench.models import MODELS
 from bench.types import PoisonBenchError
 
@@ -70,10 +70,10 @@ st.caption(
     "split and seed; test data is never flipped."
 )
 
-datasets = sorted(LOADERS)
+datasets = list(DATASETS)
 models = list(MODELS)
 state = st.session_state
-state.setdefault("lab_dataset", "mnist-5k" if "mnist-5k" in LOADERS else datasets[0])
+state.setdefault("lab_dataset", "mnist-5k" if "mnist-5k" in DATASETS else datasets[0])
 state.setdefault("lab_model", "logreg" if "logreg" in MODELS else models[0])
 state.setdefault("lab_ratio", 40)
 state.setdefault("lab_seed", 0)
@@ -83,7 +83,7 @@ with st.sidebar:
     dataset_name = st.selectbox(
         "Dataset", datasets, key="lab_dataset", help="Any registered dataset (poisonbench list)"
     )
-    st.caption(DESCRIPTIONS.get(dataset_name, ""))
+    st.caption((DATASETS.get(dataset_name).__doc__ or "").strip().splitlines()[0])
     try:
         dataset = load_dataset(dataset_name)
     except PoisonBenchError as exc:
