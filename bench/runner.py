@@ -6,6 +6,7 @@ fit and the metrics are repeated for each extra-clean fraction ``f``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import traceback
@@ -91,6 +92,7 @@ class PreparedCell:
     """
 
     info: DatasetInfo
+    pool_used: int  # pool rows the defense steps consumed; the recovery rows come after them
     X_train: np.ndarray
     y_train: np.ndarray
     X_test: np.ndarray
@@ -149,9 +151,12 @@ def prepare_cell(cell: Cell, data_dir: str | None = None) -> PreparedCell:
     first_scores: np.ndarray | None = None
     kept = np.arange(len(train))
     filtered = False
+    pool_start = 0
     for i, step_spec in enumerate(s["defense"]):
         step = DEFENSES.get(step_spec["name"]).from_params(step_spec["params"]).bind(info)
+        ctx = dataclasses.replace(ctx, pool_start=pool_start)
         result = step.apply(train, ctx, stage_rng("defense", cell.cell_id, i))
+        pool_start += int(result.pool_used)
         if result.removed is not None:
             filtered = True
             gone = result.removed[: len(kept)]
@@ -164,6 +169,7 @@ def prepare_cell(cell: Cell, data_dir: str | None = None) -> PreparedCell:
     t_defense = time.perf_counter() - t0
 
     base: dict[str, Any] = {
+        "n_trusted_used": pool_start,
         "n_train": len(y_train),
         "n_pool": len(pool_y),
         "n_test": len(y_test),
@@ -183,7 +189,7 @@ def prepare_cell(cell: Cell, data_dir: str | None = None) -> PreparedCell:
     model_spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
     check_loss_support(model_spec, train.loss)  # a robust-loss step needs a model that uses it
     return PreparedCell(
-        info=info, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
+        info=info, pool_used=pool_start, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
         pool_X=pool_X, pool_y=pool_y, attack=attack, poisoned=poisoned, train=train,
         model_spec=model_spec, base=base, t_attack=t_attack, t_defense=t_defense,
     )  # fmt: skip
@@ -206,7 +212,7 @@ def _run(cell: Cell, ident: dict[str, Any], data_dir: str | None) -> list[dict[s
     pool_X, pool_y, model_spec = p.pool_X, p.pool_y, p.model_spec
     t_attack, t_defense = p.t_attack, p.t_defense
     base = {**ident, **p.base}
-    pool_used = int(train.trusted.sum())
+    pool_used = p.pool_used
     stop = s.get("early_stop")  # {"metric", "tolerance"} when the config asks for early stop
     reference = None
     if stop:

@@ -163,22 +163,40 @@ class TrainingSet:
 
 @dataclass(frozen=True)
 class DefenseContext:
-    """What a defense step may use besides the training set: the trusted clean pool."""
+    """What a defense step may use besides the training set: the trusted clean pool.
+
+    The pool is one budget shared by every step and then by the recovery curve: a step that
+    reads trusted rows takes them from ``pool_X[pool_start:]`` (the rows earlier steps left),
+    in order, and says how many it used in :attr:`StepResult.pool_used`; the extra clean rows
+    of the recovery grid are appended after all of them, so comparisons are at equal clean data.
+    """
 
     info: DatasetInfo
     n_train: int  # size of the (poisoned) train set before any defense step
     pool_X: np.ndarray
     pool_y: np.ndarray
+    pool_start: int = 0  # pool rows already used by earlier steps
+
+    def pool_rows(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``count`` unused pool rows (fewer when the pool runs out)."""
+        stop = min(len(self.pool_y), self.pool_start + max(int(count), 0))
+        return self.pool_X[self.pool_start : stop], self.pool_y[self.pool_start : stop]
 
 
 @dataclass
 class StepResult:
-    """A defense step's output: the new training set and, for filters, what was removed."""
+    """A defense step's output: the new training set and, for filters, what was removed.
+
+    ``pool_used``: trusted pool rows this step consumed (read to learn from, or appended),
+    counted from ``DefenseContext.pool_start``; the runner records their sum as
+    ``n_trusted_used`` and starts the recovery curve's rows after them.
+    """
 
     train: TrainingSet
     scores: np.ndarray | None = None  # outlier scores of the input rows (higher = more suspicious)
     removed: np.ndarray | None = None  # bool over the input rows
     details: dict[str, Any] = field(default_factory=dict)
+    pool_used: int = 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,9 +32,10 @@ class ExtraClean(Defense):
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
     ) -> StepResult:
         wanted = int(round(self.fraction * ctx.n_train))
-        start = int(train.trusted.sum())  # pool rows already used by earlier steps
-        stop = min(len(ctx.pool_y), start + wanted)
-        out = train.append(ctx.pool_X[start:stop], ctx.pool_y[start:stop])
+        X, y = ctx.pool_rows(wanted)
+        out = train.append(X, y)
         return StepResult(
-            train=out, details={"pool_rows": stop - start, "pool_short": wanted - (stop - start)}
+            train=out,
+            details={"pool_rows": len(y), "pool_short": wanted - len(y)},
+            pool_used=len(y),
         )

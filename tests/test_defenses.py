@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
@@ -193,12 +195,17 @@ def test_extra_clean_after_filter_and_twice_uses_fresh_pool_rows():
     X, y = blobs(400, std=1.0)
     train = poisoned_set(X[:100], y[:100], 0.2, 0)
     ctx = DefenseContext(INFO, 100, X[100:], y[100:])
-    filtered = apply("oracle_filter", train, ctx).train
-    once = apply("extra_clean", filtered, ctx, fraction=0.3).train
-    twice = apply("extra_clean", once, ctx, fraction=0.2).train
+    filtered = apply("oracle_filter", train, ctx)
+    assert filtered.pool_used == 0
+    first = apply("extra_clean", filtered.train, ctx, fraction=0.3)
+    assert first.pool_used == 30
+    # The runner passes each step the pool rows earlier steps left (DefenseContext.pool_start).
+    ctx = dataclasses.replace(ctx, pool_start=first.pool_used)
+    second = apply("extra_clean", first.train, ctx, fraction=0.2)
+    once, twice = first.train, second.train
     # n_train (before any step) sets the count, not the filtered size.
-    assert len(once) == len(filtered) + 30
-    assert len(twice) == len(once) + 20
+    assert len(once) == len(filtered.train) + 30
+    assert len(twice) == len(once) + 20 and second.pool_used == 20
     np.testing.assert_array_equal(twice.X[len(once) :], X[130:150])  # continues the pool
 
 
