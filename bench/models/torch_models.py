@@ -2,8 +2,8 @@
 
 torch is imported only inside ``build`` / ``fit`` / ``predict_proba`` (and in ``bind`` when
 ``device: cuda`` is asked for): ``import torch`` costs ~4 s and ~0.8 GB per process, and only
-the cells that train a torch model may pay it. ``bench.models`` imports this module at its end
-to register the specs; nothing here imports torch at module level.
+the cells that train a torch model may pay it. ``bench.models`` imports this module to register the
+specs; nothing here imports torch at module level.
 
 The trainer is a plain loop over in-memory tensors (no DataLoader workers): the rows are put on
 the device once, each epoch draws a permutation from a ``torch.Generator`` seeded by ``build``'s
@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from bench.models import MODELS, Estimator, ModelSpec
+from bench.models.base import MODELS, Estimator, ModelSpec
 from bench.types import DatasetInfo, ParamError, PoisonBenchError
 
 #: image datasets shipped with the harness (named in the error for a CNN on tabular data)

@@ -1,0 +1,26 @@
+"""Models: one module per family, registered by name in ``MODELS``.
+
+A model spec is a frozen dataclass of parameters; ``build(info, seed)`` makes a fresh estimator
+with ``fit(X, targets, sample_weight=None)`` and ``predict_proba(X)``. scikit-learn models live in
+``sklearn_models``, the torch ones in ``torch_models`` (torch itself is imported only when a torch
+model is built).
+"""
+
+from bench.models import sklearn_models, torch_models  # noqa: F401  (registers the plug-ins)
+from bench.models.base import (
+    MODELS,
+    Estimator,
+    ModelSpec,
+    SklearnClassifier,
+    check_loss_support,
+    expand_soft_targets,
+)
+
+__all__ = [
+    "MODELS",
+    "Estimator",
+    "ModelSpec",
+    "SklearnClassifier",
+    "check_loss_support",
+    "expand_soft_targets",
+]
