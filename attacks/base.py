@@ -31,6 +31,15 @@ class Attack(Plugin):
         mode = getattr(self, "mode", None)
         return f"{self.name}({mode})" if mode else self.name
 
+    def theory_line(self) -> str | None:
+        """The theory line the report may draw for this attack, or None.
+
+        ``"symmetric_label_noise"``: each poisoned row's label moves uniformly to another
+        class, the noise model of the label-noise sample-complexity bound (Angluin & Laird
+        1988 and its K-class form); the report then shows that line beside the measurement.
+        """
+        return None
+
     def choose(self, y: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
         """Indices of the rows to poison: an exact count drawn without replacement."""
         candidates = np.flatnonzero(self.eligible(y))

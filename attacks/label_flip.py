@@ -101,6 +101,9 @@ class LabelFlip(Attack):
             return f"label_flip(boundary{''.join(', ' + p for p in parts)})"
         return "label_flip(random)"
 
+    def theory_line(self) -> str | None:
+        return "symmetric_label_noise" if self.mode == "random" else None
+
     def eligible(self, y: np.ndarray) -> np.ndarray:
         if self.mode == "targeted":
             return y == int(self.source)  # type: ignore[arg-type]

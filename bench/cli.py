@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import shlex
 import signal
 import sys
@@ -120,10 +121,16 @@ def _run_command(args: argparse.Namespace) -> int:
     if tracker is not None:
         tracker.finish()  # logs cached cells, the report and the table on the parent run
         print(f"mlflow: {tracker.tracking_uri} (experiment {tracker.experiment_name!r})")
-    rate = summary.n_run / summary.wall_seconds if summary.wall_seconds else 0.0
     print(
         f"{config.name}: {summary.n_cells} cells ({summary.n_run} run, {summary.n_cached} cached, "
-        f"{summary.n_failed} failed) in {summary.wall_seconds:.1f} s ({rate:.2f} cells/s)"
+        f"{summary.n_failed} failed); {summary.fits_run} of {summary.n_fits} fits computed, "
+        f"{summary.fits_cached} cached; {summary.wall_seconds:.1f} s wall"
+        + (
+            f", {summary.compute_seconds:.1f} s compute on {summary.workers} worker(s), "
+            f"efficiency {summary.efficiency:.2f}"
+            if summary.fits_run
+            else ""
+        )
     )
     print(f"table:  {out / 'results.parquet'}\nreport: {report}")
     for failure in summary.failures[:5]:
@@ -203,16 +210,26 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     text = result.to_markdown()
     print(text, end="")
     if args.markdown:
-        Path(args.markdown).write_text(text)
+        _write_output(args.markdown, text)
     if args.json:
         import json
 
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=2, allow_nan=False))
+        _write_output(args.json, json.dumps(result.to_json(), indent=2, allow_nan=False))
     if args.write_baseline:
         for path in write_baseline(args.new, args.base):
             print(f"baseline: wrote {path}")
         return 0
     return result.exit_code
+
+
+def _write_output(path: str, text: str) -> None:
+    """Write a file the user asked for; a failure is a PoisonBenchError naming the path."""
+    from bench.store import atomic_write_text
+
+    try:
+        atomic_write_text(Path(path), text)
+    except OSError as exc:
+        raise PoisonBenchError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
@@ -342,10 +359,24 @@ def main(argv: list[str] | None = None) -> int:
         return exit_status(getattr(exc, "signum", signal.SIGINT))
     except BrokenPipeError:
         # `poisonbench list | head`: the reader left early; not an error, and no traceback.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # A filesystem fault nobody wrapped: still one line naming the path, never a traceback.
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line and exit 2 (for compare, 1 is "regression")
+        if os.environ.get("POISONBENCH_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        print(
+            f"error: internal error: {type(exc).__name__}: {exc} (a bug in poisonbench: please "
+            "report it with the command; POISONBENCH_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -26,11 +26,16 @@ import yaml
 from attacks import ATTACKS
 from bench.datasets import DATASETS
 from bench.models import MODELS
+from bench.schema import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_FRACTIONS,
+    DEFAULT_METRIC,
+    DEFAULT_TOLERANCE,
+    RECOVERY_METRICS,
+)
 from bench.types import ParamError, Plugin, Registry
 from defenses import DEFENSES
 
-RECOVERY_METRICS = ("accuracy", "macro_f1", "attack_success_rate")
-DEFAULT_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _WORD = re.compile(r"[A-Za-z_][\w-]{0,63}")
 
@@ -75,9 +80,9 @@ class RecoverySpec:
     """How the extra-clean-data headline is measured."""
 
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
-    metric: str = "accuracy"
-    tolerance: float = 0.005
-    bootstrap: int = 1000
+    metric: str = DEFAULT_METRIC
+    tolerance: float = DEFAULT_TOLERANCE
+    bootstrap: int = DEFAULT_BOOTSTRAP
     early_stop: bool = False
 
 

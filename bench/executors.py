@@ -4,9 +4,11 @@ On 2-core machines oversubscribed BLAS makes small fits ~20× slower, so every w
 to one thread. Records go back to the caller, which writes them as they arrive: the store works
 the same whatever runs the cells, and a run started with one executor resumes with another.
 
-Shared inputs: a task carries only the cell's small JSON spec. Each worker process loads a
+A task (:class:`bench.grid.Task`) is the cells of one poisoned training set, each with the
+fractions it still needs; it carries only their small JSON specs. Each worker process loads a
 dataset once, through the bounded per-process cache of :func:`bench.datasets.load_dataset`, and
-reuses it for every later cell; dataset arrays never travel over the network.
+reuses it for every later task; dataset arrays never travel over the network. Every executor
+yields, per task, the list of its cells' records.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
-from bench.grid import Cell
+from bench.grid import Task
 from bench.types import PoisonBenchError
 
 THREAD_VARS = (
@@ -70,40 +72,31 @@ def _init_worker(threads: int) -> None:
     limit_threads(threads)
 
 
-def _run(spec: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
-    from bench.runner import run_cell
+def _run(payload: list[Any], data_dir: str | None) -> list[dict[str, Any]]:
+    from bench.runner import run_task
 
-    return run_cell(Cell(spec), data_dir)
+    return run_task(payload, data_dir)
 
 
-def _run_on_worker(spec: dict[str, Any], data_dir: str | None, threads: int) -> dict[str, Any]:
-    """Run one cell on a Dask worker, limiting the worker's threads on its first cell."""
+def _run_on_worker(payload: list[Any], data_dir: str | None, threads: int) -> list[dict[str, Any]]:
+    """Run one task on a Dask worker, limiting the worker's threads on its first task."""
     if _limited_to != threads:
         limit_threads(threads)
-    return _run(spec, data_dir)
+    return _run(payload, data_dir)
 
 
-def failed_record(cell: Cell, error: str) -> dict[str, Any]:
-    """A record saying a cell could not run (e.g. its worker died); it is retried next run."""
-    from bench.runner import SCHEMA_VERSION, identity_columns
+def lost_task(task: Task, error: str) -> list[dict[str, Any]]:
+    """The records of a task that could not run (its worker died): every cell ``failed`` with
+    ``error`` for the fractions it was to compute (retried on the next run)."""
+    from bench.runner import failed_record
 
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "cell_id": cell.cell_id,
-        "spec": cell.spec,
-        "status": "failed",
-        "error": error,
-        "seconds": 0.0,
-        "rows": [
-            {**identity_columns(cell), "extra_fraction": 0.0, "status": "failed", "error": error}
-        ],
-    }
+    return [failed_record(cell, fractions, error) for cell, fractions in task.items]
 
 
 def run_local(
-    cells: list[Cell], data_dir: str | None = None, jobs: int = 1, threads: int = 1
-) -> Iterator[dict[str, Any]]:
-    """Yield each cell's record as it finishes, from ``jobs`` worker processes.
+    tasks: list[Task], data_dir: str | None = None, jobs: int = 1, threads: int = 1
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield each task's records as it finishes, from ``jobs`` worker processes.
 
     ``jobs=1`` runs in this process (no start-up cost). Workers are started with ``spawn``:
     a fork of a process that already holds BLAS or torch thread pools can deadlock. If the
@@ -113,22 +106,22 @@ def run_local(
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=threads):
-            for cell in cells:
-                yield _run(cell.spec, data_dir)
+            for task in tasks:
+                yield _run(task.payload(), data_dir)
         return
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
         max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)
     )
     pending: set[Future] = set()
-    queue = list(reversed(cells))
+    queue = list(reversed(tasks))
     finished = False
     try:
         # Keep a bounded number in flight so an interrupt loses little and memory stays flat.
         while queue or pending:
             while queue and len(pending) < 2 * jobs:
-                cell = queue.pop()
-                pending.add(pool.submit(_run, cell.spec, data_dir))
+                task = queue.pop()
+                pending.add(pool.submit(_run, task.payload(), data_dir))
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
@@ -185,13 +178,13 @@ def local_cluster(workers: int) -> Any:
 
 
 def run_dask(
-    cells: list[Cell],
+    tasks: list[Task],
     data_dir: str | None = None,
     scheduler: str | None = None,
     workers: int = 2,
     threads: int = 1,
-) -> Iterator[dict[str, Any]]:
-    """Yield each cell's record as it finishes on a Dask cluster.
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield each task's records as it finishes on a Dask cluster.
 
     ``scheduler``: the address of a running scheduler (``tcp://host:8786``); the cluster may
     be local, Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes). Without it, a
@@ -199,12 +192,12 @@ def run_dask(
     dashboard) is started and shut down here. Workers need poisonbench installed, and
     ``data_dir`` must be readable at the same path on every worker.
 
-    Cells are submitted a few at a time (twice the cluster's current thread count) so that an
-    interrupt loses little and the scheduler never holds the whole grid. A cell whose worker
-    dies repeatedly comes back as a ``failed`` record (retried on the next run).
+    Tasks are submitted a few at a time (twice the cluster's current thread count) so that an
+    interrupt loses little and the scheduler never holds the whole grid. A task whose worker
+    dies repeatedly comes back as ``failed`` records (retried on the next run).
     """
     distributed = _import_distributed()
-    if not cells:
+    if not tasks:
         return
     cluster = None
     if scheduler:
@@ -219,40 +212,41 @@ def run_dask(
             raise ExecutorError(f"--workers must be >= 1, got {workers}")
         cluster = local_cluster(workers)
         client = distributed.Client(cluster)
-    futures: dict[Any, tuple[Any, Cell]] = {}
+    futures: dict[Any, tuple[Any, Task]] = {}
     try:
 
         def slots() -> int:  # re-read as results arrive: clusters scale up and down
             return max(2, 2 * sum(client.nthreads().values()))
 
-        queue = list(reversed(cells))
+        queue = list(reversed(tasks))
         ready = distributed.as_completed()
 
         def submit() -> None:
-            cell = queue.pop()
+            task = queue.pop()
+            first = task.items[0][0].cell_id
             future = client.submit(
                 _run_on_worker,
-                cell.spec,
+                task.payload(),
                 data_dir,
                 threads,
-                key=f"poisonbench-cell-{cell.cell_id}",
+                key=f"poisonbench-task-{first}",  # a cell is in exactly one task
             )
-            futures[future.key] = (future, cell)
+            futures[future.key] = (future, task)
             ready.add(future)
 
         while queue and len(futures) < slots():
             submit()
         for future in ready:
-            _, cell = futures.pop(future.key)
+            _, task = futures.pop(future.key)
             try:
-                record = future.result()
+                records = future.result()
             except Exception as exc:  # a worker died (KilledWorker) or the task broke
-                record = failed_record(cell, f"dask: {type(exc).__name__}: {exc}")
+                records = lost_task(task, f"dask: {type(exc).__name__}: {exc}")
             future.release()
             limit = slots() if queue else 0
             while queue and len(futures) < limit:
                 submit()
-            yield record
+            yield records
     finally:
         with contextlib.suppress(Exception):
             client.cancel([future for future, _ in futures.values()], force=True)
@@ -264,19 +258,19 @@ def run_dask(
 
 
 def execute(
-    cells: list[Cell],
+    tasks: list[Task],
     data_dir: str | None = None,
     executor: str = "local",
     jobs: int = 1,
     scheduler: str | None = None,
     workers: int | None = None,
     threads: int = 1,
-) -> Iterator[dict[str, Any]]:
-    """Yield the records of ``cells`` from the chosen executor (see :data:`EXECUTORS`)."""
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`)."""
     if executor == "local":
         if scheduler:
             raise ExecutorError("--scheduler needs --executor dask")
-        return run_local(cells, data_dir, jobs=jobs, threads=threads)
+        return run_local(tasks, data_dir, jobs=jobs, threads=threads)
     if executor == "dask":
         if not scheduler:
             raise ExecutorError(
@@ -284,10 +278,10 @@ def execute(
                 "(or use --executor dask-local to start a local cluster)"
             )
         _import_distributed()
-        return run_dask(cells, data_dir, scheduler=scheduler, threads=threads)
+        return run_dask(tasks, data_dir, scheduler=scheduler, threads=threads)
     if executor == "dask-local":
         if scheduler:
             raise ExecutorError("--scheduler needs --executor dask, not dask-local")
         _import_distributed()
-        return run_dask(cells, data_dir, workers=workers or jobs, threads=threads)
+        return run_dask(tasks, data_dir, workers=workers or jobs, threads=threads)
     raise ExecutorError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")

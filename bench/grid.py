@@ -1,32 +1,34 @@
-"""Grid expansion, cell identity and stage-keyed random generators."""
+"""Grid expansion, cell identity, tasks and stage-keyed random generators.
+
+A **cell** is one configuration and seed: (dataset, model, attack+params, rate, defense
+steps+params, seed). Its id hashes that canonical form and nothing else, so the stored and
+skipped unit is (cell, extra-clean fraction): extending the recovery grid computes only the new
+fractions. (With ``recovery.early_stop`` a cell's rows depend on the grid, so there the grid is
+part of the cell.)
+
+A **task** is what one worker runs at a time: every cell that shares a poisoned training set
+(dataset, attack, rate, seed), with the fractions each still needs. Within a task the split,
+the attack's output and each defense step's output are computed once and shared by every model
+and every pipeline that starts with the same steps (see :mod:`bench.runner`).
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace: the stable text that identities hash."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
-
-
-def stable_hash(obj: Any, length: int = 16) -> str:
-    """Hex digest of the canonical JSON of ``obj`` (stable across processes and machines)."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+from bench.schema import canonical_json, stable_hash
 
 
 def stage_rng(*key: Any) -> np.random.Generator:
     """A generator keyed by a stage and its inputs, e.g. ``stage_rng("split", dataset, seed)``.
 
     Randomness is keyed by stage, not by cell: every defense sees the identical poisoned set,
-    so comparisons between defenses are paired.
+    and every model of a seed starts from the same initialization (see :mod:`bench.runner`).
     """
     digest = hashlib.sha256(canonical_json(list(key)).encode()).digest()
     entropy = [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 32, 4)]
@@ -40,8 +42,7 @@ def stage_seed(*key: Any) -> int:
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of work: (dataset, model, attack+params, rate, defense steps, seed) and the
-    extra-clean fractions trained for it. ``spec`` is the canonical, JSON-able form."""
+    """One configuration and seed; ``spec`` is its canonical, JSON-able form."""
 
     spec: dict[str, Any]
 
@@ -50,12 +51,19 @@ class Cell:
         return stable_hash(self.spec)
 
     @property
-    def dataset_key(self) -> dict[str, Any]:
-        return self.spec["dataset"]
-
-    @property
     def seed(self) -> int:
         return int(self.spec["seed"])
+
+    @property
+    def poisoning_key(self) -> tuple[str, ...]:
+        """What cells sharing a poisoned training set have in common (one task)."""
+        s = self.spec
+        return (
+            canonical_json(s["dataset"]),
+            canonical_json(s["attack"]),
+            repr(float(s["rate"])),
+            str(s["seed"]),
+        )
 
     def describe(self) -> str:
         s = self.spec
@@ -66,38 +74,131 @@ class Cell:
         )
 
 
-def expand(config: Any) -> list[Cell]:
-    """All cells of a config, validated against each dataset (classes, image inputs).
+@dataclass(frozen=True)
+class Task:
+    """Cells that share a poisoned training set, each with the fractions still to compute."""
+
+    items: tuple[tuple[Cell, tuple[float, ...]], ...]
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [cell for cell, _ in self.items]
+
+    def payload(self) -> list[tuple[dict[str, Any], list[float]]]:
+        """The JSON-able form sent to a worker."""
+        return [(cell.spec, list(fractions)) for cell, fractions in self.items]
+
+
+@dataclass
+class Grid:
+    """An expanded config: its cells, the recovery fractions and the loaded datasets' facts."""
+
+    cells: list[Cell]
+    fractions: tuple[float, ...]
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset_id → facts
+
+    def __iter__(self) -> Iterator[Cell]:
+        return iter(self.cells)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+
+def make_tasks(
+    todo: Sequence[tuple[Cell, Sequence[float]]], max_cells: int | None = None
+) -> list[Task]:
+    """Group ``(cell, fractions)`` pairs by poisoned training set, in first-seen order.
+
+    max_cells: split larger groups (None: no limit) so one task never holds too much work.
+    """
+    groups: dict[tuple[str, ...], list[tuple[Cell, tuple[float, ...]]]] = {}
+    for cell, fractions in todo:
+        groups.setdefault(cell.poisoning_key, []).append((cell, tuple(fractions)))
+    tasks = []
+    for items in groups.values():
+        step = max_cells or len(items)
+        for start in range(0, len(items), step):
+            tasks.append(Task(tuple(items[start : start + step])))
+    return tasks
+
+
+def iter_specs(config: Any, dataset_keys: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every cell spec of ``config`` (dataset keys already carry their fingerprints).
 
     A rate-0 cell poisons nothing whatever the attack, so it is one ``none`` attack cell per
     (dataset, model, defense, seed): the clean reference is computed once, not once per attack.
+    """
+    early_stop = None
+    if getattr(config.recovery, "early_stop", False):
+        # Early stop decides which rows a cell trains from the grid, so the grid is part of it.
+        early_stop = {
+            "metric": config.recovery.metric,
+            "tolerance": config.recovery.tolerance,
+            "fractions": list(config.recovery.fractions),
+        }
+    poisonings = [({"name": "none", "params": {}}, 0.0)]
+    poisonings += [(a.canonical(), r) for a in config.attacks for r in config.rates if r > 0]
+    for dataset_key in dataset_keys:
+        for attack, rate in poisonings:
+            for seed in config.seeds:
+                for model in config.models:
+                    for steps in config.defenses:
+                        spec = {
+                            "dataset": dataset_key,
+                            "model": model.canonical(),
+                            "attack": attack,
+                            "rate": rate,
+                            "defense": [s.canonical() for s in steps],
+                            "seed": seed,
+                        }
+                        if early_stop is not None:
+                            spec["early_stop"] = early_stop
+                        yield spec
+
+
+def expand(config: Any) -> Grid:
+    """Validate every dataset and plug-in of ``config`` against its data, then list its cells.
+
+    This is the one validation pass before anything runs: each dataset is loaded and split
+    once (NaN/inf features, a class with too few rows, split sizes larger than the dataset, a
+    train set missing a class are ``DatasetError``s naming ``datasets[i]``), and each attack,
+    model and defense is bound to each dataset (class indices, image inputs: ``ConfigError``).
     """
     from attacks import ATTACKS
     from bench.config import ConfigError
     from bench.datasets import DatasetError, load_dataset, split
     from bench.models import MODELS
+    from bench.schema import dataset_id
     from bench.types import ParamError
     from defenses import DEFENSES
 
-    cells: dict[str, Cell] = {}
-    fractions = list(config.recovery.fractions)
-    # Early stop changes which rows a cell trains, so it is part of the cell's identity; it is
-    # left out when off so that the ids of existing runs do not change.
-    early_stop = (
-        {"metric": config.recovery.metric, "tolerance": config.recovery.tolerance}
-        if getattr(config.recovery, "early_stop", False)
-        else None
-    )
+    keys = []
+    facts: dict[str, dict[str, Any]] = {}
     for index, ds in enumerate(config.datasets):
-        dataset = load_dataset(ds.name, config.data_dir, ds.params)
-        info = dataset.info
-        # Sizes that do not fit the dataset are a config error now, not a failure in every cell.
+        where = f"datasets[{index}] ({ds.name})"
         try:
-            split(dataset, ds.train, ds.test, ds.pool, rng=np.random.default_rng(0))
-        except ParamError as exc:
-            raise ConfigError(f"datasets[{index}].{exc.field}", exc.message) from None
+            dataset = load_dataset(ds.name, config.data_dir, ds.params)
         except DatasetError as exc:
-            raise ConfigError(f"datasets[{index}].split", str(exc)) from None
+            raise DatasetError(f"{where}: {exc}") from None
+        except OSError as exc:
+            raise DatasetError(f"{where}: cannot load: {exc}") from None
+        key = {**ds.canonical(), "fingerprint": dataset.fingerprint}
+        try:
+            parts = split(
+                dataset, ds.train, ds.test, ds.pool, rng=stage_rng("split", key, config.seeds[0])
+            )
+        except ParamError as exc:
+            raise DatasetError(f"datasets[{index}].{exc.field}: {exc.message}") from None
+        except DatasetError as exc:
+            raise DatasetError(f"{where}: {exc}") from None
+        info = dataset.info
+        present = len(set(dataset.y[parts.train].tolist()))
+        if present < info.n_classes:
+            raise DatasetError(
+                f"datasets[{index}].split.train: {len(parts.train)} rows hold {present} of the "
+                f"{info.n_classes} classes of {ds.name}; a train set needs at least one row of "
+                "every class"
+            )
         try:
             for i, a in enumerate(config.attacks):
                 ATTACKS.get(a.name).from_params(a.params).bind(info, f"attacks[{i}]")
@@ -108,24 +209,20 @@ def expand(config: Any) -> list[Cell]:
                     DEFENSES.get(s.name).from_params(s.params).bind(info, f"defenses[{i}][{j}]")
         except ParamError as exc:
             raise ConfigError(exc.field, exc.message) from None
-        dataset_key = {**ds.canonical(), "fingerprint": dataset.fingerprint}
-        poisonings = [({"name": "none", "params": {}}, 0.0)]
-        poisonings += [(a.canonical(), r) for a in config.attacks for r in config.rates if r > 0]
-        for model in config.models:
-            for attack, rate in poisonings:
-                for steps in config.defenses:
-                    for seed in config.seeds:
-                        spec = {
-                            "dataset": dataset_key,
-                            "model": model.canonical(),
-                            "attack": attack,
-                            "rate": rate,
-                            "defense": [s.canonical() for s in steps],
-                            "seed": seed,
-                            "fractions": fractions,
-                        }
-                        if early_stop is not None:
-                            spec["early_stop"] = early_stop
-                        cell = Cell(spec)
-                        cells.setdefault(cell.cell_id, cell)
-    return list(cells.values())
+        keys.append(key)
+        facts[dataset_id(key)] = {
+            "name": ds.name,
+            "fingerprint": dataset.fingerprint,
+            "class_names": list(info.class_names),
+            "n_rows": int(len(dataset.y)),
+            "n_features": info.n_features,
+            "image_shape": list(info.image_shape) if info.image_shape else None,
+            "notes": list(getattr(dataset, "notes", ()) or ()),
+        }
+    cells: dict[str, Cell] = {}
+    for spec in iter_specs(config, keys):
+        cell = Cell(spec)
+        cells.setdefault(cell.cell_id, cell)
+    return Grid(
+        cells=list(cells.values()), fractions=tuple(config.recovery.fractions), datasets=facts
+    )

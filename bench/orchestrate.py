@@ -1,15 +1,15 @@
-"""Run a whole config: expand the grid, skip finished cells, execute the rest, write the table."""
+"""Run a whole config: expand the grid, skip finished (cell, fraction) pairs, execute the rest
+in tasks, write the records as they arrive, then the table and ``run.json``."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import platform
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,22 @@ from typing import Any
 import yaml
 
 from bench.config import Config
-from bench.grid import expand, stage_rng
-from bench.store import RunLock, Store, atomic_write_text, records_to_table, write_table
+from bench.grid import Cell, expand, make_tasks
+from bench.schema import SCHEMA_VERSION
+from bench.store import (
+    RunLock,
+    Store,
+    atomic_write_text,
+    records_to_table,
+    write_run_meta,
+    write_table,
+)
 
 PACKAGES = ("poisonbench", "numpy", "scikit-learn", "pyod", "pandas", "torch", "torchvision")
+
+#: cells per task at most: a task shares the split, attack and defense stages of one poisoned
+#: training set; larger groups are cut so one task never holds much more work than a few cells
+MAX_TASK_CELLS = 16
 
 
 def package_versions() -> dict[str, str]:
@@ -32,15 +44,57 @@ def package_versions() -> dict[str, str]:
 
 
 @dataclass
+class RunOptions:
+    """How to run a config (everything but the config and the output directory).
+
+    jobs: local worker processes (1: in this process). fresh: recompute every cell.
+    progress: show a progress bar on stderr. executor: ``local``, ``dask`` (the cluster at
+    ``scheduler``) or ``dask-local`` (a LocalCluster of ``workers`` processes).
+    on_warning: called with each problem found in stored records (as found).
+    on_record: called with each new record once stored (e.g. MLflow tracking).
+    """
+
+    jobs: int = 1
+    fresh: bool = False
+    progress: bool = True
+    executor: str = "local"
+    scheduler: str | None = None
+    workers: int | None = None
+    on_warning: Callable[[str], None] | None = None
+    on_record: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def n_workers(self) -> int:
+        """Processes that compute cells (for the efficiency figure)."""
+        if self.executor == "local":
+            return max(1, self.jobs)
+        return max(1, self.workers or self.jobs)
+
+
+@dataclass
 class RunSummary:
+    """What a run did: cells (configurations × seeds) and fits ((cell, fraction) pairs)."""
+
     out_dir: Path
     n_cells: int
-    n_run: int = 0
-    n_cached: int = 0
-    n_failed: int = 0
+    n_fits: int = 0
+    n_run: int = 0  # cells with at least one fraction computed now
+    n_cached: int = 0  # cells with every fraction already stored
+    n_failed: int = 0  # cells computed now with a failed row
+    fits_run: int = 0
+    fits_cached: int = 0
+    workers: int = 1
     wall_seconds: float = 0.0
+    compute_seconds: float = 0.0  # the cells' own time (split .. predict), summed
     problems: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def efficiency(self) -> float:
+        """compute / workers / wall: 1 means every worker computed cells all the time."""
+        if self.wall_seconds <= 0 or self.workers <= 0:
+            return float("nan")
+        return self.compute_seconds / self.workers / self.wall_seconds
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,7 +102,13 @@ class RunSummary:
             "run": self.n_run,
             "cached": self.n_cached,
             "failed": self.n_failed,
+            "fits": self.n_fits,
+            "fits_run": self.fits_run,
+            "fits_cached": self.fits_cached,
+            "workers": self.workers,
             "wall_seconds": round(self.wall_seconds, 3),
+            "compute_seconds": round(self.compute_seconds, 3),
+            "efficiency": round(self.efficiency, 4) if self.fits_run else None,
         }
 
 
@@ -62,138 +122,109 @@ class RunInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def check_datasets(config: Config) -> None:
-    """Load every dataset and draw its split once; raise DatasetError before any cell runs.
-
-    Catches what would otherwise fail cell after cell: NaN/inf features, a class with too
-    few rows for a stratified split, split sizes larger than the dataset, and a train set
-    too small to hold every class.
-    """
-    from bench.datasets import DatasetError, load_dataset, split
-    from bench.types import ParamError
-
-    for i, ds in enumerate(config.datasets):
-        where = f"datasets[{i}] ({ds.name})"
-        try:
-            dataset = load_dataset(ds.name, config.data_dir, ds.params)
-        except DatasetError as exc:
-            raise DatasetError(f"{where}: {exc}") from None
-        except OSError as exc:
-            raise DatasetError(f"{where}: cannot load: {exc}") from None
-        key = {**ds.canonical(), "fingerprint": dataset.fingerprint}
-        seed = config.seeds[0]
-        try:
-            parts = split(dataset, ds.train, ds.test, ds.pool, rng=stage_rng("split", key, seed))
-        except ParamError as exc:
-            raise DatasetError(f"datasets[{i}].{exc.field}: {exc.message}") from None
-        except DatasetError as exc:
-            raise DatasetError(f"{where}: {exc}") from None
-        k = dataset.info.n_classes
-        present = len(set(dataset.y[parts.train].tolist()))
-        if present < k:
-            raise DatasetError(
-                f"datasets[{i}].split.train: {len(parts.train)} rows hold {present} of the {k} "
-                f"classes of {ds.name}; a train set needs at least one row of every class"
-            )
-
-
 def run_config(
-    config: Config,
-    out_dir: str | Path,
-    jobs: int = 1,
-    fresh: bool = False,
-    progress: bool = True,
-    executor: str = "local",
-    scheduler: str | None = None,
-    workers: int | None = None,
-    on_warning: Callable[[str], None] | None = None,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    config: Config, out_dir: str | Path, options: RunOptions | None = None, **kwargs: Any
 ) -> RunSummary:
-    """Run every unfinished cell of ``config`` into ``out_dir`` and write the results table.
+    """Run every unfinished (cell, fraction) of ``config`` into ``out_dir``; write the table.
 
-    ``executor``: ``local`` (``jobs`` processes), ``dask`` (the cluster at ``scheduler``) or
-    ``dask-local`` (a LocalCluster of ``workers`` processes). The run directory is locked for
-    the whole run (a second run on it fails at once); records are written as cells finish, so
-    a run stopped at any moment (Ctrl-C, kill -9) resumes where it was. Problems with stored
-    records are passed to ``on_warning`` as soon as they are found; each new record, once
-    stored, is passed to ``on_record`` (e.g. MLflow tracking). Ctrl-C raises
-    :class:`RunInterrupted`.
+    options: a :class:`RunOptions`, or its fields as keyword arguments. The run directory is
+    locked for the whole run (a second run on it fails at once); records are written as tasks
+    finish, so a run stopped at any moment (Ctrl-C, kill -9) resumes where it was. A stop
+    signal raises :class:`RunInterrupted`.
     """
-
+    if options is None:
+        names = {f.name for f in fields(RunOptions)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"run_config: unknown option {unknown[0]!r} (valid: {sorted(names)})")
+        options = RunOptions(**kwargs)
+    elif kwargs:
+        raise TypeError("run_config: give options or keyword arguments, not both")
     started = time.perf_counter()
     out = Path(out_dir)
-    check_datasets(config)
-    cells = expand(config)
-    ids = [c.cell_id for c in cells]
+    grid = expand(config)
     with RunLock(out):
-        return _run_locked(
-            config,
-            out,
-            cells,
-            ids,
-            started,
-            jobs,
-            fresh,
-            progress,
-            executor,
-            scheduler,
-            workers,
-            on_warning,
-            on_record,
-        )
+        return _run_locked(config, out, grid, options, started)
+
+
+def _todo(
+    store: Store, cells: list[Cell], fractions: tuple[float, ...], fresh: bool
+) -> list[tuple[Cell, tuple[float, ...]]]:
+    """Each cell with the fractions it still needs (all of them for an early-stop cell that
+    misses any: its rows depend on the whole grid)."""
+    out = []
+    for cell in cells:
+        done = set() if fresh else store.done_fractions(cell.cell_id)
+        missing = tuple(f for f in fractions if f not in done)
+        if missing and cell.spec.get("early_stop"):
+            missing = tuple(fractions)
+        if missing:
+            out.append((cell, missing))
+    return out
 
 
 def _run_locked(
-    config: Config,
-    out: Path,
-    cells: list,
-    ids: list[str],
-    started: float,
-    jobs: int,
-    fresh: bool,
-    progress: bool,
-    executor: str,
-    scheduler: str | None,
-    workers: int | None,
-    on_warning: Callable[[str], None] | None,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    config: Config, out: Path, grid: Any, options: RunOptions, started: float
 ) -> RunSummary:
     from bench.executors import execute
 
     store = Store(out)
     store.remove_temporaries()
-    done = {} if fresh else store.finished(ids)
-    todo = [c for c in cells if c.cell_id not in done]
-    summary = RunSummary(out_dir=out, n_cells=len(cells), n_cached=len(done))
-    if on_warning is not None:
+    cells = grid.cells
+    todo = _todo(store, cells, grid.fractions, options.fresh)
+    n_fits = len(cells) * len(grid.fractions)
+    fits_todo = sum(len(f) for _, f in todo)
+    summary = RunSummary(
+        out_dir=out,
+        n_cells=len(cells),
+        n_fits=n_fits,
+        n_cached=len(cells) - len(todo),
+        fits_cached=n_fits - fits_todo,
+        workers=options.n_workers,
+    )
+    if options.on_warning is not None:
         for problem in store.problems:
-            on_warning(problem)
+            options.on_warning(problem)
     atomic_write_text(
         out / "config.yaml", yaml.safe_dump(config.raw or {"name": config.name}, sort_keys=False)
     )
 
     bar = None
-    if progress and todo:
+    if options.progress and todo:
         from tqdm import tqdm
 
         bar = tqdm(
             total=len(todo), desc=config.name, unit="cell", file=sys.stderr, dynamic_ncols=True
         )
+    tasks = make_tasks(todo, MAX_TASK_CELLS)
     records_in = execute(
-        todo, config.data_dir, executor=executor, jobs=jobs, scheduler=scheduler, workers=workers
+        tasks,
+        config.data_dir,
+        executor=options.executor,
+        jobs=options.jobs,
+        scheduler=options.scheduler,
+        workers=options.workers,
     )
     try:
-        for record in records_in:
-            store.write(record)
-            if on_record is not None:
-                on_record(record)
-            summary.n_run += 1
-            if record["status"] != "ok":
-                summary.n_failed += 1
-                summary.failures.append(f"{record['cell_id']}: {record['rows'][0].get('error')}")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(failed=summary.n_failed, refresh=False)
+        for records in records_in:
+            for record in records:
+                computed = len(record["rows"])
+                record = store.merge(record) if not options.fresh else _write(store, record)
+                if options.on_record is not None:
+                    options.on_record(record)
+                summary.n_run += 1
+                summary.fits_run += computed
+                summary.compute_seconds += float(record.get("seconds") or 0.0)
+                if record["status"] != "ok":
+                    summary.n_failed += 1
+                    error = next(
+                        (r.get("error") for r in record["rows"] if r.get("status") == "failed"),
+                        record.get("error"),
+                    )
+                    summary.failures.append(f"{record['cell_id']}: {error}")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(failed=summary.n_failed, refresh=False)
     except KeyboardInterrupt as exc:
         records_in.close()  # stops the workers now, before the message
         raise RunInterrupted(summary, getattr(exc, "signum", signal.SIGINT)) from None
@@ -203,20 +234,32 @@ def _run_locked(
             bar.close()
         summary.problems = list(store.problems)
         summary.wall_seconds = time.perf_counter() - started
-    records = store.records(ids)
-    table = records_to_table(records)
+    records = store.records([c.cell_id for c in cells])
+    table = records_to_table(records, grid.fractions)
     write_table(table, out)
-    meta = {
+    write_run_meta(out, run_meta(config, grid, summary))
+    return summary
+
+
+def _write(store: Store, record: dict[str, Any]) -> dict[str, Any]:
+    store.write(record)
+    return record
+
+
+def run_meta(config: Config, grid: Any, summary: RunSummary) -> dict[str, Any]:
+    """What ``run.json`` says about a run (read back by the report and compare)."""
+    return {
         "name": config.name,
+        "schema_version": SCHEMA_VERSION,
         "summary": summary.as_dict(),
         "versions": package_versions(),
-        "datasets": {c.spec["dataset"]["name"]: c.spec["dataset"]["fingerprint"] for c in cells},
+        "datasets": grid.datasets,
         "recovery": {
             "fractions": list(config.recovery.fractions),
             "metric": config.recovery.metric,
             "tolerance": config.recovery.tolerance,
             "bootstrap": config.recovery.bootstrap,
+            "early_stop": config.recovery.early_stop,
         },
+        "seeds": list(config.seeds),
     }
-    atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
-    return summary

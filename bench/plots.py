@@ -3,32 +3,27 @@
 Every function takes the long results table (and, where needed, the recovery curves of
 :func:`bench.recovery.recovery_curves`), draws one figure with matplotlib's object API (no
 pyplot global state, so plotting is safe in any process) and writes it to ``path``.
-:func:`write_plots` draws all of them for every (dataset, model) and returns what it wrote.
+:func:`write_plots` draws all of them for every (dataset, model) configuration and returns what
+it wrote. Lines and panels are configurations (ids), named by their unique labels.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.report import Plot
+from bench.schema import NO_ATTACK_ID, NO_DEFENSE_ID, stable_hash
+from bench.store import atomic_write
+
 #: figure width per panel and height, inches
 PANEL_W, PANEL_H = 4.2, 3.4
 DPI = 100
-
-
-@dataclass(frozen=True)
-class Plot:
-    """A written plot: its title for the report and its file name beside ``report.md``."""
-
-    title: str
-    filename: str
-    kind: str
 
 
 def _figure(n_panels: int, width: float = PANEL_W) -> tuple[Any, list[Any]]:
@@ -43,10 +38,7 @@ def _figure(n_panels: int, width: float = PANEL_W) -> tuple[Any, list[Any]]:
 
 
 def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def slug(text: str) -> str:
@@ -58,37 +50,55 @@ def _ok0(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["status"] == "ok") & (df["extra_fraction"] == 0)]
 
 
+def _for(df: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
+    return df[(df["dataset_id"] == dataset) & (df["model_id"] == model)]
+
+
+def _heading(df: pd.DataFrame) -> str:
+    return f"{df['dataset_label'].iloc[0]} / {df['model_label'].iloc[0]}" if len(df) else ""
+
+
+def _attacks(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """(attack_id, label) of the attacks in ``rows`` (not the clean reference), by label."""
+    pairs = rows[rows["attack_id"] != NO_ATTACK_ID][["attack_id", "attack_label"]]
+    return sorted(
+        pairs.drop_duplicates("attack_id").itertuples(index=False, name=None), key=lambda t: t[1]
+    )
+
+
 def plot_accuracy_vs_rate(
     df: pd.DataFrame, dataset: str, model: str, path: Path, metric: str = "accuracy"
 ) -> None:
     """One panel per attack: ``metric`` (mean ± std over seeds, f = 0) against the poison rate,
-    one line per defense; rate 0 is each defense's clean cell (attack ``none``)."""
-    rows = _ok0(df[(df["dataset"] == dataset) & (df["model"] == model)])
-    attacks = sorted(a for a in rows["attack_label"].unique() if a != "none")
-    clean = rows[rows["attack"] == "none"]
+    one line per defense configuration; rate 0 is each defense's clean cell (attack ``none``).
+    ``dataset`` and ``model`` are ids."""
+    rows = _ok0(_for(df, dataset, model))
+    attacks = _attacks(rows)
+    clean = rows[rows["attack_id"] == NO_ATTACK_ID]
     fig, axes = _figure(max(len(attacks), 1))
-    for ax, attack in zip(axes, attacks, strict=False):
-        sub = pd.concat([clean, rows[rows["attack_label"] == attack]])
-        for defense, g in sub.groupby("defense", sort=True):
+    for ax, (attack_id, attack_label) in zip(axes, attacks, strict=False):
+        sub = pd.concat([clean, rows[rows["attack_id"] == attack_id]])
+        for defense_id, g in sub.groupby("defense_id", sort=False):
+            label = g["defense_label"].iloc[0]
             stats = g.groupby("rate")[metric].agg(["mean", "std"]).fillna(0.0)
-            style = "--" if defense == "none" else "-"
+            none = defense_id == NO_DEFENSE_ID
             ax.errorbar(
                 stats.index * 100,
                 stats["mean"],
                 yerr=stats["std"],
-                label=defense,
-                linestyle=style,
+                label=label,
+                linestyle="--" if none else "-",
                 marker="o",
                 markersize=3,
                 capsize=2,
-                linewidth=2.2 if defense == "none" else 1.2,
+                linewidth=2.2 if none else 1.2,
             )
-        ax.set_title(attack, fontsize=9)
+        ax.set_title(attack_label, fontsize=9)
         ax.set_xlabel("poison rate (% of eligible rows)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{dataset} / {model}: {metric} vs poison rate", fontsize=10)
+    fig.suptitle(f"{_heading(rows)}: {metric} vs poison rate", fontsize=10)
     _save(fig, path)
 
 
@@ -100,21 +110,18 @@ def plot_recovery_curves(
     path: Path,
     metric: str = "accuracy",
     tolerance: float = 0.005,
-    defense: str = "none",
+    defense: str = NO_DEFENSE_ID,
 ) -> None:
     """One panel per attack: ``metric`` against the extra clean fraction, one line per rate
-    (defense ``defense``), with the clean reference as a horizontal line and its tolerance band."""
-    sub = curves[
-        (curves["dataset"] == dataset)
-        & (curves["model"] == model)
-        & (curves["defense"] == defense)
-        & (curves["attack"] != "none")
-    ]
-    attacks = sorted(sub["attack_label"].unique())
+    (defense id ``defense``), with the clean reference as a horizontal line and its tolerance
+    band. ``dataset``, ``model`` and ``references``' keys are ids."""
+    sub = _for(curves, dataset, model)
+    sub = sub[(sub["defense_id"] == defense) & (sub["attack_id"] != NO_ATTACK_ID)]
+    attacks = _attacks(sub)
     fig, axes = _figure(max(len(attacks), 1))
     ref = references.get((dataset, model), np.nan)
-    for ax, attack in zip(axes, attacks, strict=False):
-        g = sub[sub["attack_label"] == attack]
+    for ax, (attack_id, attack_label) in zip(axes, attacks, strict=False):
+        g = sub[sub["attack_id"] == attack_id]
         for rate, c in g.groupby("rate", sort=True):
             ax.errorbar(
                 c["extra_fraction"],
@@ -133,14 +140,13 @@ def plot_recovery_curves(
                 else (ref, ref + tolerance)
             )
             ax.axhspan(lo, hi, color="grey", alpha=0.2)
-        ax.set_title(attack, fontsize=9)
+        ax.set_title(attack_label, fontsize=9)
         ax.set_xlabel("extra clean data (× n_train)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, title="poison rate", title_fontsize=7, loc="lower right")
-    fig.suptitle(
-        f"{dataset} / {model}: recovery with extra clean data (defense: {defense})", fontsize=10
-    )
+    label = sub["defense_label"].iloc[0] if len(sub) else "none"
+    fig.suptitle(f"{_heading(sub)}: recovery with extra clean data (defense: {label})", fontsize=10)
     _save(fig, path)
 
 
@@ -150,18 +156,17 @@ def _summed(rows: pd.DataFrame, column: str) -> np.ndarray | None:
 
 
 def plot_confusion_pair(
-    df: pd.DataFrame, dataset: str, model: str, attack_label: str, path: Path
+    df: pd.DataFrame, dataset: str, model: str, attack: str, path: Path
 ) -> None:
     """Row-normalised confusion matrices summed over seeds (f = 0, no defense): the clean model
-    beside the most poisoned one (largest rate) of ``attack_label``."""
-    rows = _ok0(df[(df["dataset"] == dataset) & (df["model"] == model) & (df["defense"] == "none")])
-    clean = rows[rows["attack"] == "none"]
-    attacked = rows[rows["attack_label"] == attack_label]
+    beside the most poisoned one (largest rate) of the attack with id ``attack``."""
+    rows = _ok0(_for(df, dataset, model))
+    rows = rows[rows["defense_id"] == NO_DEFENSE_ID]
+    clean = rows[rows["attack_id"] == NO_ATTACK_ID]
+    attacked = rows[rows["attack_id"] == attack]
     worst = attacked["rate"].max()
-    pair = [
-        ("clean", clean),
-        (f"{attack_label} at {worst:.0%}", attacked[attacked["rate"] == worst]),
-    ]
+    label = attacked["attack_label"].iloc[0] if len(attacked) else attack
+    pair = [("clean", clean), (f"{label} at {worst:.0%}", attacked[attacked["rate"] == worst])]
     fig, axes = _figure(2, width=PANEL_W + 0.4)
     image = None
     for ax, (title, sub) in zip(axes, pair, strict=True):
@@ -194,18 +199,19 @@ def plot_confusion_pair(
         ax.set_title(title, fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
-    fig.suptitle(f"{dataset} / {model}: confusion, clean vs most poisoned", fontsize=10)
+    fig.suptitle(f"{_heading(rows)}: confusion, clean vs most poisoned", fontsize=10)
     _save(fig, path)
 
 
 def plot_prediction_distribution(
-    df: pd.DataFrame, dataset: str, model: str, attack_label: str, path: Path
+    df: pd.DataFrame, dataset: str, model: str, attack: str, path: Path
 ) -> None:
     """Share of test rows predicted as each class (f = 0, no defense, summed over seeds): the
-    clean model and each rate of ``attack_label``, as grouped bars."""
-    rows = _ok0(df[(df["dataset"] == dataset) & (df["model"] == model) & (df["defense"] == "none")])
-    series = [("clean", rows[rows["attack"] == "none"])]
-    attacked = rows[rows["attack_label"] == attack_label]
+    clean model and each rate of the attack with id ``attack``, as grouped bars."""
+    rows = _ok0(_for(df, dataset, model))
+    rows = rows[rows["defense_id"] == NO_DEFENSE_ID]
+    series = [("clean", rows[rows["attack_id"] == NO_ATTACK_ID])]
+    attacked = rows[rows["attack_id"] == attack]
     series += [
         (f"{r:.0%}", attacked[attacked["rate"] == r]) for r in sorted(attacked["rate"].unique())
     ]
@@ -223,7 +229,8 @@ def plot_prediction_distribution(
     ax.set_ylabel("share of test rows")
     ax.legend(fontsize=7, title="poison rate", title_fontsize=7)
     ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"{dataset} / {model}: predictions under {attack_label}", fontsize=10)
+    label = attacked["attack_label"].iloc[0] if len(attacked) else attack
+    fig.suptitle(f"{_heading(rows)}: predictions under {label}", fontsize=10)
     _save(fig, path)
 
 
@@ -235,55 +242,66 @@ def write_plots(
     metric: str = "accuracy",
     tolerance: float = 0.005,
 ) -> list[Plot]:
-    """Draw every plot for every (dataset, model) into ``out_dir``; returns what was written.
+    """Draw every plot for every (dataset, model) configuration into ``out_dir``; returns what
+    was written (nothing when no cell finished).
 
     curves: :func:`bench.recovery.recovery_curves` of ``df`` (computed when None).
-    references: clean reference per (dataset, model) (the mean f = 0 clean value when None).
+    references: clean reference per (dataset_id, model_id) (the mean f = 0 clean value when
+    None).
     """
     from bench.recovery import recovery_curves
 
     out = Path(out_dir)
-    if df.empty or "extra_fraction" not in df:
+    ok = df[df["status"] == "ok"] if "status" in df else df.iloc[0:0]
+    if ok.empty or "extra_fraction" not in df or metric not in ok:
         return []
     if curves is None:
         curves = recovery_curves(df, metric)
     if references is None:
-        clean = _ok0(df[(df["attack"] == "none") & (df["defense"] == "none")])
+        clean = _ok0(df[(df["attack_id"] == NO_ATTACK_ID) & (df["defense_id"] == NO_DEFENSE_ID)])
         references = {
-            k: float(v) for k, v in clean.groupby(["dataset", "model"])[metric].mean().items()
+            k: float(v) for k, v in clean.groupby(["dataset_id", "model_id"])[metric].mean().items()
         }
     plots: list[Plot] = []
-    ok = df[df["status"] == "ok"]
-    for (dataset, model), rows in ok.groupby(["dataset", "model"], sort=True):
-        stem = f"{slug(dataset)}-{slug(model)}"
-        attacks = [a for a in sorted(rows["attack_label"].unique()) if a != "none"]
+    stems: set[str] = set()
+    for (dataset, model), rows in ok.groupby(["dataset_id", "model_id"], sort=True):
+        heading = _heading(rows)
+        stem = f"{slug(rows['dataset_label'].iloc[0])}-{slug(rows['model_label'].iloc[0])}"
+        if stem in stems:  # two labels that slug alike: keep the files apart
+            stem = f"{stem}-{stable_hash([dataset, model], 6)}"
+        stems.add(stem)
+        attacks = _attacks(rows)
         if not attacks:
             continue
         name = f"{stem}-{metric}-vs-rate.png"
         plot_accuracy_vs_rate(df, dataset, model, out / name, metric)
-        plots.append(Plot(f"{dataset} / {model}: {metric} vs poison rate", name, "rate"))
+        plots.append(Plot(f"{heading}: {metric} vs poison rate", name, "rate"))
         name = f"{stem}-recovery.png"
         plot_recovery_curves(curves, references, dataset, model, out / name, metric, tolerance)
-        plots.append(Plot(f"{dataset} / {model}: recovery curves (no defense)", name, "recovery"))
-        targeted = sorted(
-            rows.loc[rows["attack_success_rate"].notna(), "attack_label"].unique()
-            if "attack_success_rate" in rows
-            else []
+        plots.append(Plot(f"{heading}: recovery curves (no defense)", name, "recovery"))
+        targeted = (
+            rows.loc[rows["attack_success_rate"].notna(), ["attack_id", "attack_label"]]
+            if ("attack_success_rate" in rows)
+            else rows.iloc[0:0][["attack_id", "attack_label"]]
         )
-        if targeted:
-            focus = targeted[0]
+        if len(targeted):
+            focus = sorted(
+                targeted.drop_duplicates("attack_id").itertuples(index=False, name=None),
+                key=lambda t: t[1],
+            )[0][0]
         else:  # no targeted flip: show the attack that hurts most at its largest rate
-            worst = _ok0(rows[(rows["attack"] != "none") & (rows["defense"] == "none")])
+            worst = _ok0(
+                rows[(rows["attack_id"] != NO_ATTACK_ID) & (rows["defense_id"] == NO_DEFENSE_ID)]
+            )
             if worst.empty:
                 continue
             top = worst[worst["rate"] == worst["rate"].max()]
-            focus = top.groupby("attack_label")[metric].mean().idxmin()
+            focus = top.groupby("attack_id")[metric].mean().idxmin()
+        focus_label = rows.loc[rows["attack_id"] == focus, "attack_label"].iloc[0]
         name = f"{stem}-confusion.png"
         plot_confusion_pair(df, dataset, model, focus, out / name)
-        plots.append(Plot(f"{dataset} / {model}: confusion, clean vs {focus}", name, "confusion"))
+        plots.append(Plot(f"{heading}: confusion, clean vs {focus_label}", name, "confusion"))
         name = f"{stem}-predictions.png"
         plot_prediction_distribution(df, dataset, model, focus, out / name)
-        plots.append(
-            Plot(f"{dataset} / {model}: predicted classes under {focus}", name, "predictions")
-        )
+        plots.append(Plot(f"{heading}: predicted classes under {focus_label}", name, "predictions"))
     return plots

@@ -39,17 +39,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.grid import stage_rng
+from bench.schema import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_METRIC,
+    DEFAULT_TOLERANCE,
+    EARLY_STOP,
+    GROUP_KEYS,
+    GROUP_LABELS,
+    NO_ATTACK_ID,
+    NO_DEFENSE_ID,
+    POOL_EXHAUSTED,
+    SYMMETRIC_LABEL_NOISE,
+    higher_is_better,
+    stable_hash,
+)
 
-#: metrics for which smaller is better (recovered when value ≤ reference + tolerance)
-LOWER_IS_BETTER = frozenset({"attack_success_rate", "log_loss"})
-
-#: the grouping of the headline table (one output row per group)
-GROUP_KEYS = ("dataset", "model", "attack", "attack_label", "rate", "defense")
+#: descriptive columns carried from the table into each output row (constant within a group)
+CARRIED = ("attack", "defense", "defense_reference", "source_class", "target_class", "theory")
 
 #: the output columns of :func:`estimate_recovery`, in order
 COLUMNS = (
     *GROUP_KEYS,
+    *(c for c in GROUP_LABELS if c != "rate"),
+    *CARRIED,
     "metric",
     "tolerance",
     "n_seeds",
@@ -77,14 +89,6 @@ COLUMNS = (
     "theory_f_mixed",
     "diluted_rate",
 )
-
-POOL_EXHAUSTED = "pool_exhausted"
-EARLY_STOP = "early_stop"
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether larger values of ``metric`` are better (False for ASR and log-loss)."""
-    return metric not in LOWER_IS_BETTER
 
 
 def recovered(value: float, reference: float, tolerance: float, higher: bool = True) -> bool:
@@ -277,38 +281,6 @@ def _json_list(value: Any) -> Any:
     return value
 
 
-def _n_classes(group: pd.DataFrame) -> int | None:
-    for column in ("confusion", "pred_distribution"):
-        if column in group:
-            for value in group[column].dropna():
-                return len(_json_list(value))
-    return None
-
-
-def _class_index(dataset: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int | np.integer):
-        return int(value)
-    try:  # a class name: resolve it with the dataset's class names (cached loader)
-        from bench.datasets import load_dataset
-
-        return int(load_dataset(dataset).info.class_index(value, "source"))
-    except Exception:  # an unknown dataset or name leaves the reference undefined (NaN)
-        return None
-
-
-def _target_pair(dataset: str, attack_params: Any) -> tuple[int, int] | None:
-    if not isinstance(attack_params, str):
-        return None
-    params = json.loads(attack_params)
-    source = _class_index(dataset, params.get("source"))
-    target = _class_index(dataset, params.get("target"))
-    if source is None or target is None:
-        return None
-    return source, target
-
-
 def _pair_rate(confusion: Any, pair: tuple[int, int]) -> float:
     """The clean model's share of source-class test rows predicted as the target."""
     m = np.asarray(_json_list(confusion), dtype=float)
@@ -317,33 +289,40 @@ def _pair_rate(confusion: Any, pair: tuple[int, int]) -> float:
     return float(m[source, target] / total) if total else math.nan
 
 
-def clean_reference(
-    table: pd.DataFrame, metric: str = "accuracy", attack_params: str | None = None
-) -> pd.DataFrame:
-    """Per-seed clean reference values: columns dataset, model, seed, reference.
-
-    The clean rows are attack ``none``, rate 0, defense ``none``, f = 0, status ok. For the
-    attack success rate the clean cell has no attack to measure, so the value is read from its
-    confusion matrix for the (source, target) pair of ``attack_params``.
-    """
-    clean = table[
-        (table["attack"] == "none")
+def _clean_rows(table: pd.DataFrame) -> pd.DataFrame:
+    return table[
+        (table["attack_id"] == NO_ATTACK_ID)
         & (table["rate"] == 0)
-        & (table["defense"] == "none")
+        & (table["defense_id"] == NO_DEFENSE_ID)
         & (table["extra_fraction"] == 0)
         & (table["status"] == "ok")
     ]
-    if metric == "attack_success_rate" and attack_params is not None:
-        values = []
-        for _, row in clean.iterrows():
-            pair = _target_pair(row["dataset"], attack_params)
-            ok = pair is not None and isinstance(row.get("confusion"), str | list)
-            values.append(_pair_rate(row["confusion"], pair) if ok else math.nan)
-        out = clean[["dataset", "model", "seed"]].copy()
-        out["reference"] = values
+
+
+def clean_reference(
+    table: pd.DataFrame, metric: str = DEFAULT_METRIC, pair: tuple[int, int] | None = None
+) -> pd.DataFrame:
+    """Per-seed clean reference values: columns dataset_id, model_id, seed, reference.
+
+    The clean rows are attack ``none``, rate 0, defense ``none``, f = 0, status ok. For the
+    attack success rate the clean cell has no attack to measure, so the value is read from its
+    confusion matrix for the targeted ``pair`` (source, target class indices, as the attacked
+    rows record them in ``source_class`` / ``target_class``).
+    """
+    clean = _clean_rows(table)
+    keys = ["dataset_id", "model_id", "seed"]
+    if metric == "attack_success_rate":
+        out = clean[keys].copy()
+        if pair is None or "confusion" not in clean:
+            out["reference"] = math.nan
+        else:
+            out["reference"] = [
+                _pair_rate(c, pair) if isinstance(c, str | list) else math.nan
+                for c in clean["confusion"]
+            ]
     else:
-        out = clean[["dataset", "model", "seed", metric]].rename(columns={metric: "reference"})
-    return out.groupby(["dataset", "model", "seed"], as_index=False)["reference"].mean()
+        out = clean[[*keys, metric]].rename(columns={metric: "reference"})
+    return out.groupby(keys, as_index=False)["reference"].mean()
 
 
 def seed_curves(
@@ -380,30 +359,6 @@ def seed_curves(
     return grid[:end], seeds, values[:, :end], grid_max
 
 
-def label_models(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with ``model`` made unique per parameter set: a model name used with several
-    ``model_params`` becomes ``name(k=v, ...)`` over the parameters that differ (e.g.
-    ``logreg(C=0.1)``); a name used with one parameter set is left as it is."""
-    if "model_params" not in table or table.empty:
-        return table
-    pairs = table[["model", "model_params"]].drop_duplicates()
-    if not pairs["model"].duplicated().any():
-        return table
-    names: dict[tuple[str, str], str] = {}
-    for model, group in pairs.groupby("model"):
-        params = {p: json.loads(p) if isinstance(p, str) else {} for p in group["model_params"]}
-        keys = sorted({k for d in params.values() for k in d})
-        differ = [k for k in keys if len({json.dumps(d.get(k)) for d in params.values()}) > 1]
-        for raw, d in params.items():
-            inner = ", ".join(f"{k}={d.get(k)}" for k in differ)
-            names[(model, raw)] = f"{model}({inner})" if len(params) > 1 else model
-    out = table.copy()
-    out["model"] = [
-        names.get((m, p), m) for m, p in zip(out["model"], out["model_params"], strict=True)
-    ]
-    return out
-
-
 def _mean(group: pd.DataFrame, column: str) -> float:
     if column not in group:
         return math.nan
@@ -413,12 +368,13 @@ def _mean(group: pd.DataFrame, column: str) -> float:
 
 def estimate_recovery(
     table: pd.DataFrame,
-    metric: str = "accuracy",
-    tolerance: float = 0.005,
-    n_boot: int = 1000,
+    metric: str = DEFAULT_METRIC,
+    tolerance: float = DEFAULT_TOLERANCE,
+    n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The extra-clean-data headline: one row per (dataset, model, attack_label, rate, defense).
+    """The extra-clean-data headline: one row per configuration (``schema.GROUP_KEYS``: the
+    dataset, model, attack, rate and defense ids; labels and names carried for display).
 
     table: the long results table (one row per cell and extra fraction; see README).
     metric: a numeric column, e.g. ``accuracy``, ``macro_f1`` or ``attack_success_rate``
@@ -429,24 +385,23 @@ def estimate_recovery(
     seed: seeds the bootstrap (each group draws from its own stream keyed by its identity,
         so a group's interval does not depend on which other groups are in the table).
 
-    A model name used with several parameter sets is told apart as ``name(k=v)`` (see
-    :func:`label_models`).
-
-    Columns (see the module docstring for the definitions): the group keys; ``n_seeds`` (seeds
-    in both the curve and the reference), ``n_train``, ``reference`` (clean mean), ``value_at_0``
-    and ``value_at_max`` (the curve's ends); ``f_needed`` (``inf`` when not recovered within
-    the grid), ``f_low``/``f_high``, ``censored``, ``f_max`` (largest fraction measured for all
-    seeds), ``grid_max`` (largest fraction configured), ``pool_exhausted`` (the clean pool ended
-    the curve before ``grid_max``); ``rows_needed``/``rows_low``/``rows_high`` (× n_train).
-    ``defense_value_f``/``defense_value_rows``: undefended minus defended ``f_needed``;
-    ``defense_value_kind`` says ``exact``; ``lower_bound`` when the undefended curve is censored
-    but the defended one recovers (the value is ``f_max(undefended) − f_needed``: the defense
-    saves at least that); NaN with kind ``unknown`` when the defended curve is censored.
-    ``poison_fraction`` (poisoned share of the train set), ``residual_poison_fraction`` (share
-    of poisoned rows left after the defense's filtering), ``n_classes``; ``theory_f`` (random
-    label flips only: ``1/margin² − 1`` with margin ``1 − ηK/(K−1)`` at the residual poison
-    share η) and ``theory_f_mixed`` (the same bound when the added rows are clean); and
-    ``diluted_rate`` (the residual poison share after appending ``f_needed × n_train`` rows).
+    Columns (see the module docstring for the definitions): the group keys and their labels;
+    ``n_seeds`` (seeds in both the curve and the reference), ``n_train``, ``reference`` (clean
+    mean), ``value_at_0`` and ``value_at_max`` (the curve's ends); ``f_needed`` (``inf`` when not
+    recovered within the grid), ``f_low``/``f_high``, ``censored``, ``f_max`` (largest fraction
+    measured for all seeds), ``grid_max`` (largest fraction configured), ``pool_exhausted``
+    (the clean pool ended the curve before ``grid_max``); ``rows_needed``/``rows_low``/
+    ``rows_high`` (× n_train). ``defense_value_f``/``defense_value_rows``: undefended minus
+    defended ``f_needed``; ``defense_value_kind`` says ``exact``; ``lower_bound`` when the
+    undefended curve is censored but the defended one recovers (the value is
+    ``f_max(undefended) − f_needed``: the defense saves at least that); NaN with kind
+    ``unknown`` when the defended curve is censored. ``poison_fraction`` (poisoned share of the
+    train set), ``residual_poison_fraction`` (share of poisoned rows left after the defense's
+    filtering), ``n_classes``; for attacks that declare the symmetric-label-noise theory line
+    (random label flips): ``theory_f`` (``1/margin² − 1`` with margin ``1 − ηK/(K−1)`` at the
+    residual poison share η) and ``theory_f_mixed`` (the same bound when the added rows are
+    clean); and ``diluted_rate`` (the residual poison share after appending
+    ``f_needed × n_train`` rows).
     """
     if metric not in table:
         numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
@@ -458,24 +413,24 @@ def estimate_recovery(
     rows: list[dict[str, Any]] = []
     if table.empty:
         return pd.DataFrame(columns=list(COLUMNS))
-    table = label_models(table[table["status"].isin(["ok", "skipped"])])
+    table = table[table["status"].isin(["ok", "skipped"])]
     table = table.assign(_reason=skip_reasons(table))
-    k_by_dataset = {ds: _n_classes(g) for ds, g in table.groupby("dataset", sort=False)}
     # Group a slim copy: the nested JSON columns make every group's copy slow otherwise.
-    slim = table[[c for c in (*keys, *_SLIM) if c in table] + [metric]]
-    slim = slim.loc[:, ~slim.columns.duplicated()]
+    carried = [c for c in (*GROUP_LABELS, *CARRIED) if c in table and c not in keys]
+    slim = table[[c for c in dict.fromkeys([*keys, *carried, *_SLIM, metric]) if c in table]]
     refs_cache: dict[Any, dict[tuple[str, str], dict[int, float]]] = {}
     for key, group in slim.groupby(keys, sort=True, dropna=False):
         ident = dict(zip(keys, key, strict=True))
-        params = group["attack_params"].iloc[0] if "attack_params" in group else None
-        cache_key = params if metric == "attack_success_rate" else None
+        first = group.iloc[0]
+        pair = _pair(first)
+        cache_key = pair if metric == "attack_success_rate" else None
         if cache_key not in refs_cache:
-            refs = clean_reference(table, metric, cache_key)
+            refs = clean_reference(table, metric, pair)
             refs_cache[cache_key] = {
                 (d, m): dict(zip(g["seed"].astype(int), g["reference"], strict=True))
-                for (d, m), g in refs.groupby(["dataset", "model"])
+                for (d, m), g in refs.groupby(["dataset_id", "model_id"])
             }
-        ref_by_seed = refs_cache[cache_key].get((ident["dataset"], ident["model"]), {})
+        ref_by_seed = refs_cache[cache_key].get((ident["dataset_id"], ident["model_id"]), {})
         grid, seeds, values, grid_max = seed_curves(group, metric)
         paired = [i for i, s in enumerate(seeds) if np.isfinite(ref_by_seed.get(s, np.nan))]
         values = values[paired]
@@ -484,6 +439,7 @@ def estimate_recovery(
         n_train = _mean(group, "n_train")
         row: dict[str, Any] = {
             **ident,
+            **{c: first[c] for c in carried},
             "metric": metric,
             "tolerance": tolerance,
             "n_seeds": len(seeds),
@@ -495,7 +451,7 @@ def estimate_recovery(
             curve = values.mean(axis=0)
             target = reference - tolerance if higher else reference + tolerance
             f_needed = float(_crossings(grid, curve[None, :], np.array([target]), higher)[0])
-            rng = stage_rng("recovery-bootstrap", seed, [str(v) for v in key])
+            rng = stage_rng_for(seed, key)
             f_low, f_high = bootstrap_crossing(
                 grid, values, references, tolerance, higher, n_boot, rng
             )
@@ -526,20 +482,41 @@ def estimate_recovery(
         for name in ("needed", "low", "high"):
             row[f"rows_{name}"] = row[f"f_{name}"] * n_train
         row.update(_poison_shares(group[group["extra_fraction"] == 0]))
-        row["n_classes"] = k_by_dataset.get(ident["dataset"])
-        random_flip = ident["attack"] == "label_flip" and _is_random(group)
+        k = _mean(group, "n_classes")
+        row["n_classes"] = int(k) if math.isfinite(k) else None
         eta = row["residual_poison_fraction"]
+        theory_ok = (
+            row.get("theory") == SYMMETRIC_LABEL_NOISE
+            and row["n_classes"] is not None
+            and math.isfinite(eta)
+        )
         k = row["n_classes"]
-        theory_ok = random_flip and k is not None and math.isfinite(eta)
         row["theory_f"] = theory_extra_fraction(eta, k) if theory_ok else math.nan
         row["theory_f_mixed"] = theory_extra_fraction_mixed(eta, k) if theory_ok else math.nan
         row["diluted_rate"] = diluted_rate(eta, row["f_needed"]) if math.isfinite(eta) else math.nan
         rows.append(row)
     out = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in out:
+            out[column] = math.nan
     out = _add_defense_value(out)
     out["censored"] = out["censored"].astype(bool)
     out["pool_exhausted"] = out["pool_exhausted"].astype(bool)
     return out[list(COLUMNS)].reset_index(drop=True)
+
+
+def stage_rng_for(seed: int, key: tuple[Any, ...]) -> np.random.Generator:
+    """The bootstrap's generator for one group: keyed by ``seed`` and the group's identity."""
+    digest = stable_hash(["recovery-bootstrap", seed, [str(v) for v in key]], length=32)
+    return np.random.default_rng(int(digest, 16))
+
+
+def _pair(row: pd.Series) -> tuple[int, int] | None:
+    """A targeted attack's (source, target) class indices as the run recorded them."""
+    source, target = row.get("source_class"), row.get("target_class")
+    if source is None or target is None or pd.isna(source) or pd.isna(target):
+        return None
+    return int(source), int(target)
 
 
 #: the columns the per-group estimate reads (besides the group keys and the metric)
@@ -548,8 +525,8 @@ _SLIM = (
     "extra_fraction",
     "status",
     "_reason",
-    "attack_params",
     "n_train",
+    "n_classes",
     "n_poisoned",
     "poison_fraction",
     "n_removed",
@@ -560,14 +537,6 @@ _SLIM = (
 def _pool_ran_out(group: pd.DataFrame) -> bool:
     reasons = group["_reason"] if "_reason" in group else skip_reasons(group)
     return bool((reasons == POOL_EXHAUSTED).any())
-
-
-def _is_random(group: pd.DataFrame) -> bool:
-    if "attack_params" in group:
-        params = group["attack_params"].dropna()
-        if len(params):
-            return json.loads(params.iloc[0]).get("mode") == "random"
-    return bool(group["attack_label"].str.contains("random").any())
 
 
 def _poison_shares(rows: pd.DataFrame) -> dict[str, float]:
@@ -586,12 +555,12 @@ def _poison_shares(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def _add_defense_value(out: pd.DataFrame) -> pd.DataFrame:
-    base_keys = ["dataset", "model", "attack", "attack_label", "rate"]
-    undefended = out[out["defense"] == "none"][[*base_keys, "f_needed", "f_max"]].rename(
-        columns={"f_needed": "_f_none", "f_max": "_fmax_none"}
-    )
+    base_keys = ["dataset_id", "model_id", "attack_id", "rate"]
+    undefended = out[out["defense_id"] == NO_DEFENSE_ID][[*base_keys, "f_needed", "f_max"]]
+    undefended = undefended.rename(columns={"f_needed": "_f_none", "f_max": "_fmax_none"})
     out = out.merge(undefended, on=base_keys, how="left")
-    f_none, f_def = out["_f_none"], out["f_needed"]
+    f_none = out["_f_none"].astype(float)
+    f_def = out["f_needed"].astype(float)
     exact = np.isfinite(f_none) & np.isfinite(f_def)
     lower = ~np.isfinite(f_none) & f_none.notna() & np.isfinite(f_def)
     value = np.where(exact, f_none - f_def, np.where(lower, out["_fmax_none"] - f_def, np.nan))
@@ -601,26 +570,39 @@ def _add_defense_value(out: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=["_f_none", "_fmax_none"])
 
 
-def recovery_curves(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """Mean and std over seeds of ``metric`` at each extra fraction, per group (for plots).
+#: the columns of :func:`recovery_curves`
+CURVE_COLUMNS = (
+    *GROUP_KEYS,
+    *(c for c in GROUP_LABELS if c != "rate"),
+    "attack",
+    "extra_fraction",
+    "mean",
+    "std",
+    "n_seeds",
+)
 
-    Columns: the group keys, ``extra_fraction``, ``mean``, ``std``, ``n_seeds``. Uses the same
-    rules as :func:`estimate_recovery` (cut at pool exhaustion, early stop carried forward).
-    """
+
+def recovery_curves(table: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+    """Mean and std over seeds of ``metric`` at each extra fraction, per configuration (for
+    plots). Uses the same rules as :func:`estimate_recovery` (cut at pool exhaustion, early
+    stop carried forward)."""
     rows = []
-    table = label_models(table[table["status"].isin(["ok", "skipped"])])
+    table = table[table["status"].isin(["ok", "skipped"])]
     table = table.assign(_reason=skip_reasons(table))
+    labels = [c for c in (*GROUP_LABELS, "attack") if c in table and c not in GROUP_KEYS]
     for key, group in table.groupby(list(GROUP_KEYS), sort=True, dropna=False):
         grid, seeds, values, _ = seed_curves(group, metric)
+        first = group.iloc[0]
         for j, f in enumerate(grid):
             column = values[:, j]
             rows.append(
                 {
                     **dict(zip(GROUP_KEYS, key, strict=True)),
+                    **{c: first[c] for c in labels},
                     "extra_fraction": float(f),
                     "mean": float(column.mean()),
                     "std": float(column.std(ddof=1)) if len(column) > 1 else 0.0,
                     "n_seeds": len(seeds),
                 }
             )
-    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "extra_fraction", "mean", "std", "n_seeds"])
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))

@@ -1,34 +1,44 @@
 """The markdown report, generated from the results table and ``run.json`` (never hand-edited).
 
-``write_report(run_dir)`` draws the plots (PNG files beside ``report.md``) and writes
-``report.md``; ``render_report(run_dir, plots)`` returns the markdown text. Sections: run header
-(config, versions, dataset fingerprints, cells run/cached/failed, wall time), summary in plain
-words, extra clean data needed (with the defense value in rows and the label-noise theory line),
-rule-of-thumb check, accuracy, targeted-flip effect, filter quality, plots, skipped and failed
-cells. Every table is a ``DataFrame.to_markdown()``.
+Data first, text second: :func:`build_report` computes every table (DataFrames) and sentence of
+the report as values (a :class:`Report` of :class:`Section` objects, testable one by one), and
+:func:`render_markdown` renders them through the template ``bench/templates/report.md.j2``.
+:func:`write_report` draws the plots (PNG files beside ``report.md``) and writes the file.
+
+Groups are configurations (``schema.GROUP_KEYS``: ids), shown by their labels (unique per id):
+two settings of one defense are two columns, never one average.
+
+Sections: run header (seeds behind each number, config, versions, dataset fingerprints, cells
+run/cached/failed, wall and compute time, efficiency), summary in plain words, extra clean data
+needed (with the defense value in rows and the label-noise theory line), rule-of-thumb check,
+accuracy, targeted-flip effect, filter quality, plots, skipped rows and failed cells.
 """
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-import yaml
 
-from bench.plots import Plot, write_plots
-from bench.recovery import (
+from bench.recovery import estimate_recovery, label_noise_multiplier, recovery_curves, skip_reasons
+from bench.schema import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_METRIC,
+    DEFAULT_TOLERANCE,
     EARLY_STOP,
+    GROUP_KEYS,
+    NO_ATTACK_ID,
+    NO_DEFENSE_ID,
     POOL_EXHAUSTED,
-    estimate_recovery,
-    label_models,
-    label_noise_multiplier,
-    recovery_curves,
-    skip_reasons,
+    SYMMETRIC_LABEL_NOISE,
+    higher_is_better,
 )
-from bench.store import atomic_write_text, read_table
+from bench.store import atomic_write_text, read_run_config, read_run_meta, read_table
 
 #: The commonly quoted rule of thumb: poison rate → (low, high) extra clean data needed (× n).
 #: "~10 %" at 5 % poisoning is read as the range 0.05–0.2×.
@@ -38,19 +48,80 @@ RULE_OF_THUMB: dict[float, tuple[float, float, str]] = {
     0.50: (3.0, 5.0, "3–5×"),
 }
 
-#: defenses that are measuring sticks, not defenses one can deploy
-BASELINES = ("oracle_filter", "random_filter")
-
 DASH = "–"
+
+# ---------------------------------------------------------------------------------------------
+# The report as data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A table of the report: a DataFrame rendered with ``to_markdown`` (index included when
+    ``index``), with an optional heading and a note under it."""
+
+    frame: pd.DataFrame
+    title: str = ""
+    note: str = ""
+    index: bool = False
+
+    def markdown(self) -> str:
+        if self.frame.empty:
+            return "_(no rows)_"
+        frame = self.frame.reset_index() if self.index else self.frame
+        return frame.to_markdown(index=False)
+
+
+@dataclass
+class Section:
+    """A section: a heading, paragraphs, bullet points, tables, images and subsections."""
+
+    title: str
+    level: int = 2
+    paragraphs: list[str] = field(default_factory=list)
+    bullets: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    images: list[tuple[str, str]] = field(default_factory=list)  # (title, file name)
+    subsections: list[Section] = field(default_factory=list)
+    details: str = ""  # text shown collapsed (<details>), e.g. the config
+
+
+@dataclass
+class Report:
+    """The whole report as values: a title, a description and its sections in order."""
+
+    title: str
+    description: str
+    sections: list[Section]
+
+    def section(self, title: str) -> Section:
+        """The first section (at any depth) whose title starts with ``title``."""
+        stack = list(self.sections)
+        while stack:
+            s = stack.pop(0)
+            if s.title.startswith(title):
+                return s
+            stack = s.subsections + stack
+        raise KeyError(title)
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A written plot: its title for the report and its file name beside ``report.md``."""
+
+    title: str
+    filename: str
+    kind: str
 
 
 # ---------------------------------------------------------------------------------------------
 # Formatting helpers
+# ---------------------------------------------------------------------------------------------
 
 
 def mean_std(values: pd.Series) -> str:
     """``mean ± std`` over seeds (3 decimals); the value alone for one seed, ``–`` for none."""
-    values = values.dropna()
+    values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
         return DASH
     if len(values) == 1:
@@ -72,15 +143,15 @@ def fmt_multiple(f: float) -> str:
 def fmt_recovery(row: pd.Series) -> str:
     """A headline cell: ``0.5× [0.25–1.0]``; ``> 2×`` when censored (``†`` when the clean pool
     ended the grid); the interval's upper end reads ``2+`` when it lies beyond the grid."""
-    f, f_max = row["f_needed"], row["f_max"]
-    if not isinstance(f, float) or math.isnan(f):
+    f, f_max = float(row["f_needed"]), float(row["f_max"])
+    if math.isnan(f):
         return DASH
-    dagger = "†" if row.get("pool_exhausted", False) else ""
+    dagger = "†" if bool(row.get("pool_exhausted", False)) else ""
     if math.isinf(f):
         return f"> {fmt_multiple(f_max)}×{dagger}"
     text = f"{fmt_multiple(f)}×"
-    lo, hi = row.get("f_low", math.nan), row.get("f_high", math.nan)
-    if isinstance(lo, float) and not math.isnan(lo):
+    lo, hi = float(row.get("f_low", math.nan)), float(row.get("f_high", math.nan))
+    if not math.isnan(lo):
         hi_text = f"{fmt_multiple(f_max)}+" if math.isinf(hi) else fmt_multiple(hi)
         lo_text = f"{fmt_multiple(f_max)}+" if math.isinf(lo) else fmt_multiple(lo)
         text += f" [{lo_text}–{hi_text}]"
@@ -89,11 +160,16 @@ def fmt_recovery(row: pd.Series) -> str:
 
 def fmt_rows(row: pd.Series) -> str:
     """A defense-value cell in clean rows saved: ``+120``, ``≥ +300`` (lower bound), ``–``."""
-    value, kind = row["defense_value_rows"], row["defense_value_kind"]
-    if not isinstance(value, float) or math.isnan(value):
+    value, kind = float(row["defense_value_rows"]), row["defense_value_kind"]
+    if math.isnan(value):
         return DASH
     text = f"{value:+.0f}"
     return f"≥ {text}" if kind == "lower_bound" else text
+
+
+def fmt_rate(rate: float) -> str:
+    """A poison rate as a percentage: ``10%``, ``2.5%``."""
+    return f"{rate:.0%}" if rate * 100 == round(rate * 100) else f"{rate:.1%}"
 
 
 def _span(low: float, high: float) -> str:
@@ -103,78 +179,133 @@ def _span(low: float, high: float) -> str:
     return f"{fmt_multiple(low)}–{fmt_multiple(high)}×"
 
 
-def _rate(rate: float) -> str:
-    return f"{rate:.0%}" if rate * 100 == round(rate * 100) else f"{rate:.1%}"
+# ---------------------------------------------------------------------------------------------
+# Ordering and pivots (by id; displayed by label)
+# ---------------------------------------------------------------------------------------------
 
 
-def _defense_order(defenses: list[str]) -> list[str]:
-    """``none`` first, deployable defenses alphabetically, then the oracle and random baselines."""
-    head = [d for d in defenses if d == "none"]
-    tail = [d for d in BASELINES if d in defenses]
-    middle = sorted(d for d in defenses if d not in head and d not in tail)
+def _labels(frame: pd.DataFrame, kind: str) -> dict[str, str]:
+    """id → label for one kind (``defense``, ``attack``, ...) as the table records them."""
+    id_col, label_col = f"{kind}_id", f"{kind}_label"
+    pairs = frame[[id_col, label_col]].drop_duplicates(id_col)
+    return dict(zip(pairs[id_col], pairs[label_col], strict=True))
+
+
+def defense_order(frame: pd.DataFrame) -> list[str]:
+    """Defense ids in display order: ``none`` first, deployable defenses by label, then the
+    reference defenses (oracle, random filter: ``defense_reference``)."""
+    labels = _labels(frame, "defense")
+    reference = set()
+    if "defense_reference" in frame:
+        ref = frame[["defense_id", "defense_reference"]].drop_duplicates("defense_id")
+        reference = set(ref.loc[ref["defense_reference"].fillna(False).astype(bool), "defense_id"])
+    head = [d for d in labels if d == NO_DEFENSE_ID]
+    tail = sorted((d for d in labels if d in reference and d not in head), key=labels.get)
+    middle = sorted((d for d in labels if d not in head and d not in tail), key=labels.get)
     return head + middle + tail
 
 
-def _pivot(frame: pd.DataFrame, value: str, index: list[str]) -> pd.DataFrame:
-    table = frame.pivot_table(index=index, columns="defense", values=value, aggfunc="first")
-    table = table[[d for d in _defense_order(list(table.columns))]]
-    table.columns.name = None
-    return table.fillna(DASH)
+def pivot_defenses(
+    frame: pd.DataFrame, value: str, order: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """``value`` with rows (attack, rate) and one column per defense configuration.
 
-
-def _md(frame: pd.DataFrame, index: bool = False) -> str:
+    Rows and columns are pivoted on the ids and shown with their labels, so two settings of one
+    defense are two columns. ``frame`` has one row per (attack_id, rate, defense_id).
+    """
     if frame.empty:
-        return "_(no rows)_"
-    frame = frame.reset_index() if index else frame
-    frame = frame.rename(columns={"attack_label": "attack"})
-    if "rate" in frame:
-        frame["rate"] = frame["rate"].map(_rate)
-    return frame.to_markdown(index=False)
+        return pd.DataFrame()
+    order = list(order) if order is not None else defense_order(frame)
+    attack_labels = _labels(frame, "attack")
+    defense_labels = _labels(frame, "defense")
+    wide = frame.pivot_table(
+        index=["attack_id", "rate"], columns="defense_id", values=value, aggfunc="first"
+    )
+    wide = wide[[d for d in order if d in wide.columns]]
+    wide.columns = [defense_labels[d] for d in wide.columns]
+    wide = wide.reset_index()
+    wide.insert(0, "attack", wide.pop("attack_id").map(attack_labels))
+    wide["rate"] = wide["rate"].map(fmt_rate)
+    wide = wide.sort_values(["attack"], kind="stable")
+    return wide.fillna(DASH).reset_index(drop=True)
+
+
+def _f0(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["status"] == "ok") & (df["extra_fraction"] == 0)]
+
+
+def _pairs(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(dataset_id, model_id, "dataset / model" heading) in display order."""
+    frame = df[["dataset_id", "model_id", "dataset_label", "model_label"]].drop_duplicates(
+        ["dataset_id", "model_id"]
+    )
+    frame = frame.sort_values(["dataset_label", "model_label"])
+    return [(d, m, f"{dl} / {ml}") for d, m, dl, ml in frame.itertuples(index=False, name=None)]
+
+
+def _subset(frame: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
+    return frame[(frame["dataset_id"] == dataset) & (frame["model_id"] == model)]
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables
+# ---------------------------------------------------------------------------------------------
 
 
 def accuracy_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """``metric`` mean ± std over seeds at f = 0: rows (dataset, model, attack, rate), columns
-    defenses. The rate-0 clean cells (attack ``none``) head each dataset and model."""
-    ok = df[(df["status"] == "ok") & (df["extra_fraction"] == 0)]
-    table = (
-        ok.groupby(["dataset", "model", "attack_label", "rate", "defense"], sort=True)[metric]
-        .apply(mean_std)
-        .unstack("defense")
-        .fillna(DASH)
+    """``metric`` mean ± std over seeds at f = 0: rows (attack, rate) of one dataset/model,
+    columns defenses. The rate-0 clean cells (attack ``none``) come first."""
+    ok = _f0(df)
+    if ok.empty or metric not in ok:
+        return pd.DataFrame()
+    cells = ok.groupby(["attack_id", "rate", "defense_id"], sort=True)[metric].apply(mean_std)
+    frame = cells.rename("cell").reset_index()
+    frame = frame.merge(
+        ok[["attack_id", "attack_label"]].drop_duplicates("attack_id"), on="attack_id"
+    ).merge(
+        ok[["defense_id", "defense_label", "defense_reference"]].drop_duplicates("defense_id")
+        if "defense_reference" in ok
+        else ok[["defense_id", "defense_label"]].drop_duplicates("defense_id"),
+        on="defense_id",
     )
-    table = table[_defense_order(list(table.columns))]
-    table.columns.name = None
-    return table
+    table = pivot_defenses(frame, "cell")
+    clean = table["attack"] == _labels(ok, "attack").get(NO_ATTACK_ID, "none")
+    return pd.concat([table[clean], table[~clean]]).reset_index(drop=True)
 
 
 def recovery_table(rec: pd.DataFrame) -> pd.DataFrame:
     """The headline table of one dataset/model: rows (attack, rate), columns defenses, cells
     like ``0.5× [0.25–1.0]``."""
-    frame = rec[rec["attack"] != "none"].copy()
+    frame = rec[rec["attack_id"] != NO_ATTACK_ID].copy()
+    if frame.empty:
+        return pd.DataFrame()
     frame["cell"] = frame.apply(fmt_recovery, axis=1)
-    return _pivot(frame, "cell", ["attack_label", "rate"])
+    return pivot_defenses(frame, "cell")
 
 
 def defense_value_table(rec: pd.DataFrame) -> pd.DataFrame:
     """Clean rows each defense saves against no defense: rows (attack, rate), columns defenses."""
-    frame = rec[(rec["attack"] != "none") & (rec["defense"] != "none")].copy()
+    frame = rec[(rec["attack_id"] != NO_ATTACK_ID) & (rec["defense_id"] != NO_DEFENSE_ID)].copy()
+    if frame.empty:
+        return pd.DataFrame()
     frame["cell"] = frame.apply(fmt_rows, axis=1)
-    return _pivot(frame, "cell", ["attack_label", "rate"])
+    return pivot_defenses(frame, "cell")
 
 
 def theory_table(rec: pd.DataFrame) -> pd.DataFrame:
-    """Measured extra data (no defense) beside the label-noise theory lines, random flips only."""
-    frame = rec[(rec["defense"] == "none") & rec["theory_f"].notna()].copy()
+    """Measured extra data (no defense) beside the label-noise theory lines, for attacks that
+    declare the symmetric-label-noise line (random flips)."""
+    frame = rec[
+        (rec["defense_id"] == NO_DEFENSE_ID)
+        & (rec["theory"] == SYMMETRIC_LABEL_NOISE)
+        & rec["theory_f"].notna()
+    ].copy()
     if frame.empty:
-        return frame
-    out = pd.DataFrame(
+        return pd.DataFrame()
+    return pd.DataFrame(
         {
             "attack": frame["attack_label"],
-            "rate": frame["rate"],
+            "rate": frame["rate"].map(fmt_rate),
             "flipped share η": frame["poison_fraction"].map(lambda v: f"{v:.3f}"),
             "measured": frame.apply(fmt_recovery, axis=1),
             "1/(1−2η)² − 1": [
@@ -189,25 +320,24 @@ def theory_table(rec: pd.DataFrame) -> pd.DataFrame:
                 lambda v: DASH if math.isnan(v) else f"{v:.3f}"
             ),
         }
-    )
-    return out
+    ).reset_index(drop=True)
 
 
 def rule_of_thumb_table(rec: pd.DataFrame) -> pd.DataFrame:
     """Measured extra data (no defense) beside the rule of thumb at 5, 10 and 50 % poisoning,
-    with a verdict: ``holds`` when the bootstrap interval overlaps the rule's range, ``needs
-    less`` / ``needs more`` otherwise, ``unknown`` when the grid ends before the rule's range."""
+    with a verdict: ``holds`` when the interval overlaps the rule's range, ``needs less`` /
+    ``needs more`` otherwise, ``unknown`` when the grid ends before the rule's range."""
     rows = []
-    frame = rec[(rec["defense"] == "none") & (rec["attack"] != "none")]
+    frame = rec[(rec["defense_id"] == NO_DEFENSE_ID) & (rec["attack_id"] != NO_ATTACK_ID)]
     for _, r in frame.iterrows():
         rule = next((v for k, v in RULE_OF_THUMB.items() if math.isclose(k, r["rate"])), None)
-        if rule is None or not isinstance(r["f_needed"], float) or math.isnan(r["f_needed"]):
+        if rule is None or math.isnan(float(r["f_needed"])):
             continue
         lo_rule, hi_rule, text = rule
         rows.append(
             {
                 "attack": r["attack_label"],
-                "rate": r["rate"],
+                "rate": fmt_rate(r["rate"]),
                 "rule of thumb": text,
                 "measured": fmt_recovery(r),
                 "verdict": rule_verdict(r, lo_rule, hi_rule),
@@ -218,8 +348,8 @@ def rule_of_thumb_table(rec: pd.DataFrame) -> pd.DataFrame:
 
 def rule_verdict(r: pd.Series, lo_rule: float, hi_rule: float) -> str:
     """``holds``, ``needs less``, ``needs more`` or ``unknown (grid ends at X×)``."""
-    f, f_max = r["f_needed"], r["f_max"]
-    lo, hi = r.get("f_low", math.nan), r.get("f_high", math.nan)
+    f, f_max = float(r["f_needed"]), float(r["f_max"])
+    lo, hi = float(r.get("f_low", math.nan)), float(r.get("f_high", math.nan))
     if math.isnan(lo) or math.isnan(hi):
         lo, hi = f, f
     if math.isinf(f):
@@ -233,181 +363,6 @@ def rule_verdict(r: pd.Series, lo_rule: float, hi_rule: float) -> str:
     return "holds"
 
 
-def filter_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Filter quality at f = 0 (mean over seeds): rows (attack, rate), columns filters, cells
-    ``precision / recall / ROC-AUC (clean rows removed)``; oracle and random filters last."""
-    if "det_precision" not in df:
-        return pd.DataFrame()
-    ok = df[(df["status"] == "ok") & (df["extra_fraction"] == 0) & (df["attack"] != "none")]
-    filt = ok[ok["defense"].isin(ok.loc[ok["det_precision"].notna(), "defense"].unique())]
-    if filt.empty:
-        return pd.DataFrame()
-    stats = filt.groupby(["attack_label", "rate", "defense"], sort=True)[
-        ["det_precision", "det_recall", "det_roc_auc", "clean_removed"]
-    ].mean()
-
-    def cell(s: pd.Series) -> str:
-        parts = [
-            DASH if math.isnan(s[c]) else f"{s[c]:.2f}"
-            for c in ("det_precision", "det_recall", "det_roc_auc")
-        ]
-        return f"{' / '.join(parts)} ({s['clean_removed']:.0f})"
-
-    frame = stats.apply(cell, axis=1).rename("cell").reset_index()
-    table = frame.pivot_table(
-        index=["attack_label", "rate"], columns="defense", values="cell", aggfunc="first"
-    )
-    order = [d for d in _defense_order(list(table.columns)) if d != "oracle_filter"]
-    if "oracle_filter" in table.columns:
-        order = ["oracle_filter", *[d for d in order if d != "oracle_filter"]]
-    table = table[order]
-    table.columns.name = None
-    return table.fillna(DASH)
-
-
-def targeted_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Source-class accuracy and attack success rate (mean ± std at f = 0) for targeted flips."""
-    if "attack_success_rate" not in df:
-        return pd.DataFrame(), pd.DataFrame()
-    ok = df[(df["status"] == "ok") & (df["extra_fraction"] == 0)]
-    targeted = ok[ok["attack_success_rate"].notna()]
-    out = []
-    for metric in ("source_accuracy", "attack_success_rate"):
-        if targeted.empty:
-            out.append(pd.DataFrame())
-            continue
-        t = (
-            targeted.groupby(["attack_label", "rate", "defense"], sort=True)[metric]
-            .apply(mean_std)
-            .unstack("defense")
-        )
-        t = t[_defense_order(list(t.columns))]
-        t.columns.name = None
-        out.append(t.fillna(DASH))
-    return out[0], out[1]
-
-
-# ---------------------------------------------------------------------------------------------
-# Summary in plain words
-
-
-def _best_defense(acc: pd.DataFrame, attack: str, rate: float) -> tuple[str, float] | None:
-    sub = acc[(acc["attack_label"] == attack) & (acc["rate"] == rate)]
-    base = sub[sub["defense"] == "none"]["mean"]
-    if base.empty:
-        return None
-    real = sub[~sub["defense"].isin(("none", *BASELINES))]
-    if real.empty:
-        return None
-    best = real.loc[real["mean"].idxmax()]
-    return str(best["defense"]), float(best["mean"] - base.iloc[0])
-
-
-def summary_lines(
-    df: pd.DataFrame, rec: pd.DataFrame, dataset: str, model: str, metric: str, tolerance: float
-) -> list[str]:
-    """Plain-language bullet points for one dataset/model, generated from the numbers."""
-    lines: list[str] = []
-    ok0 = df[
-        (df["status"] == "ok")
-        & (df["extra_fraction"] == 0)
-        & (df["dataset"] == dataset)
-        & (df["model"] == model)
-    ]
-    r = rec[(rec["dataset"] == dataset) & (rec["model"] == model)]
-    clean = r[(r["attack"] == "none") & (r["defense"] == "none")]
-    n_train = int(ok0["n_train"].mean()) if "n_train" in ok0 and len(ok0) else 0
-    if not clean.empty:
-        c = clean.iloc[0]
-        lines.append(
-            f"The clean {model} on {dataset} reaches {metric} {c['reference']:.3f} "
-            f"(mean of {c['n_seeds']} seeds, {n_train} training rows)."
-        )
-    acc = ok0.groupby(["attack_label", "rate", "defense"], as_index=False)[metric].mean()
-    acc = acc.rename(columns={metric: "mean"})
-    for attack in sorted(a for a in ok0["attack_label"].unique() if a != "none"):
-        rates = sorted(ok0.loc[ok0["attack_label"] == attack, "rate"].unique())
-        if not rates:
-            continue
-        top = rates[-1]
-        und = r[(r["attack_label"] == attack) & (r["rate"] == top) & (r["defense"] == "none")]
-        parts = []
-        if not und.empty:
-            u = und.iloc[0]
-            drop = (u["reference"] - u["value_at_0"]) * 100
-            change = f"{drop:.1f} points lost" if drop >= 0 else f"{-drop:.1f} points gained"
-            parts.append(
-                f"**{attack}** at {_rate(top)} takes {metric} from {u['reference']:.3f} to "
-                f"{u['value_at_0']:.3f} ({change}) without a defense"
-            )
-        # how many labels were flipped
-        if attack.startswith("label_flip"):
-            flips = ok0[(ok0["attack_label"] == attack) & (ok0["defense"] == "none")]
-            counts = flips.groupby("rate")[["n_poisoned", "n_eligible"]].mean()
-            text = ", ".join(
-                f"{row.n_poisoned:.0f} of {n_train} at {_rate(rate)}"
-                + (
-                    f" ({row.n_poisoned / n_train:.1%} of the train set)"
-                    if row.n_eligible < n_train
-                    else ""
-                )
-                for rate, row in counts.iterrows()
-            )
-            parts.append(f"labels flipped: {text}")
-        helped, none_helps = [], []
-        for rate in rates:
-            best = _best_defense(acc, attack, rate)
-            if best is None:
-                continue
-            name, gain = best
-            if gain > tolerance:
-                helped.append(f"{name} at {_rate(rate)} (+{gain * 100:.1f} points)")
-            else:
-                none_helps.append(_rate(rate))
-        if helped:
-            parts.append("the best deployable defense: " + ", ".join(helped))
-        if none_helps:
-            parts.append(
-                f"no deployable defense gains more than {tolerance * 100:g} points at "
-                + ", ".join(none_helps)
-            )
-        if parts:
-            lines.append("; ".join(parts) + ".")
-    # headline numbers without defense
-    und = r[(r["defense"] == "none") & (r["attack"] != "none") & r["f_needed"].notna()]
-    if not und.empty:
-        cells = [
-            f"{row.attack_label} at {_rate(row.rate)}: {fmt_recovery(pd.Series(row._asdict()))}"
-            for row in und.itertuples()
-        ]
-        lines.append(
-            "Extra clean data needed without a defense (× the train set): " + "; ".join(cells) + "."
-        )
-    value = r[(r["defense"] != "none") & r["defense_value_rows"].notna() & (r["attack"] != "none")]
-    value = value[~value["defense"].isin(BASELINES)]
-    if not value.empty:
-        best = value.loc[value["defense_value_rows"].idxmax()]
-        if best["defense_value_rows"] > 0:
-            bound = "at least " if best["defense_value_kind"] == "lower_bound" else ""
-            lines.append(
-                f"The most valuable deployable defense: {best['defense']} is worth {bound}"
-                f"{best['defense_value_rows']:.0f} clean rows at {_rate(best['rate'])} "
-                f"{best['attack_label']}."
-            )
-    if r["pool_exhausted"].any():
-        n_pool = int(ok0["n_pool"].mean()) if "n_pool" in ok0 and len(ok0) else 0
-        cut = r.loc[r["pool_exhausted"], "f_max"]
-        lines.append(
-            f"**The clean pool ran out** on {dataset}: it leaves {n_pool} pool rows "
-            f"({n_pool / max(n_train, 1):.2f}× the train set), so {len(cut)} of {len(r)} curves "
-            f"stop at {_span(cut.min(), cut.max())} instead of "
-            f"{fmt_multiple(r['grid_max'].max())}× (defenses that add pool rows themselves stop "
-            "earliest); a `> X×†` cell means not recovered *within the pool*, not that recovery "
-            "is impossible."
-        )
-    return lines
-
-
 def rule_summary(rule: pd.DataFrame) -> str:
     """One sentence: where the rule of thumb holds and where it does not."""
     if rule.empty:
@@ -416,7 +371,7 @@ def rule_summary(rule: pd.DataFrame) -> str:
     holds = rule[rule["verdict"] == "holds"]
     text = f"The rule holds for {counts.get('holds', 0)} of {len(rule)} attack/rate pairs"
     if not holds.empty:
-        text += " (" + ", ".join(f"{a} at {_rate(r)}" for a, r in holds[["attack", "rate"]].values)
+        text += " (" + ", ".join(f"{a} at {r}" for a, r in holds[["attack", "rate"]].values)
         text += ")"
     more = counts.get("needs more", 0)
     less = counts.get("needs less", 0)
@@ -427,253 +382,561 @@ def rule_summary(rule: pd.DataFrame) -> str:
     return text + "."
 
 
+def filter_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Filter quality at f = 0 (mean over seeds): rows (attack, rate), columns filters, cells
+    ``precision / recall / ROC-AUC (clean rows removed)``; reference filters last."""
+    if "det_precision" not in df:
+        return pd.DataFrame()
+    ok = _f0(df)
+    ok = ok[ok["attack_id"] != NO_ATTACK_ID]
+    filters = ok.loc[ok["det_precision"].notna() | ok["det_recall"].notna(), "defense_id"].unique()
+    filt = ok[ok["defense_id"].isin(filters)]
+    if filt.empty:
+        return pd.DataFrame()
+    stats = (
+        filt.groupby(["attack_id", "rate", "defense_id"], sort=True)[
+            ["det_precision", "det_recall", "det_roc_auc", "clean_removed"]
+        ]
+        .mean()
+        .reset_index()
+    )
+
+    def cell(s: pd.Series) -> str:
+        parts = [
+            DASH if math.isnan(s[c]) else f"{s[c]:.2f}"
+            for c in ("det_precision", "det_recall", "det_roc_auc")
+        ]
+        return f"{' / '.join(parts)} ({s['clean_removed']:.0f})"
+
+    stats["cell"] = stats.apply(cell, axis=1)
+    keep = ["attack_id", "attack_label", "defense_id", "defense_label", "defense_reference"]
+    meta = filt[[c for c in keep if c in filt]]
+    stats = stats.merge(
+        meta.drop_duplicates(["attack_id", "defense_id"]), on=["attack_id", "defense_id"]
+    )
+    return pivot_defenses(stats, "cell", defense_order(filt))
+
+
+def targeted_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Source-class accuracy and attack success rate (mean ± std at f = 0) for targeted flips."""
+    if "attack_success_rate" not in df:
+        return pd.DataFrame(), pd.DataFrame()
+    ok = _f0(df)
+    targeted = ok[ok["attack_success_rate"].notna()]
+    out = []
+    for metric in ("source_accuracy", "attack_success_rate"):
+        if targeted.empty:
+            out.append(pd.DataFrame())
+            continue
+        cells = targeted.groupby(["attack_id", "rate", "defense_id"])[metric].apply(mean_std)
+        frame = cells.rename("cell").reset_index()
+        meta = targeted[
+            [c for c in ("attack_id", "attack_label", "defense_id", "defense_label",
+                         "defense_reference") if c in targeted]
+        ]  # fmt: skip
+        frame = frame.merge(
+            meta.drop_duplicates(["attack_id", "defense_id"]), on=["attack_id", "defense_id"]
+        )
+        out.append(pivot_defenses(frame, "cell", defense_order(targeted)))
+    return out[0], out[1]
+
+
 # ---------------------------------------------------------------------------------------------
-# The report
+# Paired comparisons (same seed, same split, same poison)
+# ---------------------------------------------------------------------------------------------
 
 
-def _load_meta(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "run.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def paired_gain(
+    df: pd.DataFrame, attack_id: str, rate: float, defense_id: str, metric: str
+) -> tuple[float, float, float, int]:
+    """Mean per-seed gain of ``defense_id`` over no defense in ``metric`` (signed so that
+    positive is better) at f = 0, with a 95 % t-interval: ``(mean, low, high, n_seeds)``.
+
+    Seeds are paired: a seed's defended and undefended cells share the split, the poison and
+    the model initialization, so the difference removes what they share.
+    """
+    ok = _f0(df)
+    sub = ok[(ok["attack_id"] == attack_id) & (ok["rate"] == rate)]
+    a = sub[sub["defense_id"] == defense_id].set_index("seed")[metric]
+    b = sub[sub["defense_id"] == NO_DEFENSE_ID].set_index("seed")[metric]
+    common = a.index.intersection(b.index)
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    diff = sign * (a.loc[common].to_numpy(float) - b.loc[common].to_numpy(float))
+    return paired_t(diff)
 
 
-def _load_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return {}
-    loaded = yaml.safe_load(path.read_text())
-    return loaded if isinstance(loaded, dict) else {}
+def paired_t(diff: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean of per-seed paired differences and its t-interval: ``(mean, low, high, n)``;
+    the interval is NaN with fewer than 2 seeds."""
+    from scipy import stats
+
+    diff = np.asarray(diff, dtype=float)
+    diff = diff[np.isfinite(diff)]
+    n = len(diff)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(diff.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, n
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * diff.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half, n
 
 
-def _settings(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    rec = {"metric": "accuracy", "tolerance": 0.005, "bootstrap": 1000, "early_stop": False}
-    rec.update({k: v for k, v in (config.get("recovery") or {}).items() if k in rec})
-    rec.update({k: v for k, v in (meta.get("recovery") or {}).items() if k in rec})
-    return rec
+# ---------------------------------------------------------------------------------------------
+# Summary in plain words
+# ---------------------------------------------------------------------------------------------
 
 
-def _header(
-    run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], config: dict[str, Any]
+def best_defense_sentence(
+    df: pd.DataFrame, attack_id: str, rate: float, metric: str, tolerance: float
+) -> str | None:
+    """Which deployable defense helps most at (attack, rate), judged on paired per-seed gains
+    over no defense: among the defenses whose gain's 95 % interval excludes 0 (and whose mean
+    gain exceeds ``tolerance``), the one with the largest mean gain; a larger but unresolved
+    mean gain is mentioned as such. When none is resolved, a sentence says so instead of naming
+    a winner."""
+    ok = _f0(df)
+    sub = ok[(ok["attack_id"] == attack_id) & (ok["rate"] == rate)]
+    if NO_DEFENSE_ID not in set(sub["defense_id"]):
+        return None
+    labels = _labels(sub, "defense")
+    reference = set()
+    if "defense_reference" in sub:
+        reference = set(sub.loc[sub["defense_reference"].fillna(False).astype(bool), "defense_id"])
+    candidates = [d for d in labels if d != NO_DEFENSE_ID and d not in reference]
+    if not candidates:
+        return None
+    gains = {d: paired_gain(df, attack_id, rate, d, metric) for d in candidates}
+    gains = {d: g for d, g in gains.items() if g[3] > 0 and math.isfinite(g[0])}
+    if not gains:
+        return None
+    where = fmt_rate(rate)
+    resolved = {
+        d: g for d, g in gains.items() if g[3] >= 2 and math.isfinite(g[1]) and g[1] > 0
+        and g[0] > tolerance
+    }  # fmt: skip
+    if resolved:
+        best = max(resolved, key=lambda d: resolved[d][0])
+        mean, low, high, n = resolved[best]
+        text = (
+            f"{labels[best]} at {where} (+{mean * 100:.1f} points, 95 % CI "
+            f"[{low * 100:+.1f}, {high * 100:+.1f}] over {n} paired seeds)"
+        )
+        larger = [d for d in gains if d not in resolved and gains[d][0] > mean]
+        if larger:
+            text += (
+                f"; {', '.join(labels[d] for d in larger)} gain(s) more on average but are not "
+                f"distinguishable from none at {n} seeds"
+            )
+        return text
+    best = max(gains, key=lambda d: gains[d][0])
+    mean, low, high, n = gains[best]
+    interval = f"[{low * 100:+.1f}, {high * 100:+.1f}]" if math.isfinite(low) else "no interval"
+    return (
+        f"no deployable defense is distinguishable from none at {where} at {n} seeds "
+        f"(largest mean gain: {labels[best]}, {mean * 100:+.1f} points, {interval})"
+    )
+
+
+def summary_lines(
+    df: pd.DataFrame, rec: pd.DataFrame, dataset: str, model: str, metric: str, tolerance: float
 ) -> list[str]:
-    lines = []
-    summary = meta.get("summary")
-    if summary:
-        lines += [
-            "## Run",
-            "",
-            f"{summary['cells']} cells: **{summary['run']} run, {summary['cached']} cached, "
-            f"{summary['failed']} failed**; wall time {summary['wall_seconds']:.1f} s.",
-            "",
+    """Plain-language bullet points for one dataset/model (ids), generated from the numbers."""
+    lines: list[str] = []
+    ok0 = _subset(_f0(df), dataset, model)
+    r = _subset(rec, dataset, model)
+    if ok0.empty:
+        return lines
+    dataset_label = ok0["dataset_label"].iloc[0]
+    model_label = ok0["model_label"].iloc[0]
+    clean = r[(r["attack_id"] == NO_ATTACK_ID) & (r["defense_id"] == NO_DEFENSE_ID)]
+    n_train = int(ok0["n_train"].mean()) if "n_train" in ok0 else 0
+    if not clean.empty:
+        c = clean.iloc[0]
+        lines.append(
+            f"The clean {model_label} on {dataset_label} reaches {metric} {c['reference']:.3f} "
+            f"(mean of {c['n_seeds']} seeds, {n_train} training rows)."
+        )
+    attacks = ok0[ok0["attack_id"] != NO_ATTACK_ID][["attack_id", "attack_label"]]
+    for attack_id, attack_label in sorted(
+        attacks.drop_duplicates("attack_id").itertuples(index=False, name=None),
+        key=lambda t: t[1],
+    ):
+        rates = sorted(ok0.loc[ok0["attack_id"] == attack_id, "rate"].unique())
+        top = rates[-1]
+        und = r[
+            (r["attack_id"] == attack_id) & (r["rate"] == top) & (r["defense_id"] == NO_DEFENSE_ID)
         ]
-    else:
-        lines += ["## Run", "", "_No run.json: counts and wall time unknown._", ""]
-    settings = _settings(meta, config)
-    lines.append(
-        f"Recovery: metric `{settings['metric']}`, tolerance {settings['tolerance']:g}, "
-        f"{settings['bootstrap']} seed-bootstrap resamples, early stop "
-        f"{'on' if settings['early_stop'] else 'off'}; grid "
-        f"{', '.join(fmt_multiple(f) for f in sorted(df['extra_fraction'].unique()))} × n_train."
-    )
-    lines.append("")
-    datasets = meta.get("datasets", {})
-    sizes = (
-        df.groupby("dataset")[["n_train", "n_pool", "n_test"]].mean().round().astype("Int64")
-        if {"n_train", "n_pool", "n_test"} <= set(df.columns)
-        else pd.DataFrame()
-    )
-    ds_rows = []
-    for name in sorted(set(datasets) | set(df["dataset"].unique())):
-        row = {"dataset": name, "fingerprint": datasets.get(name, DASH)}
-        if name in sizes.index:
-            s = sizes.loc[name]
-            row.update(n_train=s["n_train"], n_pool=s["n_pool"], n_test=s["n_test"])
-            row["pool (× n_train)"] = f"{s['n_pool'] / s['n_train']:.2f}"
-        ds_rows.append(row)
-    lines += ["### Datasets", "", pd.DataFrame(ds_rows).to_markdown(index=False), ""]
-    versions = meta.get("versions", {})
-    if versions:
-        v = pd.DataFrame({"package": list(versions), "version": list(versions.values())})
-        lines += ["### Versions", "", v.to_markdown(index=False), ""]
-    if config:
-        lines += [
-            "<details><summary>Config</summary>",
-            "",
-            "```yaml",
-            yaml.safe_dump(config, sort_keys=False, allow_unicode=True).rstrip(),
-            "```",
-            "",
-            "</details>",
-            "",
+        parts = []
+        if not und.empty:
+            u = und.iloc[0]
+            drop = (u["reference"] - u["value_at_0"]) * 100
+            change = f"{drop:.1f} points lost" if drop >= 0 else f"{-drop:.1f} points gained"
+            parts.append(
+                f"**{attack_label}** at {fmt_rate(top)} takes {metric} from {u['reference']:.3f} "
+                f"to {u['value_at_0']:.3f} ({change}) without a defense"
+            )
+        flips = ok0[(ok0["attack_id"] == attack_id) & (ok0["defense_id"] == NO_DEFENSE_ID)]
+        is_flip = ok0.loc[ok0["attack_id"] == attack_id, "attack"].iloc[0] == "label_flip"
+        if is_flip and len(flips) and {"n_poisoned", "n_eligible"} <= set(flips.columns):
+            counts = flips.groupby("rate")[["n_poisoned", "n_eligible"]].mean()
+            text = ", ".join(
+                f"{row.n_poisoned:.0f} of {n_train} at {fmt_rate(rate)}"
+                + (
+                    f" ({row.n_poisoned / n_train:.1%} of the train set)"
+                    if row.n_eligible < n_train
+                    else ""
+                )
+                for rate, row in counts.iterrows()
+            )
+            parts.append(f"labels flipped: {text}")
+        verdicts = [best_defense_sentence(df, attack_id, rate, metric, tolerance) for rate in rates]
+        verdicts = [v for v in verdicts if v]
+        if verdicts:
+            parts.append("best deployable defense (paired over seeds): " + "; ".join(verdicts))
+        if parts:
+            lines.append("; ".join(parts) + ".")
+    und = r[
+        (r["defense_id"] == NO_DEFENSE_ID)
+        & (r["attack_id"] != NO_ATTACK_ID)
+        & r["f_needed"].notna()
+    ]
+    if not und.empty:
+        cells = [
+            f"{row['attack_label']} at {fmt_rate(row['rate'])}: {fmt_recovery(row)}"
+            for _, row in und.iterrows()
         ]
+        lines.append(
+            "Extra clean data needed without a defense (× the train set): " + "; ".join(cells) + "."
+        )
+    value = r[
+        (r["defense_id"] != NO_DEFENSE_ID)
+        & r["defense_value_rows"].notna()
+        & (r["attack_id"] != NO_ATTACK_ID)
+        & ~r["defense_reference"].fillna(False).astype(bool)
+    ]
+    if not value.empty:
+        best = value.loc[value["defense_value_rows"].idxmax()]
+        if best["defense_value_rows"] > 0:
+            bound = "at least " if best["defense_value_kind"] == "lower_bound" else ""
+            lines.append(
+                f"The most valuable deployable defense: {best['defense_label']} is worth {bound}"
+                f"{best['defense_value_rows']:.0f} clean rows at {fmt_rate(best['rate'])} "
+                f"{best['attack_label']}."
+            )
+    if r["pool_exhausted"].any():
+        n_pool = int(ok0["n_pool"].mean()) if "n_pool" in ok0 else 0
+        cut = r.loc[r["pool_exhausted"], "f_max"]
+        lines.append(
+            f"**The clean pool ran out** on {dataset_label}: it leaves {n_pool} pool rows "
+            f"({n_pool / max(n_train, 1):.2f}× the train set), so {len(cut)} of {len(r)} curves "
+            f"stop at {_span(cut.min(), cut.max())} instead of "
+            f"{fmt_multiple(r['grid_max'].max())}× (defenses that add pool rows themselves stop "
+            "earliest); a `> X×†` cell means not recovered *within the pool*, not that recovery "
+            "is impossible."
+        )
     return lines
 
 
-def render_report(run_dir: str | Path, plots: list[Plot] | None = None) -> str:
-    """The report's markdown for ``run_dir`` (reads ``results.parquet`` / ``.csv``, ``run.json``
-    and ``config.yaml``). ``plots`` are linked in the plots section (see :func:`write_report`)."""
-    run_dir = Path(run_dir)
-    df = label_models(read_table(run_dir))
-    meta = _load_meta(run_dir)
-    config = _load_config(run_dir)
-    settings = _settings(meta, config)
-    metric, tolerance = settings["metric"], float(settings["tolerance"])
-    title = meta.get("name", config.get("name", run_dir.name))
-    lines = [f"# poisonbench report: {title}", ""]
-    if config.get("description"):
-        lines += [str(config["description"]), ""]
-    lines += _header(run_dir, df, meta, config)
-    if df.empty or "extra_fraction" not in df:
-        lines += ["_The results table is empty._"]
-        return "\n".join(lines) + "\n"
+# ---------------------------------------------------------------------------------------------
+# Settings and header
+# ---------------------------------------------------------------------------------------------
+
+
+def report_settings(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The recovery settings of a run: run.json over config.yaml over the schema defaults."""
+    rec = {
+        "metric": DEFAULT_METRIC,
+        "tolerance": DEFAULT_TOLERANCE,
+        "bootstrap": DEFAULT_BOOTSTRAP,
+        "early_stop": False,
+    }
+    for source in (config.get("recovery"), meta.get("recovery")):
+        if isinstance(source, dict):
+            rec.update({k: v for k, v in source.items() if k in rec})
+    return rec
+
+
+def seeds_sentence(df: pd.DataFrame) -> str:
+    """How many seeds back each number (the smallest and largest count over configurations)."""
+    ok = _f0(df)
+    if ok.empty:
+        return "No cell finished, so no number below is backed by any seed."
+    counts = ok.groupby(list(GROUP_KEYS), dropna=False)["seed"].nunique()
+    low, high = int(counts.min()), int(counts.max())
+    span = f"{low}" if low == high else f"{low}–{high}"
+    text = (
+        f"**Seeds: every mean, interval and comparison below is over {span} seed(s)** (paired: a "
+        "seed fixes the split, the poison and the model initialization for every defense)."
+    )
+    if low < 3:
+        text += " With fewer than 3 seeds an interval says little; read the per-seed spread."
+    return text
+
+
+def header_section(
+    df: pd.DataFrame, meta: dict[str, Any], config: dict[str, Any], settings: dict[str, Any]
+) -> Section:
+    """The run header: counts, time and efficiency, seeds, settings, datasets, versions, config."""
+    section = Section("Run")
+    summary = meta.get("summary")
+    if isinstance(summary, dict) and {"cells", "run", "cached", "failed"} <= set(summary):
+        text = (
+            f"{summary['cells']} cells: **{summary['run']} run, {summary['cached']} cached, "
+            f"{summary['failed']} failed**"
+        )
+        if summary.get("fits") is not None:
+            text += (
+                f"; {summary.get('fits_run', 0)} of {summary['fits']} fits computed, "
+                f"{summary.get('fits_cached', 0)} cached"
+            )
+        wall = summary.get("wall_seconds")
+        if isinstance(wall, int | float):
+            text += f"; wall time {wall:.1f} s"
+        compute = summary.get("compute_seconds")
+        if isinstance(compute, int | float) and summary.get("efficiency") is not None:
+            text += (
+                f"; the cells' compute {compute:.1f} s on {summary.get('workers', 1)} worker(s): "
+                f"efficiency {summary['efficiency']:.2f} (compute / workers / wall)"
+            )
+        section.paragraphs.append(text + ".")
+    else:
+        section.paragraphs.append("_No run.json: counts and wall time unknown._")
+    section.paragraphs.append(seeds_sentence(df))
+    grid = sorted(df["extra_fraction"].dropna().unique()) if "extra_fraction" in df else []
+    section.paragraphs.append(
+        f"Recovery: metric `{settings['metric']}`, tolerance {float(settings['tolerance']):g}, "
+        f"{settings['bootstrap']} seed-bootstrap resamples, early stop "
+        f"{'on' if settings['early_stop'] else 'off'}; grid "
+        f"{', '.join(fmt_multiple(f) for f in grid)} × n_train."
+    )
+    datasets = meta.get("datasets") if isinstance(meta.get("datasets"), dict) else {}
+    rows = []
+    if {"dataset_id", "n_train", "n_pool", "n_test"} <= set(df.columns):
+        sizes = df.groupby("dataset_id")[["n_train", "n_pool", "n_test"]].mean()
+        labels = _labels(df, "dataset")
+        for ident, label in sorted(labels.items(), key=lambda t: t[1]):
+            facts = datasets.get(ident, {}) if isinstance(datasets.get(ident), dict) else {}
+            s = sizes.loc[ident]
+            row = {
+                "dataset": label,
+                "fingerprint": facts.get("fingerprint", DASH),
+                "classes": len(facts.get("class_names", []) or []) or DASH,
+                "n_train": int(round(s["n_train"])) if pd.notna(s["n_train"]) else DASH,
+                "n_pool": int(round(s["n_pool"])) if pd.notna(s["n_pool"]) else DASH,
+                "n_test": int(round(s["n_test"])) if pd.notna(s["n_test"]) else DASH,
+            }
+            if pd.notna(s["n_train"]) and s["n_train"]:
+                row["pool (× n_train)"] = f"{s['n_pool'] / s['n_train']:.2f}"
+            notes = facts.get("notes") or []
+            row["notes"] = "; ".join(notes) if notes else ""
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty and not frame["notes"].astype(bool).any():
+        frame = frame.drop(columns=["notes"])
+    section.subsections.append(Section("Datasets", level=3, tables=[Table(frame)]))
+    versions = meta.get("versions")
+    if isinstance(versions, dict) and versions:
+        v = pd.DataFrame(
+            {"package": list(versions), "version": [str(x) for x in versions.values()]}
+        )
+        section.subsections.append(Section("Versions", level=3, tables=[Table(v)]))
+    if config:
+        import yaml
+
+        section.details = yaml.safe_dump(config, sort_keys=False, allow_unicode=True).rstrip()
+    return section
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+def build_report(
+    df: pd.DataFrame,
+    meta: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    plots: Sequence[Plot] = (),
+    name: str = "run",
+) -> Report:
+    """The report of a results table as values (see the module docstring)."""
+    meta = meta or {}
+    config = config or {}
+    settings = report_settings(meta, config)
+    metric, tolerance = str(settings["metric"]), float(settings["tolerance"])
+    title = str(meta.get("name") or config.get("name") or name)
+    description = str(config.get("description") or "")
+    header = header_section(df, meta, config, settings)
+    report = Report(title=title, description=description, sections=[header])
+    ok = df[df["status"] == "ok"] if "status" in df else df.iloc[0:0]
+    if ok.empty or "extra_fraction" not in df:
+        report.sections.append(
+            Section("Results", paragraphs=["_No cell finished: there are no numbers to show._"])
+        )
+        report.sections += _skipped_and_failed(df)
+        return report
 
     rec = estimate_recovery(df, metric, tolerance, n_boot=int(settings["bootstrap"]))
     acc_metric = metric if metric in ("accuracy", "macro_f1") else "accuracy"
-    pairs = sorted({(d, m) for d, m in df[["dataset", "model"]].itertuples(index=False)})
+    pairs = _pairs(ok)
 
-    lines += ["## Summary", ""]
-    for dataset, model in pairs:
-        for line in summary_lines(df, rec, dataset, model, acc_metric, tolerance):
-            lines.append(f"- {line}")
-    rule_parts = []
-    for dataset, model in pairs:
-        rule = rule_of_thumb_table(rec[(rec["dataset"] == dataset) & (rec["model"] == model)])
-        rule_parts.append((dataset, model, rule))
-        lines.append(f"- Rule of thumb on {dataset}/{model}: {rule_summary(rule)}")
-    lines.append("")
+    summary = Section("Summary")
+    for dataset, model, _ in pairs:
+        summary.bullets += summary_lines(df, rec, dataset, model, acc_metric, tolerance)
+    rules = []
+    for dataset, model, heading in pairs:
+        rule = rule_of_thumb_table(_subset(rec, dataset, model))
+        rules.append((heading, rule))
+        summary.bullets.append(f"Rule of thumb on {heading}: {rule_summary(rule)}")
+    report.sections.append(summary)
 
-    lines += [
-        "## Extra clean data needed",
-        "",
-        f"The smallest extra clean fraction f (× n_train, clean pool rows appended after the "
-        f"defense) at which mean `{metric}` over seeds is back within {tolerance:g} of the clean "
-        "model (no attack, no defense, f = 0), linearly interpolated between grid points; "
-        "[95 % seed-bootstrap interval]. `> X×` means not recovered by the largest fraction "
-        "measured; `X+` in an interval means beyond the grid; † marks curves the clean pool cut "
-        "short.",
-        "",
-    ]
-    for dataset, model in pairs:
-        r = rec[(rec["dataset"] == dataset) & (rec["model"] == model)]
-        lines += [f"### {dataset} / {model}", "", _md(recovery_table(r), index=True), ""]
+    needed = Section(
+        "Extra clean data needed",
+        paragraphs=[
+            f"The smallest extra clean fraction f (× n_train, clean pool rows appended after the "
+            f"defense) at which mean `{metric}` over seeds is back within {tolerance:g} of the "
+            "clean model (no attack, no defense, f = 0), linearly interpolated between grid "
+            "points; [95 % seed-bootstrap interval]. `> X×` means not recovered by the largest "
+            "fraction measured; `X+` in an interval means beyond the grid; † marks curves the "
+            "clean pool cut short."
+        ],
+    )
+    for dataset, model, heading in pairs:
+        r = _subset(rec, dataset, model)
+        sub = Section(heading, level=3, tables=[Table(recovery_table(r))])
         if r["pool_exhausted"].any():
             cut = r[r["pool_exhausted"]]
-            lines += [
-                f"> **Clean pool exhausted on {dataset}**: {len(cut)} of {len(r)} curves stop at "
-                f"{_span(cut['f_max'].min(), cut['f_max'].max())} "
-                f"instead of {fmt_multiple(r['grid_max'].max())}× (see the skipped rows below).",
-                "",
-            ]
-        lines += [
-            f"#### Defense value on {dataset} / {model} (clean rows saved)",
-            "",
-            "Undefended f minus defended f, times n_train: positive means the defense saves that "
-            "many clean rows; `≥` is a lower bound (the undefended curve never recovered); `–` "
-            "when the defended curve never recovered.",
-            "",
-            _md(defense_value_table(r), index=True),
-            "",
-        ]
+            sub.paragraphs.append(
+                f"> **Clean pool exhausted on {heading}**: {len(cut)} of {len(r)} curves stop at "
+                f"{_span(cut['f_max'].min(), cut['f_max'].max())} instead of "
+                f"{fmt_multiple(r['grid_max'].max())}× (see the skipped rows below)."
+            )
+        sub.subsections.append(
+            Section(
+                f"Defense value on {heading} (clean rows saved)",
+                level=4,
+                paragraphs=[
+                    "Undefended f minus defended f, times n_train: positive means the defense "
+                    "saves that many clean rows; `≥` is a lower bound (the undefended curve never "
+                    "recovered); `–` when the defended curve never recovered."
+                ],
+                tables=[Table(defense_value_table(r))],
+            )
+        )
         theory = theory_table(r)
         if not theory.empty:
-            lines += [
-                f"#### Theory line for random label flips on {dataset} / {model}",
-                "",
-                "The label-noise sample-complexity multiplier 1/(1−2η)² (binary) and its K-class "
-                "form 1/m² with margin m = 1 − ηK/(K−1), read as extra data f = multiplier − 1; "
-                "the last theory column solves the same bound when the extra rows are clean "
-                "(they dilute η). The plain dilution is the poison share left after appending "
-                "the measured f_needed × n_train clean rows.",
-                "",
-                _md(theory),
-                "",
-            ]
+            sub.subsections.append(
+                Section(
+                    f"Theory line for random label flips on {heading}",
+                    level=4,
+                    paragraphs=[THEORY_TEXT],
+                    tables=[Table(theory)],
+                )
+            )
+        needed.subsections.append(sub)
+    report.sections.append(needed)
 
-    lines += [
-        "## Rule-of-thumb check",
-        "",
-        "A commonly quoted rule: 5 % poisoning needs ~10 % more clean data, 10 % needs 30–50 %, "
-        "50 % needs 3–5×. Measured without a defense; `holds` when the bootstrap interval "
-        "overlaps the rule's range (~10 % read as 5–20 %). For targeted flips the rate is of "
-        "the source class, so the poisoned share of the train set is much smaller.",
-        "",
-    ]
-    for dataset, model, rule in rule_parts:
-        lines += [f"### {dataset} / {model}", "", _md(rule), "", rule_summary(rule), ""]
+    rule_section = Section(
+        "Rule-of-thumb check",
+        paragraphs=[
+            "A commonly quoted rule: 5 % poisoning needs ~10 % more clean data, 10 % needs "
+            "30–50 %, 50 % needs 3–5×. Measured without a defense; `holds` when the interval "
+            "overlaps the rule's range (~10 % read as 5–20 %). For targeted flips the rate is "
+            "of the source class, so the poisoned share of the train set is much smaller."
+        ],
+    )
+    for heading, rule in rules:
+        rule_section.subsections.append(
+            Section(heading, level=3, tables=[Table(rule)], paragraphs=[rule_summary(rule)])
+        )
+    report.sections.append(rule_section)
 
-    lines += [f"## {acc_metric.replace('_', ' ').capitalize()} (mean ± std over seeds, f = 0)", ""]
-    acc = accuracy_table(df, acc_metric)
-    for dataset, model in pairs:
-        try:
-            sub = acc.loc[(dataset, model)]
-        except KeyError:
-            continue
-        lines += [f"### {dataset} / {model}", "", _md(sub, index=True), ""]
+    acc = Section(f"{acc_metric.replace('_', ' ').capitalize()} (mean ± std over seeds, f = 0)")
+    for dataset, model, heading in pairs:
+        acc.subsections.append(
+            Section(
+                heading,
+                level=3,
+                tables=[Table(accuracy_table(_subset(df, dataset, model), acc_metric))],
+            )
+        )
+    report.sections.append(acc)
 
-    lines += [
-        "## Targeted flips: source-class accuracy and attack success rate",
-        "",
-        "Source-class accuracy (share of clean source-class test rows predicted correctly) and "
-        "attack success rate (share predicted as the target), mean ± std over seeds, f = 0.",
-        "",
-    ]
-    any_targeted = False
-    for dataset, model in pairs:
-        src, asr = targeted_tables(df[(df["dataset"] == dataset) & (df["model"] == model)])
+    targeted = Section(
+        "Targeted flips: source-class accuracy and attack success rate",
+        paragraphs=[
+            "Source-class accuracy (share of clean source-class test rows predicted correctly) "
+            "and attack success rate (share predicted as the target), mean ± std over seeds, "
+            "f = 0."
+        ],
+    )
+    for dataset, model, heading in pairs:
+        src, asr = targeted_tables(_subset(df, dataset, model))
         if src.empty:
             continue
-        any_targeted = True
-        lines += [
-            f"### {dataset} / {model}: source-class accuracy",
-            "",
-            _md(src, index=True),
-            "",
-            f"### {dataset} / {model}: attack success rate",
-            "",
-            _md(asr, index=True),
-            "",
-        ]
-    if not any_targeted:
-        lines += ["_No targeted attack in this run._", ""]
+        targeted.subsections.append(
+            Section(f"{heading}: source-class accuracy", level=3, tables=[Table(src)])
+        )
+        targeted.subsections.append(
+            Section(f"{heading}: attack success rate", level=3, tables=[Table(asr)])
+        )
+    if not targeted.subsections:
+        targeted.paragraphs.append("_No targeted attack in this run._")
+    report.sections.append(targeted)
 
-    lines += [
-        "## Filter quality",
-        "",
-        "Precision / recall of the removed rows and ROC-AUC of the outlier scores against the "
-        "true poison mask, (clean rows removed), mean over seeds. The oracle filter (removes "
-        "exactly the poisoned rows) is the ceiling, the random filter the floor.",
-        "",
-    ]
-    for dataset, model in pairs:
-        ft = filter_table(df[(df["dataset"] == dataset) & (df["model"] == model)])
+    filters = Section(
+        "Filter quality",
+        paragraphs=[
+            "Precision / recall of the removed rows and ROC-AUC of the outlier scores against "
+            "the true poison mask, (clean rows removed), mean over seeds. The oracle filter "
+            "(removes exactly the poisoned rows) is the ceiling, the random filter the floor."
+        ],
+    )
+    for dataset, model, heading in pairs:
+        ft = filter_table(_subset(df, dataset, model))
         if not ft.empty:
-            lines += [f"### {dataset} / {model}", "", _md(ft, index=True), ""]
-    if "det_precision" not in df:
-        lines += ["_No filter defense in this run._", ""]
+            filters.subsections.append(Section(heading, level=3, tables=[Table(ft)]))
+    if not filters.subsections:
+        filters.paragraphs.append("_No filter defense in this run._")
+    report.sections.append(filters)
 
-    lines += ["## Plots", ""]
-    if plots is None:  # link what an earlier write_report drew
-        plots = [
-            Plot(p.stem.replace("-", " "), p.name, "file") for p in sorted(run_dir.glob("*.png"))
-        ]
-    if plots:
-        for plot in plots:
-            lines += [f"### {plot.title}", "", f"![{plot.title}]({plot.filename})", ""]
-    else:
-        lines += ["_No plots were drawn._", ""]
-
-    lines += _skipped_and_failed(df)
-    return "\n".join(lines).rstrip() + "\n"
+    plot_section = Section("Plots")
+    for plot in plots:
+        plot_section.images.append((plot.title, plot.filename))
+    if not plots:
+        plot_section.paragraphs.append("_No plots were drawn._")
+    report.sections.append(plot_section)
+    report.sections += _skipped_and_failed(df)
+    return report
 
 
-def _skipped_and_failed(df: pd.DataFrame) -> list[str]:
-    lines = []
+#: what the theory line is, and why plain ERM is expected to need more (issue 13)
+THEORY_TEXT = (
+    "A reference, not an estimate. The label-noise sample-complexity multiplier 1/(1−2η)² "
+    "(binary; Angluin & Laird 1988) and its K-class form 1/m² with margin m = 1 − ηK/(K−1) are "
+    "worst-case scalings for learners that *tolerate* symmetric noise (e.g. by minimizing "
+    "disagreements under the noise model), read here as extra data f = multiplier − 1; the "
+    "next column solves the same bound when the extra rows are clean (they dilute η). Plain "
+    "empirical risk minimization on flipped labels (what the models here do) fits the wrong "
+    "labels too, so it is expected to need more than the line. The last column is the poison "
+    "share left after appending the measured f_needed × n_train clean rows."
+)
+
+
+def _skipped_and_failed(df: pd.DataFrame) -> list[Section]:
+    sections = []
+    if "status" not in df:
+        return sections
     skipped = df[df["status"] == "skipped"]
     if not skipped.empty:
         reasons = skip_reasons(skipped)
         counts = (
             skipped.assign(reason=reasons.values)
-            .groupby(["dataset", "reason"], sort=True)
+            .groupby(["dataset_label", "reason"], sort=True)
             .agg(rows=("cell_id", "size"), from_fraction=("extra_fraction", "min"))
             .reset_index()
+            .rename(columns={"dataset_label": "dataset"})
         )
         counts["from_fraction"] = counts["from_fraction"].map(lambda v: f"{fmt_multiple(v)}×")
         explain = {
@@ -681,50 +944,132 @@ def _skipped_and_failed(df: pd.DataFrame) -> list[str]:
             EARLY_STOP: "early stop: already recovered at two grid points",
         }
         counts["reason"] = counts["reason"].map(lambda v: explain.get(v, v))
-        lines += [
-            "## Skipped rows",
-            "",
-            "Rows of the grid that were not trained (extra fraction from which they start).",
-            "",
-            counts.to_markdown(index=False),
-            "",
-        ]
+        sections.append(
+            Section(
+                "Skipped rows",
+                paragraphs=[
+                    "Rows of the grid that were not trained (extra fraction from which they start)."
+                ],
+                tables=[Table(counts)],
+            )
+        )
     failed = df[df["status"] == "failed"]
     if not failed.empty:
+        reasons = failed_reasons(df)
         cols = [
-            c for c in ("cell_id", "dataset", "attack_label", "rate", "defense", "seed", "error")
+            c
+            for c in ("cell_id", "dataset_label", "model_label", "attack_label", "rate",
+                      "defense_label", "seed", "extra_fraction", "error")
+            if c in failed
+        ]  # fmt: skip
+        sections.append(
+            Section(
+                "Failed cells",
+                paragraphs=[
+                    f"{failed['cell_id'].nunique()} cell(s) failed ({len(failed)} row(s)); a "
+                    "rerun of the same command retries them. The distinct reasons:"
+                ],
+                tables=[
+                    Table(reasons),
+                    Table(failed[cols].head(50), title="The first failed rows"),
+                ],
+            )
+        )
+    return sections
+
+
+def failed_reasons(df: pd.DataFrame) -> pd.DataFrame:
+    """The distinct reasons rows failed, with the count of cells and rows for each."""
+    failed = df[df["status"] == "failed"]
+    if failed.empty:
+        return pd.DataFrame(columns=["reason", "cells", "rows"])
+    errors = failed["error"].fillna("(no error recorded)").astype(str).str.slice(0, 300)
+    frame = failed.assign(reason=errors)
+    out = (
+        frame.groupby("reason")
+        .agg(cells=("cell_id", "nunique"), rows=("cell_id", "size"))
+        .reset_index()
+        .sort_values(["cells", "reason"], ascending=[False, True])
+    )
+    return out.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def render_markdown(report: Report) -> str:
+    """The report's markdown, through the template ``bench/templates/report.md.j2``."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("bench", "templates"),
+        autoescape=False,  # markdown, not HTML
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    text = env.get_template("report.md.j2").render(report=report)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.rstrip() + "\n"
+
+
+def load_report_inputs(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """A run directory's results table, ``run.json`` and ``config.yaml`` (PoisonBenchError
+    naming the file when one is unusable)."""
+    run_dir = Path(run_dir)
+    return read_table(run_dir), read_run_meta(run_dir), read_run_config(run_dir)
+
+
+def render_report(run_dir: str | Path, plots: Sequence[Plot] | None = None) -> str:
+    """The report's markdown for ``run_dir``. ``plots`` are linked in the plots section (by
+    default, the PNG files an earlier :func:`write_report` drew there)."""
+    run_dir = Path(run_dir)
+    df, meta, config = load_report_inputs(run_dir)
+    if plots is None:
+        plots = [
+            Plot(p.stem.replace("-", " "), p.name, "file") for p in sorted(run_dir.glob("*.png"))
         ]
-        lines += ["## Failed cells", "", failed[cols].to_markdown(index=False), ""]
-    return lines
-
-
-def _plot_settings(run_dir: Path, df: pd.DataFrame) -> tuple[str, float]:
-    settings = _settings(_load_meta(run_dir), _load_config(run_dir))
-    metric = settings["metric"] if settings["metric"] in ("accuracy", "macro_f1") else "accuracy"
-    return metric, float(settings["tolerance"])
+    return render_markdown(build_report(df, meta, config, plots, name=run_dir.name))
 
 
 def write_report(run_dir: str | Path) -> Path:
     """Draw the plots and write ``report.md`` in ``run_dir``; returns the report's path."""
+    from bench.plots import write_plots
+
     run_dir = Path(run_dir)
-    df = label_models(read_table(run_dir))
-    metric, tolerance = _plot_settings(run_dir, df)
+    df, meta, config = load_report_inputs(run_dir)
+    settings = report_settings(meta, config)
+    metric = settings["metric"] if settings["metric"] in ("accuracy", "macro_f1") else "accuracy"
     plots: list[Plot] = []
-    if not df.empty and "extra_fraction" in df:
+    if not df.empty and "extra_fraction" in df and (df["status"] == "ok").any():
         curves = recovery_curves(df, metric)
-        plots = write_plots(df, run_dir, curves, metric=metric, tolerance=tolerance)
+        plots = write_plots(
+            df, run_dir, curves, metric=metric, tolerance=float(settings["tolerance"])
+        )
+    report = build_report(df, meta, config, plots, name=run_dir.name)
     path = run_dir / "report.md"
-    atomic_write_text(path, render_report(run_dir, plots))
+    atomic_write_text(path, render_markdown(report))
     return path
 
 
 __all__ = [
     "RULE_OF_THUMB",
+    "Plot",
+    "Report",
+    "Section",
+    "Table",
     "accuracy_table",
+    "build_report",
     "defense_value_table",
+    "failed_reasons",
     "filter_table",
     "mean_std",
     "recovery_table",
+    "render_markdown",
     "render_report",
     "rule_of_thumb_table",
     "theory_table",

@@ -3,12 +3,16 @@
 Layout of a run directory::
 
     RUN_DIR/config.yaml        the config as given
-    RUN_DIR/cells/<id>.json    one record per cell (identity hash of its canonical spec)
+    RUN_DIR/cells/<id>.json    one record per cell (identity hash of its canonical spec), with
+                               one row per extra-clean fraction computed so far
     RUN_DIR/results.parquet    the long-format table (also results.csv)
     RUN_DIR/run.json           run metadata: versions, counts, wall time
     RUN_DIR/report.md          the report
 
-Records are JSON (never pickle), each with a checksum of its content. A record that cannot be
+The stored and skipped unit is (cell, extra-clean fraction): a record holds the rows of the
+fractions computed so far, and a run with a longer grid computes only the new fractions and
+rewrites the record with them added. Records are JSON (never pickle), each with a checksum of
+its content. A record that cannot be
 read, has another schema version or identity than its file name says, or whose content no
 longer matches its checksum (edited by hand) is reported and its cell recomputed; never trusted.
 
@@ -25,32 +29,23 @@ import os
 import re
 import socket
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from bench.grid import canonical_json, stable_hash
-from bench.runner import SCHEMA_VERSION
-from bench.types import PoisonBenchError
-
-#: the columns that identify a row by configuration (not code version); the table's sort order
-ROW_KEY = (
-    "dataset",
-    "model",
-    "attack",
-    "attack_params",
-    "rate",
-    "defense",
-    "defense_params",
-    "seed",
-    "extra_fraction",
+from bench.schema import (
+    NESTED_COLUMNS,
+    ROW_KEYS,
+    SCHEMA_VERSION,
+    assign_labels,
+    coerce_table,
+    jsonable,
+    stable_hash,
 )
-
-#: columns holding nested values (lists, dicts): JSON text in the tables
-NESTED_COLUMNS = ("per_class", "confusion", "pred_distribution", "removed_per_class")
+from bench.types import PoisonBenchError
 
 #: a cell id: 16 hex digits (so a record can never name a path outside ``cells/``)
 CELL_ID = re.compile(r"[0-9a-f]{16}")
@@ -63,33 +58,38 @@ class RunLockedError(PoisonBenchError):
     """Another process holds the run directory's lock."""
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN; None reads back as NaN in the table
-    return value
+#: the names of half-written files: ``.<name>.<random>.tmp`` beside the file they become
+TEMP_GLOB = ".*.tmp"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Create ``path`` through ``write(temporary path)`` and an atomic rename, so that readers
+    see the old file or the new one, never half of one. Every file a run writes goes through
+    here, so one pattern (:data:`TEMP_GLOB`) finds what a killed run left behind."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
+        write(Path(tmp))
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` as parquet to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Store:
         cell_id = record["cell_id"]
         if not isinstance(cell_id, str) or not CELL_ID.fullmatch(cell_id):
             raise ValueError(f"not a cell id: {cell_id!r}")
-        record = _jsonable({k: v for k, v in record.items() if k != "checksum"})
+        record = jsonable({k: v for k, v in record.items() if k != "checksum"})
         record["checksum"] = record_checksum(record)
         atomic_write_text(self.path(cell_id), json.dumps(record, allow_nan=False))
 
@@ -140,21 +140,48 @@ class Store:
     def remove_temporaries(self) -> int:
         """Delete half-written files left by a killed run; return how many (call under lock)."""
         count = 0
-        for pattern in (".*.tmp", "cells/.*.tmp"):
+        for pattern in (TEMP_GLOB, f"cells/{TEMP_GLOB}"):
             for tmp in self.root.glob(pattern):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
                     count += 1
         return count
 
-    def finished(self, cell_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Valid records among ``cell_ids`` whose cell ran (failed cells are retried)."""
-        out = {}
-        for cell_id in cell_ids:
-            record = self.read(cell_id)
-            if record is not None and record["status"] == "ok":
-                out[cell_id] = record
-        return out
+    def done_fractions(self, cell_id: str) -> set[float]:
+        """The extra-clean fractions a cell has finished rows for (``ok`` or ``skipped``;
+        failed rows are retried), from its valid record (none when there is no record)."""
+        record = self.read(cell_id)
+        if record is None:
+            return set()
+        return {
+            float(r["extra_fraction"])
+            for r in record["rows"]
+            if r.get("status") in ("ok", "skipped") and r.get("extra_fraction") is not None
+        }
+
+    def merge(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write ``record`` with the finished rows of the cell's stored record (fractions the
+        new record does not have) kept beside its own; returns what was written."""
+        old = self.read(record["cell_id"])
+        rows = list(record["rows"])
+        if old is not None:
+            new_fractions = {float(r["extra_fraction"]) for r in rows}
+            rows += [
+                r
+                for r in old["rows"]
+                if r.get("status") in ("ok", "skipped")
+                and float(r["extra_fraction"]) not in new_fractions
+            ]
+        rows.sort(key=lambda r: float(r["extra_fraction"]))
+        failed = any(r.get("status") == "failed" for r in rows)
+        merged = {
+            **record,
+            "rows": rows,
+            "status": "failed" if failed else "ok",
+            "seconds": record.get("seconds", 0.0) + (old or {}).get("seconds", 0.0),
+        }
+        self.write(merged)
+        return merged
 
     def records(self, cell_ids: list[str] | None = None) -> list[dict[str, Any]]:
         if cell_ids is None:
@@ -164,10 +191,8 @@ class Store:
 
 def record_checksum(record: dict[str, Any]) -> str:
     """SHA-256 (hex) of a record's canonical JSON, without its ``checksum`` field."""
-    import hashlib
-
     body = {k: v for k, v in record.items() if k != "checksum"}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    return stable_hash(body, length=64)
 
 
 def validate_record(record: Any, cell_id: str) -> str | None:
@@ -194,9 +219,12 @@ def validate_record(record: Any, cell_id: str) -> str | None:
     if record["status"] not in ("ok", "failed"):
         return f"status {record['status']!r} is not ok or failed"
     if not record["rows"] or not all(
-        isinstance(r, dict) and r.get("cell_id") == cell_id for r in record["rows"]
+        isinstance(r, dict)
+        and r.get("cell_id") == cell_id
+        and isinstance(r.get("extra_fraction"), int | float)
+        for r in record["rows"]
     ):
-        return "rows missing or belong to another cell"
+        return "rows missing, without an extra fraction, or belonging to another cell"
     checksum = record.get("checksum")
     if not isinstance(checksum, str):
         return "no checksum (not written by poisonbench?)"
@@ -263,10 +291,23 @@ class RunLock:
         self.release()
 
 
-def records_to_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+def records_to_table(
+    records: list[dict[str, Any]], fractions: Iterable[float] | None = None
+) -> pd.DataFrame:
     """The long-format results table: one row per cell and extra-clean fraction, sorted by
-    identity so that the table does not depend on the order cells finished in."""
-    rows = [row for record in records for row in record["rows"]]
+    identity so that the table does not depend on the order cells finished in.
+
+    fractions: keep only rows of these fractions (a run's grid; a record may hold more from an
+    earlier, longer grid). Labels are made unique per id (``schema.assign_labels``) and the
+    columns get the schema's dtypes.
+    """
+    wanted = None if fractions is None else {float(f) for f in fractions}
+    rows = [
+        row
+        for record in records
+        for row in record["rows"]
+        if wanted is None or float(row["extra_fraction"]) in wanted
+    ]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -277,16 +318,14 @@ def records_to_table(records: list[dict[str, Any]]) -> pd.DataFrame:
                     None if v is None or (isinstance(v, float) and math.isnan(v)) else json.dumps(v)
                 )
             )
-    df = df.sort_values(list(ROW_KEY), kind="stable").reset_index(drop=True)
+    df = coerce_table(assign_labels(df))
+    df = df.sort_values(list(ROW_KEYS), kind="stable").reset_index(drop=True)
     return df
 
 
 def write_table(df: pd.DataFrame, root: Path) -> None:
     """Write ``results.parquet`` and ``results.csv`` atomically."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / ".results.parquet.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, root / "results.parquet")
+    write_parquet(df, root / "results.parquet")
     atomic_write_text(root / "results.csv", df.to_csv(index=False))
 
 
@@ -300,13 +339,60 @@ def read_table(path: str | Path) -> pd.DataFrame:
                 break
         else:
             raise PoisonBenchError(f"{path} holds no results.parquet or results.csv")
+    if path.suffix not in (".parquet", ".csv"):
+        raise PoisonBenchError(f"{path}: expected a run directory, .parquet or .csv")
     try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        if path.suffix == ".csv":
-            return pd.read_csv(path)
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except Exception as exc:  # pyarrow and pandas raise many kinds; all mean "unusable"
         raise PoisonBenchError(
             f"cannot read results table {path}: {type(exc).__name__}: {exc}"
         ) from None
-    raise PoisonBenchError(f"{path}: expected a run directory, .parquet or .csv")
+    return coerce_table(table)
+
+
+RUN_META = "run.json"
+RUN_CONFIG = "config.yaml"
+
+
+def _meta_dir(path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
+def write_run_meta(root: Path, meta: dict[str, Any]) -> None:
+    """Write ``run.json`` (run metadata: summary, versions, datasets, recovery settings)."""
+    atomic_write_text(Path(root) / RUN_META, json.dumps(jsonable(meta), indent=2))
+
+
+def read_run_meta(path: str | Path) -> dict[str, Any]:
+    """``run.json`` beside a results table (``path``: run directory or table file); {} when
+    there is none. Raises PoisonBenchError naming the file when it is not a JSON object."""
+    file = _meta_dir(path) / RUN_META
+    if not file.exists():
+        return {}
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise PoisonBenchError(f"cannot read {file}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise PoisonBenchError(f"{file}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.yaml`` a run saved (``path``: run directory or table file); {} when there
+    is none. Raises PoisonBenchError naming the file when it is not a YAML mapping."""
+    import yaml
+
+    file = _meta_dir(path) / RUN_CONFIG
+    if not file.exists():
+        return {}
+    try:
+        config = yaml.safe_load(file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+        raise PoisonBenchError(f"cannot read {file}: {type(exc).__name__}") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise PoisonBenchError(f"{file}: expected a YAML mapping, got {type(config).__name__}")
+    return config

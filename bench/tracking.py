@@ -2,9 +2,10 @@
 
 One parent run per grid invocation (named after the config) and one nested run per cell:
 
-- params: ``dataset``, ``split``, ``model``, ``model_params``, ``attack``, ``attack_label``,
-  ``attack_params`` (and each attack parameter as ``attack.<name>``), ``rate``, ``defense``,
-  ``defense_params``, ``seed``, ``cell_id``, ``fractions``;
+- params: ``dataset``, ``split``, ``model``, ``model_id``, ``attack``, ``attack_label``,
+  ``attack_id`` (and each attack parameter as ``attack.<name>``), ``rate``, ``defense``,
+  ``defense_label``, ``defense_id``, ``seed``, ``cell_id``; run names are the unique display
+  labels (``digits/logreg/label_flip(1→7)@0.3/iforest/seed=2``);
 - metrics per extra-clean fraction ``f`` as a history with ``step = round(1000 × f)``
   (``accuracy``, ``macro_f1``, ``log_loss``, ``source_accuracy``, ``attack_success_rate``), the
   same at ``f = 0`` under ``<metric>_f0`` (what the MLflow run table compares), and per cell
@@ -89,19 +90,21 @@ def cell_params(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, str]:
         "dataset": row["dataset"],
         "split": json.dumps(spec["dataset"]["split"], sort_keys=True),
         "model": row["model"],
-        "model_params": row["model_params"],
+        "model_id": row["model_id"],
         "attack": row["attack"],
         "attack_label": row["attack_label"],
-        "attack_params": row["attack_params"],
+        "attack_id": row["attack_id"],
         "rate": repr(float(row["rate"])),
         "defense": row["defense"],
-        "defense_params": row["defense_params"],
+        "defense_label": row["defense_label"],
+        "defense_id": row["defense_id"],
         "seed": str(int(row["seed"])),
-        "fractions": json.dumps(spec["fractions"]),
     }
     for key, value in spec["attack"]["params"].items():
         params[f"attack.{key}"] = json.dumps(value)
-    return {k: str(v) for k, v in params.items()}
+    # MLflow caps a param value at 6,000 characters; ids of long pipelines are cut, not lost:
+    # the full spec is in record.json.
+    return {k: str(v)[:6000] for k, v in params.items()}
 
 
 def cell_metrics(rows: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
@@ -169,7 +172,7 @@ def refit_model(spec: dict[str, Any], data_dir: str | None = None) -> tuple[Any,
 
     cell = Cell(spec)
     prepared = prepare_cell(cell, data_dir)
-    estimator = fit_model(cell, prepared, spec["fractions"][0], prepared.train)
+    estimator = fit_model(cell, prepared, prepared.train)
     return estimator, prepared.X_test, prepared.y_test
 
 
@@ -197,6 +200,7 @@ class MlflowTracker:
         self.experiment_name: str | None = None
         self.parent_id: str | None = None
         self.logged: dict[str, str] = {}  # cell id -> MLflow run id
+        self.labels: dict[str, dict[str, str]] = {}  # kind -> id -> unique display label
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -212,7 +216,11 @@ class MlflowTracker:
         return the parent run's id."""
         from mlflow.exceptions import MlflowException
 
+        from bench.grid import expand
+        from bench.runner import display_labels
+
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.labels = display_labels(expand(config).cells, self.data_dir)
         name = self.experiment_name = self.experiment or config.name
         try:
             found = self.client.get_experiment_by_name(name)
@@ -340,7 +348,9 @@ class MlflowTracker:
         from mlflow.entities import Metric, RunTag
 
         from bench.grid import Cell
-        from bench.store import Store, _jsonable
+        from bench.runner import run_name
+        from bench.schema import jsonable
+        from bench.store import Store
 
         assert self.parent_id is not None, "start() first"
         spec = record["spec"]
@@ -349,7 +359,7 @@ class MlflowTracker:
         status = record["status"]
         run = self.client.create_run(
             self.experiment_id,
-            run_name=cell.describe(),
+            run_name=run_name(cell, self.labels) if self.labels else cell.describe(),
             tags={
                 "mlflow.parentRunId": self.parent_id,
                 "poisonbench.kind": "cell",
@@ -366,18 +376,21 @@ class MlflowTracker:
             tags.append(RunTag("poisonbench.error", str(record["error"])[-4000:]))
         self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
         stored = Store(self.out_dir).path(record["cell_id"])
-        text = stored.read_text() if stored.exists() else json.dumps(_jsonable(record))
+        text = stored.read_text() if stored.exists() else json.dumps(jsonable(record))
         self.client.log_text(run_id, text, "record.json")
         first = next((r for r in rows if r.get("status") == "ok"), None)
         if first is not None and first.get("confusion") is not None:
             from bench.datasets import load_dataset
 
-            names = list(load_dataset(spec["dataset"]["name"], self.data_dir).info.class_names)
+            key = spec["dataset"]
+            names = list(
+                load_dataset(key["name"], self.data_dir, key.get("params")).info.class_names
+            )
+            title = run_name(cell, self.labels) if self.labels else cell.describe()
             image = confusion_image(
                 first["confusion"],
                 names,
-                f"{cell.describe()}   f = {first['extra_fraction']:g}, "
-                f"accuracy {first['accuracy']:.3f}",
+                f"{title}   f = {first['extra_fraction']:g}, accuracy {first['accuracy']:.3f}",
             )
             self.client.log_image(run_id, image, artifact_file="confusion_matrix.png")
         if self.log_models and status == "ok":

@@ -363,6 +363,13 @@ class Plugin:
     def params(self) -> dict[str, Any]:
         return params_dict(self)
 
+    def label(self) -> str:
+        """A short readable name for tables (the registry name unless a plug-in says more).
+
+        Need not be unique: where two configurations share a label, the results table adds
+        the parameters that differ (``bench.schema.assign_labels``)."""
+        return self.name
+
     def bind(self, info: DatasetInfo, path: str = "") -> Any:
         """This plug-in checked against a dataset (class indices, image inputs), names resolved.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -12,10 +13,14 @@ DEFENSES: Registry[Defense] = Registry("defense")
 
 
 class Defense(Plugin):
-    """Base of all defense steps: ``apply`` maps a training set to the one the model sees."""
+    """Base of all defense steps: ``apply`` maps a training set to the one the model sees.
 
-    def label(self) -> str:
-        return self.name
+    ``reference``: the step is a measuring stick, not a defense one can deploy (the oracle
+    filter knows the poison mask; the random filter knows nothing). Reports show such
+    defenses as ceiling and floor and never name them "best defense".
+    """
+
+    reference: ClassVar[bool] = False
 
     def apply(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -14,6 +15,8 @@ from defenses.base import DEFENSES, Filter
 @dataclass(frozen=True)
 class OracleFilter(Filter):
     """Removes exactly the poisoned rows: the best any filter can do."""
+
+    reference: ClassVar[bool] = True
 
     def score(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
@@ -28,6 +31,8 @@ class RandomFilter(Filter):
 
     contamination: fraction of the rows removed, in [0, 1].
     """
+
+    reference: ClassVar[bool] = True
 
     contamination: float = 0.1
 

@@ -68,7 +68,11 @@ def base_table(base_run) -> pd.DataFrame:
 
 
 def _group(df: pd.DataFrame, attack_label: str, rate: float, defense: str) -> pd.Series:
-    return (df["attack_label"] == attack_label) & (df["rate"] == rate) & (df["defense"] == defense)
+    return (
+        (df["attack_label"] == attack_label)
+        & (df["rate"] == rate)
+        & (df["defense_label"] == defense)
+    )
 
 
 def _json(capsys_or_path) -> dict:
@@ -111,7 +115,7 @@ def test_weakened_model_exits_1_and_names_the_cells(tmp_path_factory, base_run, 
     assert "regression" in text.splitlines()[0]
     data = _json(summary)
     flagged = {
-        (r["attack_label"], r["rate"], r["defense"], r["metric"]) for r in data["regressions"]
+        (r["attack_label"], r["rate"], r["defense_label"], r["metric"]) for r in data["regressions"]
     }
     # the poisoned, undefended cells lose accuracy and the targeted flip succeeds more often
     assert ("label_flip(random)", 0.3, "none", "accuracy") in flagged
@@ -165,7 +169,7 @@ def test_injected_accuracy_drop_is_flagged_only_where_injected(base_table):
     reg = result.regressions
     assert len(reg) == 1
     row = reg.iloc[0]
-    assert (row["attack_label"], row["rate"], row["defense"]) == (
+    assert (row["attack_label"], row["rate"], row["defense_label"]) == (
         "label_flip(random)",
         0.3,
         "oracle_filter",
@@ -190,7 +194,7 @@ def test_direction_of_each_metric(base_table, metric, defense, delta, expected):
     key = ("label_flip(1→2)", 0.3, defense)
     new.loc[_group(new, *key), metric] += delta
     result = compare_tables(base_table, new, Settings(metrics=(metric,)))
-    indexed = result.checks.set_index(["attack_label", "rate", "defense"])
+    indexed = result.checks.set_index(["attack_label", "rate", "defense_label"])
     assert indexed.loc[key, "verdict"] == expected
     assert (indexed.drop(index=key)["verdict"] == "ok").all()
     assert result.exit_code == (1 if expected == "regression" else 0)
@@ -202,7 +206,7 @@ def test_extra_clean_data_needed_going_up_is_a_regression(base_table):
     where = _group(new, "label_flip(random)", 0.3, "oracle_filter")
     new.loc[where, "accuracy"] -= 0.3
     result = compare_tables(base_table, new, Settings(metrics=("f_needed",), n_boot=100))
-    row = result.checks.set_index(["attack_label", "rate", "defense"]).loc[
+    row = result.checks.set_index(["attack_label", "rate", "defense_label"]).loc[
         ("label_flip(random)", 0.3, "oracle_filter")
     ]
     assert row["new_mean"] > row["base_mean"]
@@ -288,7 +292,7 @@ def test_missing_columns(tmp_path, base_table, base_run, capsys):
 def test_no_common_cells(tmp_path, base_table, base_run, capsys):
     path = tmp_path / "other.parquet"
     other = base_table.copy()
-    other["dataset"] = "wine"
+    other["dataset_id"] = other["dataset_id"].str.replace("iris", "wine")
     other.to_parquet(path)
     assert "no common cells" in _exit2(capsys, base_run, str(path))
 
@@ -303,3 +307,78 @@ def test_copy_of_a_run_dir_compares_equal(tmp_path, base_run):
     copy = tmp_path / "copy"
     shutil.copytree(base_run, copy)
     assert compare(base_run, copy).exit_code == 0
+
+
+# --- no holes: NaN and missing metrics, paired seeds ------------------------------------------------
+
+
+def test_a_metric_that_became_nan_everywhere_is_a_regression(base_table, tmp_path, capsys):
+    new = base_table.copy()
+    new["accuracy"] = np.nan
+    result = compare_tables(base_table, new, Settings(metrics=("accuracy",)))
+    assert result.exit_code == 1
+    judged = base_table[base_table["extra_fraction"] == 0].groupby(
+        ["attack_id", "rate", "defense_id"]
+    )
+    assert len(result.regressions) == judged.ngroups  # every configuration, none dropped
+    assert result.regressions["reason"].str.contains("NaN in NEW for every seed").all()
+    # through the CLI: exit 1, and the diff says how many checks ran
+    path = tmp_path / "nan.parquet"
+    new.to_parquet(path)
+    base_path = tmp_path / "base.parquet"
+    base_table.to_parquet(base_path)
+    assert main(["compare", str(base_path), str(path), "--metrics", "accuracy"]) == 1
+    out = capsys.readouterr().out
+    assert f"**{len(result.checks)} checks ran**" in out
+
+
+def test_one_seed_turning_nan_is_a_regression(base_table):
+    new = base_table.copy()
+    where = _group(new, "label_flip(random)", 0.3, "none") & (new["seed"] == 1)
+    new.loc[where, "accuracy"] = np.nan
+    result = compare_tables(base_table, new, Settings(metrics=("accuracy",)))
+    assert result.exit_code == 1
+    (row,) = result.regressions.to_dict("records")
+    assert row["attack_label"] == "label_flip(random)" and "seed(s) 1" in row["reason"]
+
+
+def test_a_metric_column_missing_from_new_is_unusable_input(base_table, tmp_path, capsys):
+    path = tmp_path / "no-accuracy.parquet"
+    base_table.drop(columns=["accuracy"]).to_parquet(path)
+    base_path = tmp_path / "base.parquet"
+    base_table.to_parquet(base_path)
+    err = _exit2(capsys, str(base_path), str(path))
+    assert "lacks the metric column accuracy" in err
+
+
+def test_skipped_checks_are_counted_with_their_reason(base_table):
+    result = compare_tables(
+        base_table, base_table.copy(), Settings(metrics=("attack_success_rate",))
+    )
+    # the attack success rate exists only for the targeted flip: the others are skipped, said
+    assert len(result.checks) > 0 and len(result.skipped) > 0
+    assert set(result.skipped["reason"]) == {"not defined in BASE"}
+    counts = result.to_json()["counts"]
+    assert counts["checks"] == len(result.checks) and counts["skipped"] == len(result.skipped)
+    assert f"{len(result.skipped)} skipped" in result.to_markdown()
+
+
+def test_same_seeds_are_compared_paired(base_table):
+    # a constant shift on every seed: paired SE is 0, so only the floor decides
+    new = base_table.copy()
+    where = _group(new, "label_flip(random)", 0.3, "none") & (new["extra_fraction"] == 0)
+    new.loc[where, "accuracy"] -= 0.03
+    paired = compare_tables(base_table, new, Settings(metrics=("accuracy",), k=3))
+    row = paired.checks.set_index(["attack_label", "rate", "defense_label"]).loc[
+        ("label_flip(random)", 0.3, "none")
+    ]
+    assert bool(row["paired"]) and row["se"] == pytest.approx(0, abs=1e-12)
+    assert row["verdict"] == "regression"  # 0.03 > the 0.02 floor
+    # with other seeds the comparison cannot pair and the pooled SE absorbs the same shift
+    reseeded = new.copy()
+    reseeded["seed"] = reseeded["seed"] + 10
+    unpaired = compare_tables(base_table, reseeded, Settings(metrics=("accuracy",), k=3))
+    row = unpaired.checks.set_index(["attack_label", "rate", "defense_label"]).loc[
+        ("label_flip(random)", 0.3, "none")
+    ]
+    assert not bool(row["paired"]) and row["se"] > 0

@@ -16,7 +16,7 @@ from conftest import require
 from bench.cli import main
 from bench.config import parse_config
 from bench.executors import ExecutorError, execute, local_cluster
-from bench.grid import expand
+from bench.grid import expand, make_tasks
 from bench.orchestrate import run_config
 
 pytestmark = pytest.mark.dask
@@ -151,9 +151,9 @@ def test_dask_local_through_the_cli(local_table, tmp_path, capsys, monkeypatch):
 
 def test_missing_dask_is_a_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
-    cells = expand(parse_config(RAW))
+    tasks = make_tasks([(cell, [0.0]) for cell in expand(parse_config(RAW))])
     with pytest.raises(ExecutorError, match=r"pip install 'poisonbench\[dask\]'"):
-        execute(cells, executor="dask-local")
+        execute(tasks, executor="dask-local")
     config = tmp_path / "c.yaml"
     import yaml
 
@@ -195,7 +195,7 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
     ):
         list(
             execute(
-                expand(parse_config(RAW))[:1],
+                make_tasks([(expand(parse_config(RAW)).cells[0], [0.0])]),
                 executor="dask",
                 scheduler=f"tcp://127.0.0.1:{port}",
             )

@@ -207,7 +207,7 @@ def test_tiny_image_config_runs_end_to_end_with_a_filter(tmp_path, monkeypatch):
     # (clean, 50% 7→1) × (none, ocsvm) × 1 seed = 4 cells, × 2 fractions
     assert len(table) == 8
     assert set(table["status"]) == {"ok"}, table["error"].dropna().tolist()
-    assert set(table["defense"]) == {"none", "ocsvm(nystroem:100)"}
+    assert set(table["defense_label"]) == {"none", "ocsvm(nystroem:100)"}
     assert (table["n_fit"] > 0).all()
     poisoned = table[table["rate"] == 0.5]
     assert poisoned["attack_success_rate"].notna().all()

@@ -93,7 +93,8 @@ def test_one_nested_run_per_cell_with_the_tables_params(tracked):
         assert float(p["rate"]) == row["rate"]
         assert p["defense"] == row["defense"]
         assert int(p["seed"]) == row["seed"]
-        assert json.loads(p["attack_params"]) == json.loads(row["attack_params"])
+        assert p["attack_id"] == row["attack_id"] and p["defense_id"] == row["defense_id"]
+        assert p["defense_label"] == row["defense_label"]
         if row["attack"] == "label_flip":
             assert json.loads(p["attack.source"]) == 1
         assert run.info.status == "FINISHED"

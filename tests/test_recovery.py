@@ -15,11 +15,17 @@ from bench.recovery import (
     bootstrap_crossing,
     crossing_point,
     estimate_recovery,
-    label_models,
     label_noise_multiplier,
     recovery_curves,
     theory_extra_fraction,
     theory_extra_fraction_mixed,
+)
+from bench.schema import (
+    SYMMETRIC_LABEL_NOISE,
+    assign_labels,
+    dataset_id,
+    defense_id,
+    plugin_id,
 )
 
 GRID = [0.0, 0.1, 0.25, 0.5, 1.0, 2.0]
@@ -112,16 +118,25 @@ def _rows(attack, rate, defense, seeds, curve, *, label=None, n_train=200, skip=
     for s in seeds:
         for f in GRID:
             reason = skip(s, f) if skip else None
+            params = {"mode": "random"} if attack == "label_flip" else {}
             row = {
                 "cell_id": f"{attack}-{rate}-{defense}-{s}",
                 "dataset": "d",
+                "dataset_id": DATASET_ID,
+                "dataset_label": "d",
                 "model": "m",
-                "model_params": "{}",
+                "model_id": plugin_id("m", {}),
+                "model_label": "m",
                 "attack": attack,
+                "attack_id": plugin_id(attack, params),
                 "attack_label": label or attack,
-                "attack_params": json.dumps({"mode": "random"} if attack == "label_flip" else {}),
+                "theory": SYMMETRIC_LABEL_NOISE if params.get("mode") == "random" else None,
+                "n_classes": 3,
                 "rate": rate,
                 "defense": defense,
+                "defense_id": defense_id([{"name": defense, "params": {}}]),
+                "defense_label": defense,
+                "defense_reference": False,
                 "seed": s,
                 "extra_fraction": f,
                 "n_train": n_train,
@@ -140,6 +155,7 @@ def _rows(attack, rate, defense, seeds, curve, *, label=None, n_train=200, skip=
 
 
 SEEDS = [0, 1, 2, 3]
+DATASET_ID = dataset_id({"name": "d", "split": {"train": 0.5, "test": 0.25, "pool": "rest"}})
 
 
 def _clean(seeds=SEEDS):
@@ -250,7 +266,12 @@ def test_lower_is_better_metric_uses_the_clean_confusion_for_its_reference():
         SEEDS,
         lambda s, f: 0.9,
         label="label_flip(1→2)",
-        extra={"attack_params": json.dumps({"mode": "targeted", "source": 1, "target": 2})},
+        extra={
+            "attack_id": plugin_id("label_flip", {"mode": "targeted", "source": 1, "target": 2}),
+            "source_class": 1,
+            "target_class": 2,
+            "theory": None,
+        },
     )
     for r in targeted:
         r["attack_success_rate"] = asr[r["extra_fraction"]]
@@ -284,15 +305,16 @@ def test_bootstrap_is_deterministic_and_independent_of_other_groups():
     assert (rc["f_low"], rc["f_high"]) != (ra["f_low"], ra["f_high"])
 
 
-def test_models_with_two_parameter_sets_get_distinct_labels():
+def test_models_with_two_parameter_sets_are_two_configurations_with_distinct_labels():
     rows = _clean() + [
-        {**r, "model_params": json.dumps({"C": 0.1, "max_iter": 1000})} for r in _clean()
+        {**r, "model_id": plugin_id("m", {"C": 0.1, "max_iter": 1000})} for r in _clean()
     ]
     for r in rows[: len(rows) // 2]:
-        r["model_params"] = json.dumps({"C": 1.0, "max_iter": 1000})
-    labelled = label_models(pd.DataFrame(rows))
-    assert set(labelled["model"]) == {"m(C=1.0)", "m(C=0.1)"}
-    assert len(estimate_recovery(pd.DataFrame(rows), n_boot=0)) == 2
+        r["model_id"] = plugin_id("m", {"C": 1.0, "max_iter": 1000})
+    labelled = assign_labels(pd.DataFrame(rows))
+    assert set(labelled["model_label"]) == {"m(C=1)", "m(C=0.1)"}
+    rec = estimate_recovery(labelled, n_boot=0)
+    assert len(rec) == 2 and set(rec["model_label"]) == {"m(C=1)", "m(C=0.1)"}
 
 
 # --- theory --------------------------------------------------------------------------------------
@@ -349,8 +371,10 @@ def test_early_stop_uses_the_clean_cells_value_and_skips_after_two_recovered_poi
     from bench.runner import run_cell
 
     config = parse_config(yaml.safe_load(EARLY))
-    cells = expand(config)
-    assert all(c.spec["early_stop"] == {"metric": "accuracy", "tolerance": 0.05} for c in cells)
+    cells = expand(config).cells
+    grid = [0.0, 0.1, 0.25, 0.5]
+    expected = {"metric": "accuracy", "tolerance": 0.05, "fractions": grid}
+    assert all(c.spec["early_stop"] == expected for c in cells)
     records = {c.cell_id: run_cell(c) for c in cells}
     rows = pd.DataFrame([r for rec in records.values() for r in rec["rows"]])
     clean = rows[(rows["attack"] == "none") & (rows["defense"] == "none")]
@@ -372,7 +396,7 @@ def test_early_stop_uses_the_clean_cells_value_and_skips_after_two_recovered_poi
     # the clean cell recovers at once: two rows trained, the rest skipped
     assert list(clean["status"]) == ["ok", "ok", "skipped", "skipped"]
     # early stop is part of the identity: the same grid without it is other cells
-    plain = expand(parse_config(yaml.safe_load(EARLY.replace(", early_stop: true", ""))))
+    plain = expand(parse_config(yaml.safe_load(EARLY.replace(", early_stop: true", "")))).cells
     assert not {c.cell_id for c in plain} & set(records)
     # and deterministic
     timings = [c for c in rows.columns if c.startswith("t_")]

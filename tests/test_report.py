@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.recovery import estimate_recovery
 from bench.report import (
     fmt_recovery,
     recovery_table,
@@ -56,7 +57,7 @@ HEADERS = [
     "| attack | rate | flipped share η | measured | 1/(1−2η)² − 1 | K-class: 1/m² − 1 "
     "| K-class, clean extra rows | poison share after f_needed |",
     "| attack | rate | rule of thumb | measured | verdict |",
-    "| dataset | fingerprint | n_train | n_pool | n_test | pool (× n_train) |",
+    "| dataset | fingerprint | classes | n_train | n_pool | n_test | pool (× n_train) |",
     "| package | version |",
     "| dataset | reason | rows | from_fraction |",
 ]
@@ -94,7 +95,12 @@ def test_report_has_every_section_and_the_table_headers(run_dir):
     assert "The clean pool ran out" in text
     assert "†" in text
     # header numbers come from run.json
-    assert re.search(r"\d+ cells: \*\*\d+ run, \d+ cached, 0 failed\*\*; wall time", text)
+    assert re.search(
+        r"\d+ cells: \*\*\d+ run, \d+ cached, 0 failed\*\*; \d+ of \d+ fits computed, \d+ cached; "
+        r"wall time [\d.]+ s; the cells' compute [\d.]+ s on 1 worker\(s\): efficiency [\d.]+",
+        text,
+    )
+    assert "every mean, interval and comparison below is over 2 seed(s)" in text
 
 
 def test_plots_are_written_linked_and_non_empty_pngs(run_dir):
@@ -172,11 +178,161 @@ def test_rule_verdicts():
 
 
 def test_recovery_table_orders_defenses_with_baselines_last():
-    rec = pd.DataFrame(
-        [
-            {**_row(), "attack": "a", "attack_label": "a", "rate": 0.1, "defense": d}
-            for d in ("random_filter", "oracle_filter", "lof", "none", "iforest")
-        ]
+    from bench.schema import NO_DEFENSE_ID, defense_id, plugin_id
+
+    rows = []
+    for d in ("random_filter", "oracle_filter", "lof", "none", "iforest"):
+        rows.append(
+            {
+                **_row(),
+                "attack": "a",
+                "attack_id": plugin_id("a", {}),
+                "attack_label": "a",
+                "rate": 0.1,
+                "defense": d,
+                "defense_id": NO_DEFENSE_ID
+                if d == "none"
+                else defense_id([{"name": d, "params": {}}]),
+                "defense_label": d,
+                "defense_reference": d in ("oracle_filter", "random_filter"),
+            }
+        )
+    table = recovery_table(pd.DataFrame(rows))
+    assert list(table.columns) == [
+        "attack", "rate", "none", "iforest", "lof", "oracle_filter", "random_filter"
+    ]  # fmt: skip
+
+
+# --- the report as data: its numbers equal independent pandas computations -----------------------
+
+
+def _report(run_dir):
+    from bench.report import build_report, load_report_inputs
+
+    table, meta, config = load_report_inputs(run_dir)
+    return table, build_report(table, meta, config)
+
+
+def _cell(frame: pd.DataFrame, attack: str, rate: str, column: str) -> str:
+    row = frame[(frame["attack"] == attack) & (frame["rate"] == rate)]
+    assert len(row) == 1, (attack, rate)
+    return row.iloc[0][column]
+
+
+def test_accuracy_table_equals_a_pandas_groupby_of_the_results_table(run_dir):
+    table, report = _report(run_dir)
+    frame = report.section("Accuracy").subsections[0].tables[0].frame
+    ok = table[(table["status"] == "ok") & (table["extra_fraction"] == 0)]
+    stats = ok.groupby(["attack_label", "rate", "defense_label"])["accuracy"].agg(["mean", "std"])
+    assert len(stats) == sum((frame[c] != "–").sum() for c in frame.columns[2:])
+    for (attack, rate, defense), (mean, std) in stats.iterrows():
+        expected = f"{mean:.3f} ± {std:.3f}"
+        assert _cell(frame, attack, f"{rate:.0%}", defense) == expected
+
+
+def test_extra_clean_table_equals_estimate_recovery(run_dir):
+    table, report = _report(run_dir)
+    rec = estimate_recovery(table, "accuracy", 0.005, n_boot=1000)
+    frame = report.section("Extra clean data needed").subsections[0].tables[0].frame
+    attacked = rec[rec["attack"] != "none"]
+    assert len(attacked) == sum((frame[c] != "–").sum() for c in frame.columns[2:])
+    for _, r in attacked.iterrows():
+        assert _cell(frame, r["attack_label"], f"{r['rate']:.0%}", r["defense_label"]) == (
+            fmt_recovery(r)
+        )
+
+
+def test_filter_quality_cells_are_the_seed_means(run_dir):
+    table, report = _report(run_dir)
+    frame = report.section("Filter quality").subsections[0].tables[0].frame
+    ok = table[(table["status"] == "ok") & (table["extra_fraction"] == 0) & (table["rate"] > 0)]
+    iforest = ok[ok["defense"] == "iforest"]
+    for (attack, rate), g in iforest.groupby(["attack_label", "rate"]):
+        p, r, auc = (g[c].mean() for c in ("det_precision", "det_recall", "det_roc_auc"))
+        text = _cell(frame, attack, f"{rate:.0%}", "iforest")
+        assert text.startswith(
+            " / ".join("–" if math.isnan(v) else f"{v:.2f}" for v in (p, r, auc))
+        ), text
+        assert text.endswith(f"({g['clean_removed'].mean():.0f})")
+
+
+def _synthetic(gains: dict[str, list[float]]) -> pd.DataFrame:
+    """A table: clean reference, and 20 % random flips under `none` and each defense whose
+    per-seed accuracy gain over `none` is given."""
+    from bench.schema import NO_ATTACK_ID, NO_DEFENSE_ID, dataset_id, defense_id, plugin_id
+
+    ds = dataset_id({"name": "d", "split": {"train": 100, "test": 50, "pool": "rest"}})
+    attack = plugin_id("label_flip", {"mode": "random"})
+    rows = []
+    seeds = range(len(next(iter(gains.values()))))
+    for seed in seeds:
+        common = {
+            "dataset": "d", "dataset_id": ds, "dataset_label": "d", "model": "m",
+            "model_id": plugin_id("m", {}), "model_label": "m", "seed": seed, "status": "ok",
+            "extra_fraction": 0.0, "n_train": 100, "n_pool": 500, "n_eligible": 100,
+            "n_poisoned": 20, "poison_fraction": 0.2, "n_removed": 0, "clean_removed": 0,
+            "defense_reference": False,
+        }  # fmt: skip
+        base = 0.7 + 0.03 * ((seed * 7) % 5)
+        rows.append({**common, "cell_id": f"c{seed}", "attack": "none", "attack_id": NO_ATTACK_ID,
+                     "attack_label": "none", "rate": 0.0, "defense": "none",
+                     "defense_id": NO_DEFENSE_ID, "defense_label": "none", "accuracy": 0.95})  # fmt: skip
+        for name, gain in {"none": [0.0] * len(gains[next(iter(gains))]), **gains}.items():
+            rows.append({**common, "cell_id": f"{name}{seed}", "attack": "label_flip",
+                         "attack_id": attack, "attack_label": "label_flip(random)", "rate": 0.2,
+                         "defense": name,
+                         "defense_id": NO_DEFENSE_ID if name == "none"
+                         else defense_id([{"name": name, "params": {}}]),
+                         "defense_label": name, "accuracy": base + gain[seed]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_summary_names_the_defense_the_paired_numbers_resolve():
+    from bench.report import build_report
+
+    # "steady" gains 4 points on every seed; "wild" gains more on average but not reliably
+    table = _synthetic({"steady": [0.04, 0.041, 0.039, 0.04], "wild": [0.3, -0.2, 0.25, -0.1]})
+    bullets = " ".join(
+        build_report(table, {"recovery": {"bootstrap": 0}}).section("Summary").bullets
     )
-    table = recovery_table(rec)
-    assert list(table.columns) == ["none", "iforest", "lof", "oracle_filter", "random_filter"]
+    assert "best deployable defense (paired over seeds): steady at 20% (+4.0 points" in bullets
+    assert "over 4 paired seeds" in bullets
+
+
+def test_summary_names_no_winner_when_the_interval_includes_zero():
+    from bench.report import build_report
+
+    table = _synthetic({"wild": [0.3, -0.2, 0.25, -0.1]})
+    bullets = " ".join(
+        build_report(table, {"recovery": {"bootstrap": 0}}).section("Summary").bullets
+    )
+    assert "no deployable defense is distinguishable from none at 20% at 4 seeds" in bullets
+    assert "wild at 20% (+" not in bullets
+
+
+def test_failed_cells_are_a_section_with_distinct_reasons_and_counts(run_dir):
+    from bench.report import build_report, failed_reasons
+
+    table, _ = _report(run_dir)
+    broken = table.copy()
+    first = broken["cell_id"].drop_duplicates().iloc[:3]
+    for i, cell in enumerate(first):
+        rows = broken["cell_id"] == cell
+        broken.loc[rows, "status"] = "failed"
+        broken.loc[rows, "error"] = "ValueError: boom" if i < 2 else "OSError: disk"
+    reasons = failed_reasons(broken).set_index("reason")
+    assert reasons.loc["ValueError: boom", "cells"] == 2
+    assert reasons.loc["OSError: disk", "cells"] == 1
+    section = build_report(broken, {"recovery": {"bootstrap": 0}}).section("Failed cells")
+    assert "3 cell(s) failed" in section.paragraphs[0]
+
+
+def test_a_run_where_every_cell_failed_still_reports_why(run_dir):
+    from bench.report import build_report, render_markdown
+
+    table, _ = _report(run_dir)
+    table = table.assign(status="failed", error="PoisonBenchError: no model can do this")
+    text = render_markdown(build_report(table, {}, {}))
+    assert "## Failed cells" in text and "no model can do this" in text
+    assert "_No cell finished: there are no numbers to show._" in text
+    assert "![" not in text

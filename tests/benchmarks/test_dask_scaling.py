@@ -17,7 +17,7 @@ import pytest
 
 from bench.config import parse_config
 from bench.executors import local_cluster, run_dask
-from bench.grid import expand
+from bench.grid import Task, expand
 
 GRID = {
     "name": "scaling",
@@ -31,21 +31,27 @@ GRID = {
 }  # 4 poisonings × 2 defenses × 4 seeds = 32 cells, each a few hundred ms of BLAS-free CPU
 
 
+def _tasks(cells) -> list:
+    """One task per cell (the scaling of independent cells, not of stage sharing)."""
+    return [Task(((cell, tuple(GRID["recovery"]["fractions"])),)) for cell in cells]
+
+
 def _timed_run(workers: int, cells) -> tuple[float, float]:
     """Wall seconds for the grid, and its concurrency: cell-seconds per wall second (how many
     workers were busy on average; on a contended machine each cell simply takes longer)."""
     pytest.importorskip("distributed")
     with local_cluster(workers) as cluster:
-        list(run_dask(cells[:workers], scheduler=cluster.scheduler_address))  # warm-up
+        list(run_dask(_tasks(cells[:workers]), scheduler=cluster.scheduler_address))  # warm-up
         started = time.perf_counter()
-        records = list(run_dask(cells, scheduler=cluster.scheduler_address))
+        batches = list(run_dask(_tasks(cells), scheduler=cluster.scheduler_address))
         elapsed = time.perf_counter() - started
+    records = [r for batch in batches for r in batch]
     assert len(records) == len(cells) and all(r["status"] == "ok" for r in records)
     return elapsed, sum(r["seconds"] for r in records) / elapsed
 
 
 def test_dask_two_workers_vs_one(benchmark):
-    cells = expand(parse_config(GRID))
+    cells = expand(parse_config(GRID)).cells
     goal = float(os.environ.get("POISONBENCH_SCALING_GOAL", "1.7"))
     times: dict[int, list[float]] = {1: [], 2: []}
     busy: dict[int, list[float]] = {1: [], 2: []}

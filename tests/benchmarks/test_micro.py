@@ -65,7 +65,7 @@ def record() -> dict:
         }
     )
     (cell,) = [c for c in expand(config) if c.spec["rate"] > 0]
-    out = run_cell(cell)
+    out = run_cell(cell, [0, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2])
     assert out["status"] == "ok"
     return out
 
