@@ -295,4 +295,6 @@ class RobustLinear(ModelSpec):
 
 
 # Registers cnn, cnn-large and torch-mlp; torch itself is imported only when one is built.
+# Then sklearn and torch, the models by import path: nothing is imported until a config names one.
+import bench.model_import  # noqa: E402
 import bench.torch_models  # noqa: E402, F401

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from bench.config import Config
+from bench.datasets import dataset_label
 from bench.grid import expand, stage_rng
 from bench.store import RunLock, Store, atomic_write_text, records_to_table, write_table
 
@@ -62,8 +63,14 @@ class RunInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def check_datasets(config: Config) -> None:
+def _label_of(cell: Any) -> str:
+    """The dataset's display name, as in the table's ``dataset`` column."""
+    return dataset_label(cell.spec["dataset"]["name"], cell.spec["dataset"].get("params"))
+
+
+def check_datasets(config: Config) -> dict[str, list[str]]:
     """Load every dataset and draw its split once; raise DatasetError before any cell runs.
+    Returns each dataset's load notes (one-hot encoding, imputation), keyed by its label.
 
     Catches what would otherwise fail cell after cell: NaN/inf features, a class with too
     few rows for a stratified split, split sizes larger than the dataset, and a train set
@@ -72,6 +79,7 @@ def check_datasets(config: Config) -> None:
     from bench.datasets import DatasetError, load_dataset, split
     from bench.types import ParamError
 
+    notes: dict[str, list[str]] = {}
     for i, ds in enumerate(config.datasets):
         where = f"datasets[{i}] ({ds.name})"
         try:
@@ -95,6 +103,8 @@ def check_datasets(config: Config) -> None:
                 f"datasets[{i}].split.train: {len(parts.train)} rows hold {present} of the {k} "
                 f"classes of {ds.name}; a train set needs at least one row of every class"
             )
+        notes[dataset_label(ds.name, ds.params)] = list(dataset.notes)
+    return notes
 
 
 def run_config(
@@ -122,7 +132,7 @@ def run_config(
 
     started = time.perf_counter()
     out = Path(out_dir)
-    check_datasets(config)
+    notes = check_datasets(config)
     cells = expand(config)
     ids = [c.cell_id for c in cells]
     with RunLock(out):
@@ -140,6 +150,7 @@ def run_config(
             workers,
             on_warning,
             on_record,
+            notes,
         )
 
 
@@ -157,6 +168,7 @@ def _run_locked(
     workers: int | None,
     on_warning: Callable[[str], None] | None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    dataset_notes: dict[str, list[str]] | None = None,
 ) -> RunSummary:
     from bench.executors import execute
 
@@ -210,7 +222,8 @@ def _run_locked(
         "name": config.name,
         "summary": summary.as_dict(),
         "versions": package_versions(),
-        "datasets": {c.spec["dataset"]["name"]: c.spec["dataset"]["fingerprint"] for c in cells},
+        "datasets": {_label_of(c): c.spec["dataset"]["fingerprint"] for c in cells},
+        "dataset_notes": dataset_notes or {},
         "recovery": {
             "fractions": list(config.recovery.fractions),
             "metric": config.recovery.metric,

@@ -475,6 +475,7 @@ def _header(
     )
     lines.append("")
     datasets = meta.get("datasets", {})
+    notes = meta.get("dataset_notes", {})
     sizes = (
         df.groupby("dataset")[["n_train", "n_pool", "n_test"]].mean().round().astype("Int64")
         if {"n_train", "n_pool", "n_test"} <= set(df.columns)
@@ -483,6 +484,8 @@ def _header(
     ds_rows = []
     for name in sorted(set(datasets) | set(df["dataset"].unique())):
         row = {"dataset": name, "fingerprint": datasets.get(name, DASH)}
+        if any(notes.values()):  # what loading did to a file: one-hot encoding, imputation
+            row["loaded with"] = "; ".join(notes.get(name, [])) or DASH
         if name in sizes.index:
             s = sizes.loc[name]
             row.update(n_train=s["n_train"], n_pool=s["n_pool"], n_test=s["n_test"])

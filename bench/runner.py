@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from attacks import ATTACKS
-from bench.datasets import load_dataset, split
+from bench.datasets import dataset_label, load_dataset, split
 from bench.grid import Cell, stage_rng, stage_seed
 from bench.metrics import classification_metrics, detection_metrics
+from bench.model_import import check_weight_support
 from bench.models import MODELS, check_loss_support
 from bench.recovery import higher_is_better, recovered
-from bench.types import DatasetInfo, DefenseContext, Poisoned, TrainingSet
+from bench.types import DatasetInfo, DefenseContext, PoisonBenchError, Poisoned, TrainingSet
 from defenses import DEFENSES
 
 #: bump when the meaning of a record's fields changes; older records are recomputed
@@ -33,13 +34,22 @@ def _label(spec: dict[str, Any], registry: Any) -> str:
     return plugin.label() if hasattr(plugin, "label") else spec["name"]
 
 
+def _display_label(spec: dict[str, Any], registry: Any) -> str:
+    """The plug-in's label, or its name when its parameters do not build here (an import path
+    this process cannot import): the cell then fails in ``_run`` with a row that says why."""
+    try:
+        return _label(spec, registry)
+    except PoisonBenchError:
+        return spec["name"]
+
+
 def identity_columns(cell: Cell) -> dict[str, Any]:
     """The columns that say which cell a row belongs to (the same for all its rows)."""
     s = cell.spec
     return {
         "cell_id": cell.cell_id,
-        "dataset": s["dataset"]["name"],
-        "model": s["model"]["name"],
+        "dataset": dataset_label(s["dataset"]["name"], s["dataset"].get("params")),
+        "model": _display_label(s["model"], MODELS),
         "model_params": json.dumps(s["model"]["params"], sort_keys=True),
         "attack": s["attack"]["name"],
         "attack_label": _label(s["attack"], ATTACKS),
@@ -188,6 +198,8 @@ def prepare_cell(cell: Cell, data_dir: str | None = None) -> PreparedCell:
 
     model_spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
     check_loss_support(model_spec, train.loss)  # a robust-loss step needs a model that uses it
+    defense_label = "+".join(_label(step, DEFENSES) for step in s["defense"])
+    check_weight_support(model_spec, train, defense_label)  # soft targets need sample weights
     return PreparedCell(
         info=info, pool_used=pool_start, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
         pool_X=pool_X, pool_y=pool_y, attack=attack, poisoned=poisoned, train=train,
