@@ -147,7 +147,8 @@ def _select_features(frame: pd.DataFrame, src: Any, label: str) -> pd.DataFrame:
     unknown = [c for c in drop if c not in columns]
     if unknown:
         raise DatasetError(
-            f"{label}: drop: no column {_listing(unknown)} (columns: {_listing(columns)})"
+            f"{label}: drop: no column {_listing([repr(c) for c in unknown])} "
+            f"(columns: {_listing(columns)})"
         )
     return frame.drop(columns=drop)
 
@@ -431,6 +432,8 @@ def _read_table(
         pyarrow.ArrowException,
     ) as exc:
         reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        if isinstance(exc, UnicodeDecodeError):
+            reason += " (save the file as UTF-8)"
         raise DatasetError(
             f"{label}: path: cannot read {path} as {kind.upper()}"
             f"{f' ({compression})' if compression else ''}: {reason}"

@@ -452,7 +452,11 @@ class TorchImport(TorchModel):
         shape = info.image_shape or (info.n_features,)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            net = self.make_network(info)
+            try:
+                net = self.make_network(info)
+            except PoisonBenchError as exc:
+                raise ParamError(f"{prefix}network", str(exc)) from None
+            net.train(False)  # a trial batch of zeros: batch-norm statistics stay out of it
             try:
                 with torch.no_grad():
                     out = net(torch.zeros(2, *shape))
