@@ -140,7 +140,8 @@ def _select_features(frame: pd.DataFrame, src: Any, label: str) -> pd.DataFrame:
         unknown = [c for c in src.features if c not in columns]
         if unknown:
             raise DatasetError(
-                f"{label}: features: no column {_listing(unknown)} (columns: {_listing(columns)})"
+                f"{label}: features: no column {_listing([repr(c) for c in unknown])} "
+                f"(columns: {_listing(columns)})"
             )
         return frame[list(src.features)]
     drop = list(src.drop or ())

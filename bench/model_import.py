@@ -22,6 +22,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -74,11 +76,15 @@ def resolve_import(path: str, field: str) -> Any:
                 raise ParamError(field, f"{where!r} has no attribute {attr!r} (in {path!r})")
             obj = getattr(obj, attr)
         return obj
-    raise ParamError(
-        field,
-        f"cannot import {path!r}: {first_error} (is the package installed, or the module under "
-        "the current directory?)",
-    )
+    here = os.getcwd()
+    if any(os.path.abspath(entry or ".") == here for entry in sys.path):
+        hint = "is the package installed, or the module under the current directory?"
+    else:  # the `poisonbench` command: sys.path[0] is its bin folder, not the current directory
+        hint = (
+            "is the package installed? The current directory is not on sys.path here: run "
+            "`python -m bench.cli ...`, set PYTHONPATH=., or pip install your package"
+        )
+    raise ParamError(field, f"cannot import {path!r}: {first_error} ({hint})")
 
 
 def _short_value(value: Any) -> str:

@@ -372,7 +372,8 @@ class MlflowTracker:
         if first is not None and first.get("confusion") is not None:
             from bench.datasets import load_dataset
 
-            names = list(load_dataset(spec["dataset"]["name"], self.data_dir).info.class_names)
+            ds = spec["dataset"]
+            names = list(load_dataset(ds["name"], self.data_dir, ds.get("params")).info.class_names)
             image = confusion_image(
                 first["confusion"],
                 names,
