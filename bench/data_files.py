@@ -431,6 +431,7 @@ def _read_table(
         zlib.error,
         zipfile.BadZipFile,
         pyarrow.ArrowException,
+        ImportError,  # a codec's optional package (zstandard for .zst)
     ) as exc:
         reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
         if isinstance(exc, UnicodeDecodeError):
