@@ -23,12 +23,17 @@ class DatasetError(PoisonBenchError):
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Features ``X`` (float32; n×d, or n×c×h×w for images), labels ``y`` (int64, 0..k-1)."""
+    """Features ``X`` (float32; n×d, or n×c×h×w for images), labels ``y`` (int64, 0..k-1).
+
+    ``notes``: what loading did to the source beyond reading it (one-hot encoding, imputation,
+    ignored files), one short sentence each, for ``poisonbench list`` and the report.
+    """
 
     info: DatasetInfo
     X: np.ndarray
     y: np.ndarray
     fingerprint: str
+    notes: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -51,8 +56,14 @@ def make_dataset(
     y: np.ndarray,
     class_names: list[str] | tuple[str, ...],
     image_shape: tuple[int, ...] | None = None,
+    notes: tuple[str, ...] = (),
+    source_digest: str = "",
 ) -> Dataset:
-    """Check and wrap arrays: finite float32 features, int64 labels in 0..k-1."""
+    """Check and wrap arrays: finite float32 features, int64 labels in 0..k-1.
+
+    ``source_digest``: a hash of the source file(s), mixed into the fingerprint so that an
+    edited file is noticed even where the edit leaves the arrays alike (a dropped column).
+    """
     X = np.ascontiguousarray(X, dtype=np.float32)
     y = np.ascontiguousarray(y, dtype=np.int64)
     if len(X) != len(y):
@@ -69,7 +80,10 @@ def make_dataset(
         n_features=int(np.prod(X.shape[1:])),
         image_shape=image_shape,
     )
-    return Dataset(info=info, X=X, y=y, fingerprint=fingerprint(X, y))
+    digest = fingerprint(X, y)
+    if source_digest:
+        digest = hashlib.sha256(f"{digest}:{source_digest}".encode()).hexdigest()[:16]
+    return Dataset(info=info, X=X, y=y, fingerprint=digest, notes=tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,8 +105,25 @@ class DatasetSource(Plugin):
         """A short readable name for tables (the registry name for the built-ins)."""
         return self.name
 
+    def cache_token(self, data_dir: str | None = None) -> str:
+        """A cheap token that changes when the source changes (a file's path, size and mtime),
+        part of :func:`load_dataset`'s cache key so a long-lived process (a notebook, a Dask
+        worker) rereads an edited file; empty for sources that never change."""
+        return ""
+
 
 DATASETS: Registry[DatasetSource] = Registry("dataset")
+
+
+def dataset_label(name: str, params: Mapping[str, Any] | None = None) -> str:
+    """The short display name of a dataset entry (``table(data.csv)``; a built-in's name).
+
+    Falls back to ``name`` when the parameters do not build here (the load then says why).
+    """
+    try:
+        return DATASETS.get(name, "dataset").from_params(dict(params or {})).label()
+    except ParamError:
+        return name
 
 
 def _sklearn(name: str, fn_name: str, description: str) -> None:
@@ -274,11 +305,12 @@ def load_dataset(
     ``load_dataset.cache_clear()`` and ``load_dataset.cache_info()`` reach the cache.
     """
     key = json.dumps(dict(params or {}), sort_keys=True, separators=(",", ":"))
-    return _load_cached(name, key, data_dir)
+    token = DATASETS.get(name, "dataset").from_params(json.loads(key)).cache_token(data_dir)
+    return _load_cached(name, key, data_dir, token)
 
 
 @lru_cache(maxsize=4)
-def _load_cached(name: str, params_json: str, data_dir: str | None) -> Dataset:
+def _load_cached(name: str, params_json: str, data_dir: str | None, token: str = "") -> Dataset:
     source = DATASETS.get(name, "dataset").from_params(json.loads(params_json))
     return source.load(data_dir)
 
@@ -381,3 +413,7 @@ def split(
         )
     )
     return Split(train=train_rows, pool=pool_rows, test=test_rows)
+
+
+# Registers table, image_folder and openml; pandas, PIL and scikit-learn load inside ``load``.
+import bench.data_files  # noqa: E402, F401

@@ -29,6 +29,7 @@ from bench.datasets import load_dataset, split
 from bench.grid import Cell, stage_rng, stage_seed
 from bench.metrics import classification_metrics, detection_metrics
 from bench.models import MODELS, check_loss_support
+from bench.models.by_path import check_weight_support
 from bench.schema import (
     EARLY_STOP,
     POOL_EXHAUSTED,
@@ -344,6 +345,8 @@ def prepare_cell(
 
     model_spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
     check_loss_support(model_spec, state.train.loss)  # a robust-loss step needs a model for it
+    steps = [DEFENSES.get(st["name"]).from_params(st["params"]) for st in s["defense"]]
+    check_weight_support(model_spec, state.train, "+".join(st.label() for st in steps))
     return PreparedCell(
         info=info, pool_used=state.pool_start, X_train=X_train, y_train=y_train, X_test=X_test,
         y_test=y_test, pool_X=pool_X, pool_y=pool_y, attack=attack, poisoned=poisoned,

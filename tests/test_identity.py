@@ -233,7 +233,7 @@ def test_configurations_differing_in_one_parameter_never_share_a_group(kind, dat
 
 
 def test_every_registered_plugin_with_parameters_is_covered():
-    covered = {(c.values[0], c.id.split("-")[1]) for c in _cases()}
+    covered = {(c.values[0], c.values[3].name) for c in _cases()}
     for kind, registry in (("attack", ATTACKS), ("defense", DEFENSES), ("model", MODELS)):
         for name in registry:
             cls = registry.get(name)
