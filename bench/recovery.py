@@ -14,11 +14,15 @@ Definitions (all pure functions of the table; nothing here trains a model):
   linearly interpolated between the two grid points around the first crossing. ``inf`` (and
   ``censored``) when the curve never crosses within the measured grid, whose end ``f_max`` may be
   below the configured grid's end when the clean pool ran out.
-- **Interval** ``[f_low, f_high]``: the 2.5 % and 97.5 % percentiles of ``f_needed`` over
-  ``n_boot`` seed-bootstrap resamples. Seeds are resampled *jointly* for the reference and the
-  curve (a seed's clean model and poisoned curve share the split and test set), so the interval
-  reflects the paired design. A bound is ``inf`` when more than 2.5 % of the resamples never
-  cross.
+- **Interval** ``[f_low, f_high]``: with 3 or more seeds, the 95 % interval of
+  :func:`bench.stats.crossing_interval`: every ``f`` where a t-test on the per-seed margins
+  ``curve_s(f) − (reference_s − tolerance)`` (paired by seed: a seed's clean model and
+  poisoned curve share the split and test set) does not reject "the mean margin is 0", plus
+  "already recovered" and "not recovered within the grid" unless rejected. Its simulated
+  coverage is within Monte Carlo error of 95 % at 3, 5 and 10 seeds (the seed-bootstrap
+  percentile interval used before covered ~74 / 85 / 90 %). ``f_high`` is ``inf`` when the
+  data cannot rule out "not recovered within the grid". With 1–2 seeds the bounds are the
+  per-seed range of ``f_needed`` instead (:func:`bench.stats.interval_kind`).
 - **Defense value**: the undefended ``f_needed`` minus the defended one (positive: the defense
   saves clean data), also in rows (``× n_train``).
 
@@ -40,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from bench.grid import stage_rng
+from bench.stats import DEFAULT_METHOD, crossing_bounds
 
 #: metrics for which smaller is better (recovered when value ≤ reference + tolerance)
 LOWER_IS_BETTER = frozenset({"attack_success_rate", "log_loss"})
@@ -161,30 +166,20 @@ def bootstrap_crossing(
     n_boot: int,
     rng: np.random.Generator,
     level: float = 0.95,
+    method: str = DEFAULT_METHOD,
 ) -> tuple[float, float]:
-    """Percentile interval of the crossing point over seed-bootstrap resamples.
+    """Bounds ``(low, high)`` around the crossing point: :func:`bench.stats.crossing_bounds`.
 
     curves: S×F per-seed metric values; references: S per-seed clean values (paired by seed).
-    Each resample draws S seed indices with replacement and uses them for both, so the
-    reference and the curve move together. Returns ``(low, high)``; a bound is ``inf`` when
-    more than ``(1 − level)/2`` of the resamples never cross. ``(nan, nan)`` when ``n_boot`` is 0.
+    With 3+ seeds the ``method`` interval at ``level`` (default ``t-inversion``; ``percentile``
+    is the seed bootstrap this function was named for, drawing ``n_boot`` resamples from
+    ``rng``), with fewer the per-seed range. ``(nan, nan)`` when ``n_boot`` is 0 (no interval
+    asked for) or there are no seeds.
     """
     if n_boot <= 0 or len(references) == 0:
         return math.nan, math.nan
-    s = len(references)
-    idx = rng.integers(0, s, size=(n_boot, s))
-    means = curves[idx].mean(axis=1)
-    refs = references[idx].mean(axis=1)
-    targets = refs - tolerance if higher else refs + tolerance
-    f = _crossings(fractions, means, targets, higher)
-    # Censored resamples sort last: a quantile that lands on one is unknown beyond the grid.
-    finite_max = fractions[-1]
-    sentinel = np.where(np.isfinite(f), f, finite_max + 1e9)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(sentinel, [alpha, 1 - alpha], method="inverted_cdf")
-    return (
-        float(low) if low <= finite_max else math.inf,
-        float(high) if high <= finite_max else math.inf,
+    return crossing_bounds(
+        fractions, curves, references, tolerance, higher, level, method, n_boot, rng
     )
 
 
