@@ -100,8 +100,9 @@ def rbf_gamma(Z: np.ndarray, gamma: float | str) -> float:
     ``scale`` (scikit-learn's default for SVMs): ``1 / (n_features · Z.var())``, so the mean
     squared distance between two rows, ``2·n_features·Z.var()``, sits at ``gamma·d² ≈ 2``
     whatever the features' units (1.0 when ``Z`` is constant); ``auto``: ``1 / n_features``
-    (PyOD's default: right for standardized features only: on PCA scores of raw digits pixels
-    it gives kernel values ~1e-21 and a detector at chance); a positive number: itself.
+    (PyOD's default: right only when features have unit-order variance; on PCA scores of raw
+    digits pixels it gives kernel values ~1e-21 and a detector at chance); a positive number:
+    itself.
     """
     if gamma == "scale":
         var = float(np.var(Z))
