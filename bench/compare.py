@@ -19,9 +19,10 @@ A change counts only beyond ``tolerance = max(abs_floor, k × SE)``. When both s
 same seeds the comparison is **paired** (a seed fixes the split, the poison and the model
 initialization on both sides): SE is the standard error of the mean per-seed difference. Other
 seeds: the pooled two-sample standard error of the difference of the means. For ``f_needed``
-the SE comes from the two intervals (half-width / 1.96 each); when an interval is open (some
-resamples never recover) there is no SE, and the change counts only when it passes the floor
-and the two intervals do not overlap.
+the SE comes from the two t-intervals (half-width / the t quantile at the seed count); when an
+interval is open (the data cannot rule out "not recovered") or there are fewer than 3 seeds
+there is no SE, and the change counts only when it passes the floor and the two intervals do
+not overlap.
 
 **No holes**: a metric that is a number in BASE and NaN (or absent for that configuration) in
 NEW is a regression; a metric column missing from NEW's table entirely is unusable input
@@ -69,7 +70,6 @@ DEFAULT_FLOORS = {
 DEFAULT_K = 3.0
 #: the fraction at which per-seed metrics are judged (the curve is judged through f_needed)
 JUDGED_FRACTION = 0.0
-_Z95 = 1.959963984540054
 #: columns every compared table must have
 REQUIRED = (*ROW_KEYS, *[c for c in GROUP_LABELS if c != "rate"], "status")
 
@@ -434,11 +434,14 @@ def _seed_checks(
     return checks, skipped
 
 
-def _interval_se(low: float, high: float) -> float:
-    """A standard error from a 95% interval (inf when the interval is open)."""
-    if not (np.isfinite(low) and np.isfinite(high)):
+def _interval_se(low: float, high: float, n_seeds: int) -> float:
+    """A standard error from the 95 % t-interval of ``n_seeds`` seeds (half-width over the t
+    quantile; inf when the interval is open or there are too few seeds for one)."""
+    from bench.stats import MIN_SEEDS_FOR_INTERVAL, t_quantile
+
+    if not (np.isfinite(low) and np.isfinite(high)) or n_seeds < MIN_SEEDS_FOR_INTERVAL:
         return float("inf")
-    return (high - low) / (2 * _Z95)
+    return (high - low) / (2 * t_quantile(n_seeds - 1, 0.95))
 
 
 def _recovery_checks(
@@ -486,8 +489,8 @@ def _recovery_checks(
             )  # fmt: skip
             continue
         se = math.hypot(
-            _interval_se(float(rec["f_low_b"]), float(rec["f_high_b"])),
-            _interval_se(float(rec["f_low_n"]), float(rec["f_high_n"])),
+            _interval_se(float(rec["f_low_b"]), float(rec["f_high_b"]), row["base_n"]),
+            _interval_se(float(rec["f_low_n"]), float(rec["f_high_n"]), row["new_n"]),
         )
         low_b, high_b = float(rec["f_low_b"]), float(rec["f_high_b"])
         low_n, high_n = float(rec["f_low_n"]), float(rec["f_high_n"])

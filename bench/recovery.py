@@ -14,11 +14,15 @@ Definitions (all pure functions of the table; nothing here trains a model):
   linearly interpolated between the two grid points around the first crossing. ``inf`` (and
   ``censored``) when the curve never crosses within the measured grid, whose end ``f_max`` may be
   below the configured grid's end when the clean pool ran out.
-- **Interval** ``[f_low, f_high]``: the 2.5 % and 97.5 % percentiles of ``f_needed`` over
-  ``n_boot`` seed-bootstrap resamples. Seeds are resampled *jointly* for the reference and the
-  curve (a seed's clean model and poisoned curve share the split and test set), so the interval
-  reflects the paired design. A bound is ``inf`` when more than 2.5 % of the resamples never
-  cross.
+- **Interval** ``[f_low, f_high]``: with 3 or more seeds, the 95 % interval of
+  :func:`bench.stats.crossing_interval`: every ``f`` where a t-test on the per-seed margins
+  ``curve_s(f) − (reference_s − tolerance)`` (paired by seed: a seed's clean model and
+  poisoned curve share the split and test set) does not reject "the mean margin is 0", plus
+  "already recovered" and "not recovered within the grid" unless rejected. Its simulated
+  coverage is within Monte Carlo error of 95 % at 3, 5 and 10 seeds (the seed-bootstrap
+  percentile interval used before covered ~74 / 85 / 90 %). ``f_high`` is ``inf`` when the
+  data cannot rule out "not recovered within the grid". With 1–2 seeds the bounds are the
+  per-seed range of ``f_needed`` instead (:func:`bench.stats.interval_kind`).
 - **Defense value**: the undefended ``f_needed`` minus the defended one (positive: the defense
   saves clean data), also in rows (``× n_train``).
 
@@ -53,6 +57,12 @@ from bench.schema import (
     higher_is_better,
     stable_hash,
 )
+from bench.stats import (
+    DEFAULT_METHOD,
+    crossing_bounds,
+    crossing_difference_interval,
+    interval_label,
+)
 
 #: descriptive columns carried from the table into each output row (constant within a group)
 CARRIED = ("attack", "defense", "defense_reference", "source_class", "target_class", "theory")
@@ -79,9 +89,13 @@ COLUMNS = (
     "rows_needed",
     "rows_low",
     "rows_high",
+    "interval",
     "defense_value_f",
+    "defense_value_low",
+    "defense_value_high",
     "defense_value_rows",
     "defense_value_kind",
+    "defense_value_resolved",
     "poison_fraction",
     "residual_poison_fraction",
     "n_classes",
@@ -165,30 +179,20 @@ def bootstrap_crossing(
     n_boot: int,
     rng: np.random.Generator,
     level: float = 0.95,
+    method: str = DEFAULT_METHOD,
 ) -> tuple[float, float]:
-    """Percentile interval of the crossing point over seed-bootstrap resamples.
+    """Bounds ``(low, high)`` around the crossing point: :func:`bench.stats.crossing_bounds`.
 
     curves: S×F per-seed metric values; references: S per-seed clean values (paired by seed).
-    Each resample draws S seed indices with replacement and uses them for both, so the
-    reference and the curve move together. Returns ``(low, high)``; a bound is ``inf`` when
-    more than ``(1 − level)/2`` of the resamples never cross. ``(nan, nan)`` when ``n_boot`` is 0.
+    With 3+ seeds the ``method`` interval at ``level`` (default ``t-inversion``; ``percentile``
+    is the seed bootstrap this function was named for, drawing ``n_boot`` resamples from
+    ``rng``), with fewer the per-seed range. ``(nan, nan)`` when ``n_boot`` is 0 (no interval
+    asked for) or there are no seeds.
     """
     if n_boot <= 0 or len(references) == 0:
         return math.nan, math.nan
-    s = len(references)
-    idx = rng.integers(0, s, size=(n_boot, s))
-    means = curves[idx].mean(axis=1)
-    refs = references[idx].mean(axis=1)
-    targets = refs - tolerance if higher else refs + tolerance
-    f = _crossings(fractions, means, targets, higher)
-    # Censored resamples sort last: a quantile that lands on one is unknown beyond the grid.
-    finite_max = fractions[-1]
-    sentinel = np.where(np.isfinite(f), f, finite_max + 1e9)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(sentinel, [alpha, 1 - alpha], method="inverted_cdf")
-    return (
-        float(low) if low <= finite_max else math.inf,
-        float(high) if high <= finite_max else math.inf,
+    return crossing_bounds(
+        fractions, curves, references, tolerance, higher, level, method, n_boot, rng
     )
 
 
@@ -419,6 +423,7 @@ def estimate_recovery(
     carried = [c for c in (*GROUP_LABELS, *CARRIED) if c in table and c not in keys]
     slim = table[[c for c in dict.fromkeys([*keys, *carried, *_SLIM, metric]) if c in table]]
     refs_cache: dict[Any, dict[tuple[str, str], dict[int, float]]] = {}
+    curves: dict[tuple[Any, ...], tuple[np.ndarray, list[int], np.ndarray, np.ndarray]] = {}
     for key, group in slim.groupby(keys, sort=True, dropna=False):
         ident = dict(zip(keys, key, strict=True))
         first = group.iloc[0]
@@ -446,6 +451,8 @@ def estimate_recovery(
             "n_train": n_train,
             "grid_max": grid_max,
         }
+        curves[tuple(key)] = (grid, seeds, values, references)
+        row["interval"] = interval_label(len(seeds)) if n_boot > 0 else "none"
         if seeds and len(grid):
             reference = float(references.mean())
             curve = values.mean(axis=0)
@@ -499,7 +506,7 @@ def estimate_recovery(
     for column in COLUMNS:
         if column not in out:
             out[column] = math.nan
-    out = _add_defense_value(out)
+    out = _add_defense_value(out, curves, tolerance, higher)
     out["censored"] = out["censored"].astype(bool)
     out["pool_exhausted"] = out["pool_exhausted"].astype(bool)
     return out[list(COLUMNS)].reset_index(drop=True)
@@ -554,7 +561,18 @@ def _poison_shares(rows: pd.DataFrame) -> dict[str, float]:
     return {"poison_fraction": poison, "residual_poison_fraction": residual}
 
 
-def _add_defense_value(out: pd.DataFrame) -> pd.DataFrame:
+def _add_defense_value(
+    out: pd.DataFrame,
+    curves: dict[tuple[Any, ...], tuple[np.ndarray, list[int], np.ndarray, np.ndarray]],
+    tolerance: float,
+    higher: bool,
+) -> pd.DataFrame:
+    """Defense value columns: undefended minus defended ``f_needed`` and its paired interval.
+
+    The interval (:func:`bench.stats.crossing_difference_interval`) pairs the undefended and
+    the defended curve seed by seed (same split, poison and model initialization), over the
+    seeds and grid points both have; ``defense_value_resolved`` says it excludes 0.
+    """
     base_keys = ["dataset_id", "model_id", "attack_id", "rate"]
     undefended = out[out["defense_id"] == NO_DEFENSE_ID][[*base_keys, "f_needed", "f_max"]]
     undefended = undefended.rename(columns={"f_needed": "_f_none", "f_max": "_fmax_none"})
@@ -567,7 +585,39 @@ def _add_defense_value(out: pd.DataFrame) -> pd.DataFrame:
     out["defense_value_f"] = value.astype(float)
     out["defense_value_rows"] = out["defense_value_f"] * out["n_train"]
     out["defense_value_kind"] = np.where(exact, "exact", np.where(lower, "lower_bound", "unknown"))
+    lows, highs = [], []
+    for row in out.itertuples(index=False):
+        ident = tuple(getattr(row, k) for k in GROUP_KEYS)
+        none = (*ident[:4], NO_DEFENSE_ID)
+        low = high = math.nan
+        if row.defense_id != NO_DEFENSE_ID and none in curves and ident in curves:
+            low, high = _paired_value_interval(curves[none], curves[ident], tolerance, higher)
+        lows.append(low)
+        highs.append(high)
+    out["defense_value_low"] = np.asarray(lows, dtype=float)
+    out["defense_value_high"] = np.asarray(highs, dtype=float)
+    out["defense_value_resolved"] = (out["defense_value_low"] > 0) | (out["defense_value_high"] < 0)
     return out.drop(columns=["_f_none", "_fmax_none"])
+
+
+def _paired_value_interval(
+    undefended: tuple[np.ndarray, list[int], np.ndarray, np.ndarray],
+    defended: tuple[np.ndarray, list[int], np.ndarray, np.ndarray],
+    tolerance: float,
+    higher: bool,
+) -> tuple[float, float]:
+    """The interval of undefended − defended f over the seeds and grid both curves have."""
+    grid_a, seeds_a, values_a, refs_a = undefended
+    grid_b, seeds_b, values_b, _ = defended
+    common = [s for s in seeds_a if s in seeds_b]
+    n = min(len(grid_a), len(grid_b))
+    if len(common) < 2 or n == 0 or not np.array_equal(grid_a[:n], grid_b[:n]):
+        return math.nan, math.nan
+    ia = [seeds_a.index(s) for s in common]
+    ib = [seeds_b.index(s) for s in common]
+    return crossing_difference_interval(
+        grid_a[:n], values_a[ia, :n], values_b[ib, :n], refs_a[ia], tolerance, higher
+    )
 
 
 #: the columns of :func:`recovery_curves`

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, Literal
@@ -50,32 +51,65 @@ def pyod_detector_class(detector: str) -> type:
     return (exact or found)[0]
 
 
+SPACES = "raw, standardized, pca:K, std-pca:K, auto"
+
+
 def parse_space(space: str, field: str = "space") -> tuple[str, int | None]:
-    """Parse ``raw``, ``standardized``, ``pca:K`` or ``auto`` into (kind, K)."""
+    """Parse ``raw``, ``standardized``, ``pca:K``, ``std-pca:K`` or ``auto`` into (kind, K)."""
     if space in ("raw", "standardized", "auto"):
         return space, None
-    if space.startswith("pca:"):
-        try:
-            k = int(space[4:])
-        except ValueError:
-            k = 0
-        if k > 0:
-            return "pca", k
-    raise ParamError(field, f"{space!r} is not a feature space (raw, standardized, pca:K, auto)")
+    for kind in ("pca", "std-pca"):
+        if space.startswith(f"{kind}:"):
+            try:
+                k = int(space[len(kind) + 1 :])
+            except ValueError:
+                k = 0
+            if k > 0:
+                return kind, k
+    raise ParamError(field, f"{space!r} is not a feature space ({SPACES})")
 
 
 def project(X: np.ndarray, space: str, is_image: bool, seed: int) -> np.ndarray:
-    """Features in the space a detector works in, fit on the rows being filtered."""
+    """Features in the space a detector works in, fit on the rows being filtered.
+
+    ``raw``: the features as they are (flattened). ``standardized``: each feature centred and
+    scaled to unit variance. ``pca:K``: the first K principal components of the *raw* features
+    (centred, not scaled: a feature's weight is its variance, which suits pixels, where
+    scaling would blow up the near-constant border pixels). ``std-pca:K``: standardize, then
+    the first K principal components (every feature weighs the same; suits tabular features
+    in different units). ``auto``: ``pca:50`` for images, ``standardized`` otherwise.
+    K is capped at the number of features and rows.
+    """
     flat = X.reshape(len(X), -1).astype(np.float64)
     kind, k = parse_space(space)
     if kind == "auto":
         kind, k = ("pca", 50) if is_image else ("standardized", None)
     if kind == "raw":
         return flat
-    if kind == "standardized":
-        return StandardScaler().fit_transform(flat)
+    if kind in ("standardized", "std-pca"):
+        flat = StandardScaler().fit_transform(flat)
+        if kind == "standardized":
+            return flat
     k = min(k, flat.shape[1], len(flat))  # type: ignore[type-var]
     return PCA(n_components=k, random_state=seed).fit_transform(flat)
+
+
+def rbf_gamma(Z: np.ndarray, gamma: float | str) -> float:
+    """The RBF kernel width ``gamma`` (kernel ``exp(−gamma·‖x − x'‖²)``) for the rows ``Z``.
+
+    ``scale`` (scikit-learn's default for SVMs): ``1 / (n_features · Z.var())``, so the mean
+    squared distance between two rows, ``2·n_features·Z.var()``, sits at ``gamma·d² ≈ 2``
+    whatever the features' units (1.0 when ``Z`` is constant); ``auto``: ``1 / n_features``
+    (PyOD's default: right only when features have unit-order variance; on PCA scores of raw
+    digits pixels it gives kernel values ~1e-21 and a detector at chance); a positive number:
+    itself.
+    """
+    if gamma == "scale":
+        var = float(np.var(Z))
+        return 1.0 / (Z.shape[1] * var) if var > 0 else 1.0
+    if gamma == "auto":
+        return 1.0 / Z.shape[1]
+    return float(gamma)
 
 
 @dataclass(frozen=True)
@@ -84,8 +118,9 @@ class OutlierFilter(Filter):
 
     per_class: fit one detector per labelled class (default) or one for all rows.
     contamination: share of rows removed (per class when per_class), in (0, 0.5].
-    space: ``raw``, ``standardized``, ``pca:K`` or ``auto`` (standardized for tabular data,
-        pca:50 for images), fit on the rows being filtered.
+    space: ``raw``, ``standardized``, ``pca:K`` (PCA of the raw features), ``std-pca:K``
+        (standardize, then PCA) or ``auto`` (standardized for tabular data, pca:50 for
+        images), fit on the rows being filtered (see :func:`project`).
     """
 
     per_class: bool = True
@@ -105,9 +140,10 @@ class OutlierFilter(Filter):
     def detector_kwargs(self) -> dict[str, Any]:
         return {}
 
-    def make_detector(self, n_rows: int, seed: int) -> Any:
+    def make_detector(self, n_rows: int, seed: int, **overrides: Any) -> Any:
+        """A fresh PyOD detector for ``n_rows`` rows; ``overrides`` replace detector kwargs."""
         cls = pyod_detector_class(self.detector_name)
-        kwargs = dict(self.detector_kwargs())
+        kwargs = {**self.detector_kwargs(), **overrides}
         accepted = inspect.signature(cls.__init__).parameters
         if "random_state" in accepted:
             kwargs["random_state"] = seed
@@ -179,6 +215,10 @@ class OCSVMFilter(OutlierFilter):
     """One-Class SVM (PyOD ``OCSVM``, RBF kernel), exact or approximate.
 
     nu: bound on the share of training errors, in (0, 1].
+    gamma: RBF kernel width: ``scale`` (default: ``1 / (n_features · var)`` of the rows each
+        detector is fit on, so the kernel adapts to the space's units), ``auto``
+        (``1 / n_features``, PyOD's default) or a positive number; the exact and Nystroem
+        variants use the same value (see :func:`rbf_gamma`).
     approx: ``exact`` (libsvm, O(n²) and more: ~60 s on 60k × 50) or ``nystroem`` (an
         ``n_components``-term Nystroem map of the same RBF kernel + linear ``SGDOneClassSVM``,
         linear in n).
@@ -189,6 +229,7 @@ class OCSVMFilter(OutlierFilter):
     """
 
     nu: float = 0.5
+    gamma: float | Literal["scale", "auto"] = "scale"
     approx: Literal["exact", "nystroem"] = "exact"
     n_components: int = 300
     max_fit_rows: int | None = None
@@ -197,6 +238,13 @@ class OCSVMFilter(OutlierFilter):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_fraction(self.nu, "nu", low_open=True)
+        named = isinstance(self.gamma, str)
+        if (named and self.gamma not in ("scale", "auto")) or (
+            not named and not 0 < self.gamma < math.inf
+        ):
+            raise ParamError(
+                "gamma", f"must be 'scale', 'auto' or a number > 0, got {self.gamma!r}"
+            )
         if self.n_components < 1:
             raise ParamError("n_components", f"must be >= 1, got {self.n_components}")
         if self.max_fit_rows is not None and self.max_fit_rows < 2:
@@ -207,6 +255,8 @@ class OCSVMFilter(OutlierFilter):
 
     def label(self) -> str:
         parts = []
+        if self.gamma != "scale":
+            parts.append(f"gamma={self.gamma}")
         if self.approx != "exact":
             parts.append(f"{self.approx}:{self.n_components}")
         if self.max_fit_rows is not None:
@@ -215,23 +265,25 @@ class OCSVMFilter(OutlierFilter):
 
     def fit_scores(self, Z: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         subsample = self.max_fit_rows is not None and len(Z) > self.max_fit_rows
-        if self.approx == "exact" and not subsample:
-            return super().fit_scores(Z, seed)
         fit_rows = Z
         if subsample:
             pick = np.random.default_rng(seed).choice(len(Z), self.max_fit_rows, replace=False)
             fit_rows = Z[np.sort(pick)]
+        # One numeric width from the rows fit on, so exact and Nystroem use the same kernel.
+        gamma = rbf_gamma(fit_rows, self.gamma)
+        if self.approx == "exact" and not subsample:
+            detector = self.make_detector(len(Z), seed, gamma=gamma).fit(Z)
+            raw = np.asarray(detector.decision_scores_, dtype=np.float64)
+            return raw, np.asarray(detector.labels_, dtype=bool)
         if self.approx == "exact":
-            detector = self.make_detector(len(fit_rows), seed).fit(fit_rows)
+            detector = self.make_detector(len(fit_rows), seed, gamma=gamma).fit(fit_rows)
             raw = np.asarray(detector.decision_function(Z), dtype=np.float64)
         else:
             from sklearn.kernel_approximation import Nystroem
             from sklearn.linear_model import SGDOneClassSVM
 
-            # gamma as PyOD's OCSVM default ('auto' = 1 / n_features), so both approximate
-            # the same kernel.
             feature_map = Nystroem(
-                gamma=1.0 / Z.shape[1],
+                gamma=gamma,
                 n_components=min(self.n_components, len(fit_rows)),
                 random_state=seed,
             )
