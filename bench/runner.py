@@ -19,7 +19,7 @@ from attacks import ATTACKS
 from bench.datasets import load_dataset, split
 from bench.grid import Cell, stage_rng, stage_seed
 from bench.metrics import classification_metrics, detection_metrics
-from bench.models import MODELS, check_loss_support
+from bench.models import MODELS, check_loss_support, check_privacy_support, fit_options
 from bench.recovery import higher_is_better, recovered
 from bench.types import DatasetInfo, DefenseContext, Poisoned, TrainingSet
 from defenses import DEFENSES
@@ -143,7 +143,13 @@ def prepare_cell(cell: Cell, data_dir: str | None = None) -> PreparedCell:
     t_attack = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    train = TrainingSet(X=poisoned.X, y=poisoned.y, mask=poisoned.mask, n_classes=info.n_classes)
+    train = TrainingSet(
+        X=poisoned.X,
+        y=poisoned.y,
+        mask=poisoned.mask,
+        n_classes=info.n_classes,
+        source=poisoned.source,  # None without provenance: one source, id 0
+    )
     ctx = DefenseContext(info=info, n_train=len(y_train), pool_X=pool_X, pool_y=pool_y)
     # Track which of the poisoned rows survive: filters keep row order and appended pool rows
     # go to the end, so the first len(kept) rows of a step's input are the surviving originals.
@@ -176,6 +182,8 @@ def prepare_cell(cell: Cell, data_dir: str | None = None) -> PreparedCell:
         "n_eligible": n_eligible,
         "n_poisoned": poisoned.n_poisoned,
         "poison_fraction": poisoned.n_poisoned / len(y_train),
+        "n_sources": attack.sources,
+        "poisoned_sources": attack.poisoned_sources,
     }
     if filtered:
         base.update(
@@ -188,6 +196,7 @@ def prepare_cell(cell: Cell, data_dir: str | None = None) -> PreparedCell:
 
     model_spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
     check_loss_support(model_spec, train.loss)  # a robust-loss step needs a model that uses it
+    check_privacy_support(model_spec, train.privacy)  # so does dp_sgd
     return PreparedCell(
         info=info, pool_used=pool_start, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
         pool_X=pool_X, pool_y=pool_y, attack=attack, poisoned=poisoned, train=train,
@@ -199,8 +208,7 @@ def fit_model(cell: Cell, prepared: PreparedCell, f: float, fit_set: TrainingSet
     """Build the cell's model for extra-clean fraction ``f`` (seed keyed by cell and f) and fit
     it on ``fit_set`` with the loss a defense step chose, if any."""
     model = prepared.model_spec.build(prepared.info, stage_seed("model", cell.cell_id, f))
-    fit_kwargs = {} if fit_set.loss is None else {"loss": fit_set.loss}
-    model.fit(fit_set.X, fit_set.targets, fit_set.sample_weight, **fit_kwargs)
+    model.fit(fit_set.X, fit_set.targets, fit_set.sample_weight, **fit_options(fit_set))
     return model
 
 
@@ -264,6 +272,7 @@ def _run(cell: Cell, ident: dict[str, Any], data_dir: str | None) -> list[dict[s
         t_predict = time.perf_counter() - t0
         metrics = classification_metrics(y_test, proba, info.n_classes, attack.target_pair())
         row.update(metrics)
+        row.update(getattr(model, "fit_info_", None) or {})  # e.g. dp_epsilon from dp_sgd
         row.update(n_fit=len(fit_set), t_fit=t_fit, t_predict=t_predict, status="ok", error=None)
         if stop:
             if reference is None:  # this is the clean reference cell itself (f = 0 comes first)
