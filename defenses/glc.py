@@ -45,8 +45,10 @@ def estimate_corruption(
 @DEFENSES.register("glc")
 @dataclass(frozen=True)
 class GoldLossCorrection(Defense):
-    """Gold Loss Correction (torch models): estimate the label-corruption matrix from trusted rows,
-    append them, and train with the forward-corrected loss on the untrusted rows.
+    """Gold Loss Correction (torch models): trusted rows estimate label corruption; the loss undoes it.
+
+    The step reads the trusted rows, estimates the corruption matrix C from them, appends them,
+    and sets the loss: forward-corrected on the untrusted rows, plain on the trusted ones.
 
     budget: trusted pool rows read and appended, as a fraction of n_train (rows =
         round(budget × n_train)), > 0; fewer when the pool runs out (``pool_short``). Trusted
