@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,torch,dask,app,mlflow
+EXTRAS ?= dev,torch,dask,app,mlflow,dp
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CONFIG ?= configs/quick.yaml
 

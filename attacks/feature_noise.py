@@ -27,6 +27,7 @@ class FeatureNoise(Attack):
     clip: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.sigma > 0:
             raise ParamError("sigma", f"must be > 0, got {self.sigma}")
 

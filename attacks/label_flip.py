@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from attacks.base import ATTACKS, Attack
-from bench.types import DatasetInfo, ParamError, Poisoned, check_fraction, exact_count
+from bench.types import DatasetInfo, ParamError, Poisoned
 
 
 @ATTACKS.register("label_flip")
@@ -43,6 +43,7 @@ class LabelFlip(Attack):
     n_classes: int | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mode == "targeted":
             for name in ("source", "target"):
                 if getattr(self, name) is None:
@@ -115,17 +116,20 @@ class LabelFlip(Attack):
                 out &= y != int(self.target)
         return out
 
-    def poison(
-        self, X: np.ndarray, y: np.ndarray, rate: float, rng: np.random.Generator
+    def poison_rows(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        rate: float,
+        rng: np.random.Generator,
+        allowed: np.ndarray | None,
     ) -> Poisoned:
         """Poison ``rate`` of the eligible rows; boundary mode ranks them by a clean model."""
         if self.mode != "boundary":
-            return super().poison(X, y, rate, rng)
-        check_fraction(rate, "rate")
+            return super().poison_rows(X, y, rate, rng, allowed)
         y_out = y.copy()
         mask = np.zeros(len(y), dtype=bool)
-        candidates = np.flatnonzero(self.eligible(y))
-        count = exact_count(rate, len(candidates)) if rate > 0 else 0
+        candidates, count = self.candidates(y, rate, allowed)
         if count:
             margin, dest = self.flip_margins(X, y, rng)
             sign = -1.0 if self.pick == "most" else 1.0

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.types import PoisonBenchError
+from bench.types import PoisonBenchError, init_fields
 
 DEFAULT_RESULTS = Path("results") / "runs"
 
@@ -161,9 +161,7 @@ def _describe(cls: type) -> list[str]:
     doc = (cls.__doc__ or "").strip().splitlines()
     lines = [f"  {cls.name:<18} {doc[0] if doc else ''}"]  # type: ignore[attr-defined]
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else []:
-        if not f.init:
-            continue
+    for f in init_fields(cls) if dataclasses.is_dataclass(cls) else []:
         default = f.default if f.default is not dataclasses.MISSING else "(required)"
         hint = hints.get(f.name, "")
         # A plain class prints as "<class 'float'>": show its name, like the annotation.

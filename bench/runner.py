@@ -28,7 +28,7 @@ from attacks import ATTACKS
 from bench.datasets import load_dataset, split
 from bench.grid import Cell, stage_rng, stage_seed
 from bench.metrics import classification_metrics, detection_metrics
-from bench.models import MODELS, check_loss_support
+from bench.models import MODELS, check_loss_support, check_privacy_support, fit_options
 from bench.models.by_path import check_weight_support
 from bench.schema import (
     EARLY_STOP,
@@ -116,7 +116,7 @@ def identity_columns(cell: Cell, info: DatasetInfo | None = None) -> dict[str, A
     out.update(
         dataset_label=source.label(),
         model_label=model.label() if hasattr(model, "label") else model.name,
-        attack_label=attack.label(),
+        attack_label=_provenance_label(attack),
         defense_label="+".join(step.label() for step in steps),
         n_classes=info.n_classes if info is not None else None,
         source_class=pair[0] if pair else None,
@@ -152,6 +152,15 @@ def run_name(cell: Cell, labels: dict[str, dict[str, str]]) -> str:
         f"{part['dataset']}/{part['model']}/{part['attack']}@{cell.spec['rate']:g}/"
         f"{part['defense']}/seed={cell.seed}"
     )
+
+
+def _provenance_label(attack: Any) -> str:
+    """The attack's label, with ``J/K sources`` added when it draws from J of K sources."""
+    label = attack.label()
+    if getattr(attack, "sources", 1) <= 1:
+        return label
+    extra = f"{attack.poisoned_sources}/{attack.sources} sources"
+    return f"{label[:-1]}, {extra})" if label.endswith(")") else f"{label}({extra})"
 
 
 def failed_rows(
@@ -305,7 +314,13 @@ def prepare_cell(
 
     t0 = time.perf_counter()
     state = _Defended(
-        train=TrainingSet(X=poisoned.X, y=poisoned.y, mask=poisoned.mask, n_classes=info.n_classes),
+        train=TrainingSet(
+            X=poisoned.X,
+            y=poisoned.y,
+            mask=poisoned.mask,
+            n_classes=info.n_classes,
+            source=poisoned.source,  # None without provenance: one source, id 0
+        ),
         removed_total=np.zeros(len(poisoned.y), dtype=bool),
         first_scores=None,
         kept=np.arange(len(poisoned.y)),
@@ -333,6 +348,8 @@ def prepare_cell(
         "n_eligible": n_eligible,
         "n_poisoned": poisoned.n_poisoned,
         "poison_fraction": poisoned.n_poisoned / len(y_train),
+        "n_sources": attack.sources,
+        "poisoned_sources": attack.poisoned_sources,
     }
     if state.filtered:
         base.update(
@@ -345,6 +362,7 @@ def prepare_cell(
 
     model_spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
     check_loss_support(model_spec, state.train.loss)  # a robust-loss step needs a model for it
+    check_privacy_support(model_spec, state.train.privacy)  # so does dp_sgd
     steps = [DEFENSES.get(st["name"]).from_params(st["params"]) for st in s["defense"]]
     check_weight_support(model_spec, state.train, "+".join(st.label() for st in steps))
     return PreparedCell(
@@ -401,10 +419,9 @@ def model_seed(spec: dict[str, Any]) -> int:
 
 def fit_model(cell: Cell, prepared: PreparedCell, fit_set: TrainingSet) -> Any:
     """Build the cell's model (seeded by :func:`model_seed`) and fit it on ``fit_set`` with the
-    loss a defense step chose, if any."""
+    loss or privacy options a defense step chose, if any."""
     model = prepared.model_spec.build(prepared.info, model_seed(cell.spec))
-    fit_kwargs = {} if fit_set.loss is None else {"loss": fit_set.loss}
-    model.fit(fit_set.X, fit_set.targets, fit_set.sample_weight, **fit_kwargs)
+    model.fit(fit_set.X, fit_set.targets, fit_set.sample_weight, **fit_options(fit_set))
     return model
 
 

@@ -149,6 +149,8 @@ COLUMNS: tuple[Column, ...] = tuple(
             ("n_eligible", "rows the rate counts from"),
             ("n_poisoned", "rows the attack changed"),
             ("n_trusted_used", "pool rows the defense steps read or appended"),
+            ("n_sources", "provenance: data sources the train set is split into (K)"),
+            ("poisoned_sources", "provenance: sources the attack drew its rows from (J)"),
             ("n_removed", "rows the defense's filters removed"),
             ("clean_removed", "clean rows the filters removed"),
             ("n_extra", "extra clean pool rows appended for this fraction"),

@@ -72,13 +72,22 @@ class DatasetInfo:
         return index
 
 
+#: the source id of trusted rows appended from the clean pool (attack sources are 0..K-1)
+TRUSTED_SOURCE = -1
+
+
 @dataclass(frozen=True)
 class Poisoned:
-    """An attack's output: the poisoned rows and the ground-truth mask of changed rows."""
+    """An attack's output: the poisoned rows and the ground-truth mask of changed rows.
+
+    ``source`` (int64, one per row, ids 0..K-1) says which data source each row came from when
+    the attack was asked for provenance (``sources: K``); None means one source (id 0).
+    """
 
     X: np.ndarray
     y: np.ndarray
     mask: np.ndarray  # bool, True exactly where row i was changed
+    source: np.ndarray | None = None
 
     @property
     def n_poisoned(self) -> int:
@@ -94,7 +103,14 @@ class TrainingSet:
     ``trusted`` marks rows that came from the clean pool.
     ``loss`` is a training-loss choice set by a robust-loss defense step (e.g.
     ``{"name": "gce", "q": 0.7}``; see ``defenses/robust_loss.py``); None means the model's own
-    loss. Only models that support it may fit such a set; the others must refuse it.
+    loss. Only models that support it may fit such a set; the others must refuse it. A loss
+    may treat trusted rows differently (``glc`` uses plain cross-entropy on them), so the
+    trainer is given ``trusted`` with it.
+    ``source`` (int64) is each row's data source: 0..K-1 for the attacked train rows (all 0
+    without provenance), :data:`TRUSTED_SOURCE` (−1) for rows appended from the clean pool.
+    ``privacy`` is a differential-privacy training choice set by ``dp_sgd`` (e.g.
+    ``{"noise_multiplier": 1.0, "epsilon": None, "max_grad_norm": 1.0, "delta": 1e-5}``);
+    like ``loss``, only models that support it may fit such a set.
     """
 
     X: np.ndarray
@@ -105,12 +121,16 @@ class TrainingSet:
     sample_weight: np.ndarray | None = None
     trusted: np.ndarray | None = None
     loss: dict[str, Any] | None = None
+    source: np.ndarray | None = None
+    privacy: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.targets is None:
             self.targets = self.y
         if self.trusted is None:
             self.trusted = np.zeros(len(self.y), dtype=bool)
+        if self.source is None:
+            self.source = np.where(self.trusted, TRUSTED_SOURCE, 0).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -130,6 +150,8 @@ class TrainingSet:
             sample_weight=None if self.sample_weight is None else self.sample_weight[rows],
             trusted=self.trusted[rows],
             loss=self.loss,
+            source=self.source[rows],
+            privacy=self.privacy,
         )
 
     def hard_targets(self) -> np.ndarray:
@@ -158,6 +180,8 @@ class TrainingSet:
             sample_weight=weight,
             trusted=np.concatenate([self.trusted, np.ones(len(y), dtype=bool)]),
             loss=self.loss,
+            source=np.concatenate([self.source, np.full(len(y), TRUSTED_SOURCE, np.int64)]),
+            privacy=self.privacy,
         )
 
 
@@ -264,6 +288,16 @@ def _coerce(value: Any, tp: Any, field_path: str) -> Any:
     return value
 
 
+def init_fields(cls: Any) -> list[dataclasses.Field]:
+    """The init fields of a dataclass (class or instance), a subclass's own fields first.
+
+    Keyword-only fields (the options every plug-in of a family inherits from its base, such as
+    an attack's ``sources``) go last, so a plug-in's own parameters lead in errors and listings.
+    """
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    return [f for f in fields if not f.kw_only] + [f for f in fields if f.kw_only]
+
+
 def build_params(cls: type[T], params: Mapping[str, Any] | None, path: str = "") -> T:
     """Build the frozen dataclass ``cls`` from a mapping, naming ``path.field`` in every error.
 
@@ -272,7 +306,7 @@ def build_params(cls: type[T], params: Mapping[str, Any] | None, path: str = "")
     """
     params = dict(params or {})
     prefix = f"{path}." if path else ""
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    fields = {f.name: f for f in init_fields(cls)}
     unknown = sorted(set(params) - set(fields))
     if unknown:
         valid = ", ".join(fields) or "(none)"
@@ -290,9 +324,7 @@ def build_params(cls: type[T], params: Mapping[str, Any] | None, path: str = "")
 def params_dict(obj: Any) -> dict[str, Any]:
     """The init parameters of a dataclass instance as plain JSON-able values."""
     out = {}
-    for f in dataclasses.fields(obj):
-        if not f.init:
-            continue
+    for f in init_fields(obj):
         value = getattr(obj, f.name)
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out

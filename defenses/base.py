@@ -64,3 +64,17 @@ class NoDefense(Defense):
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
     ) -> StepResult:
         return StepResult(train=train)
+
+
+def take_pool(
+    ctx: DefenseContext, fraction: float
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """The next ``round(fraction × n_train)`` unused pool rows, and what to record about them.
+
+    When the pool holds fewer, the step gets what is left and the details say so: ``pool_wanted``
+    (rows asked for), ``pool_rows`` (rows got: the step's ``pool_used``), ``pool_short``
+    (the difference). The runner's budget accounting starts the recovery rows after them.
+    """
+    wanted = int(round(fraction * ctx.n_train))
+    X, y = ctx.pool_rows(wanted)
+    return X, y, {"pool_wanted": wanted, "pool_rows": len(y), "pool_short": wanted - len(y)}

@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.types import DefenseContext, ParamError, TrainingSet
 from defenses.base import DEFENSES, Filter
+from defenses.classifiers import ClassifierName, make_classifier
 
 FilterBy = Literal[
     "prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given"
@@ -44,7 +45,7 @@ class ConfidentLearning(Filter):
     """
 
     folds: int = 5
-    model: Literal["logreg", "random_forest", "knn"] = "logreg"
+    model: ClassifierName = "logreg"
     filter_by: FilterBy = "prune_by_noise_rate"
 
     def __post_init__(self) -> None:
@@ -58,24 +59,7 @@ class ConfidentLearning(Filter):
 
     def make_model(self, seed: int, n_fit: int) -> Any:
         """A fresh scikit-learn classifier for one cross-validation; ``n_fit``: rows per fit."""
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        if self.model == "logreg":
-            from sklearn.linear_model import LogisticRegression
-
-            return make_pipeline(
-                StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed)
-            )
-        if self.model == "random_forest":
-            from sklearn.ensemble import RandomForestClassifier
-
-            return RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
-        from sklearn.neighbors import KNeighborsClassifier
-
-        return make_pipeline(
-            StandardScaler(), KNeighborsClassifier(n_neighbors=max(1, min(10, n_fit)))
-        )
+        return make_classifier(self.model, seed, n_fit)
 
     def score(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator

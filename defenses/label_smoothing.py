@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,14 +33,6 @@ class LabelSmoothing(Defense):
     ) -> StepResult:
         k = train.n_classes
         targets = (1.0 - self.epsilon) * train.hard_targets() + self.epsilon / k
-        out = TrainingSet(
-            X=train.X,
-            y=train.y,
-            mask=train.mask,
-            n_classes=k,
-            targets=targets,
-            sample_weight=train.sample_weight,
-            trusted=train.trusted,
-            loss=train.loss,  # keep a robust loss chosen by an earlier step
-        )
+        # replace keeps what earlier steps attached (a robust loss, sources, privacy options)
+        out = dataclasses.replace(train, targets=targets)
         return StepResult(train=out)

@@ -17,6 +17,7 @@ defense registry does in every worker) stays cheap.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,20 +82,60 @@ def sce_loss(
     return alpha * ce + beta * rce
 
 
+def glc_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    C: list[list[float]],
+    trusted: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-row Gold Loss Correction loss (Hendrycks et al., 2018).
+
+    Untrusted rows get the forward-corrected cross-entropy ``−Σ_j t_j log (softmax(logits) @ C)_j``
+    (for a hard label ỹ: ``−log (p @ C)_ỹ``), where ``C[i, j]`` estimates p(noisy label j | true
+    class i): the network's softmax then estimates the *clean* class posterior. Trusted rows
+    (``trusted`` True; a bool tensor over the rows, None = none) get plain cross-entropy.
+    C: k×k row-stochastic matrix (nested lists, as stored in ``TrainingSet.loss``).
+    Returns a length-n tensor.
+    """
+    import torch
+
+    corruption = torch.as_tensor(C, dtype=torch.float32, device=logits.device)
+    log_p = torch.log_softmax(logits, dim=1)
+    t = _soft_targets(targets, logits.shape[1])
+    noisy = torch.log((log_p.exp() @ corruption).clamp(min=1e-12))
+    forward = -(t * noisy).sum(dim=1)
+    if trusted is None:
+        return forward
+    return torch.where(trusted, -(t * log_p).sum(dim=1), forward)
+
+
 #: the losses a ``TrainingSet.loss`` may name, with the function that computes them
-LOSSES: dict[str, Callable[..., Any]] = {"gce": gce_loss, "sce": sce_loss}
+LOSSES: dict[str, Callable[..., Any]] = {"gce": gce_loss, "sce": sce_loss, "glc": glc_loss}
+#: the losses that treat trusted rows differently (they take a ``trusted`` argument)
+_TAKES_TRUSTED = frozenset(
+    name for name, fn in LOSSES.items() if "trusted" in inspect.signature(fn).parameters
+)
 
 
-def robust_loss(logits: torch.Tensor, targets: torch.Tensor, loss: dict[str, Any]) -> torch.Tensor:
+def robust_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    loss: dict[str, Any],
+    trusted: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-row loss named by a ``TrainingSet.loss`` dict (``{"name": "gce", "q": 0.7}``).
 
     This is the one hook a torch trainer calls when ``loss`` is set; weight the rows by
-    ``sample_weight`` and average as for cross-entropy.
+    ``sample_weight`` and average as for cross-entropy. trusted: bool tensor over the rows
+    (the clean-pool rows), given to the losses that use it (``glc``); the others ignore it.
     """
     name = loss.get("name")
     if name not in LOSSES:
         raise ParamError("loss.name", f"unknown robust loss {name!r} (valid: {', '.join(LOSSES)})")
-    return LOSSES[name](logits, targets, **{k: v for k, v in loss.items() if k != "name"})
+    kwargs = {k: v for k, v in loss.items() if k != "name"}
+    if name in _TAKES_TRUSTED:
+        kwargs["trusted"] = trusted
+    return LOSSES[name](logits, targets, **kwargs)
 
 
 class RobustLoss(Defense):

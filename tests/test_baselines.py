@@ -293,7 +293,7 @@ def test_robust_losses_give_confidently_wrong_rows_less_gradient_than_ce():
     ce = grad_norm(None)
     assert grad_norm({"name": "gce", "q": 0.7}) < 0.2 * ce
     assert grad_norm({"name": "sce", "alpha": 0.1, "beta": 1.0}) < 0.5 * ce
-    with pytest.raises(ParamError, match=r"loss\.name: .*\(valid: gce, sce\)"):
+    with pytest.raises(ParamError, match=r"loss\.name: .*\(valid: gce, sce, glc\)"):
         robust_loss(torch.zeros(1, 3), torch.tensor([0]), {"name": "mae"})
 
 

@@ -16,7 +16,9 @@ from bench.models.base import (
     ModelSpec,
     SklearnClassifier,
     check_loss_support,
+    check_privacy_support,
     expand_soft_targets,
+    fit_options,
 )
 
 __all__ = [
@@ -25,5 +27,7 @@ __all__ = [
     "ModelSpec",
     "SklearnClassifier",
     "check_loss_support",
+    "check_privacy_support",
     "expand_soft_targets",
+    "fit_options",
 ]

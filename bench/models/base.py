@@ -29,10 +29,16 @@ class ModelSpec(Plugin):
     """Parameters of a model; ``build`` makes a fresh, seeded estimator for one fit.
 
     ``supports_loss``: the estimator's ``fit`` takes ``loss=`` (a ``TrainingSet.loss`` set by a
-    robust-loss defense, see ``defenses/robust_loss.py``) and trains with it.
+    robust-loss defense, see ``defenses/robust_loss.py``) and ``trusted=`` (the rows such a loss
+    may treat differently, e.g. ``glc``) and trains with them.
+    ``supports_privacy``: the estimator's ``fit`` takes ``privacy=`` (a ``TrainingSet.privacy``
+    set by ``dp_sgd``) and trains with differential privacy. An estimator may set
+    ``fit_info_`` (``dict[str, float]``, e.g. ``{"dp_epsilon": 2.3}``) in ``fit``: what the fit
+    measured, copied into the result row.
     """
 
     supports_loss: ClassVar[bool] = False
+    supports_privacy: ClassVar[bool] = False
 
     def build(self, info: DatasetInfo, seed: int) -> Estimator:
         raise NotImplementedError
@@ -46,13 +52,46 @@ def check_loss_support(spec: ModelSpec, loss: dict[str, Any] | None) -> None:
     if loss is None or spec.supports_loss:
         return
     able = [name for name, cls in MODELS.items() if getattr(cls, "supports_loss", False)]
-    detail = ", ".join(f"{k}={v}" for k, v in loss.items() if k != "name")
+    # Scalars only: a loss may carry a matrix (glc's corruption matrix) that would drown the message.
+    detail = ", ".join(
+        f"{k}={v}" for k, v in loss.items() if k != "name" and isinstance(v, int | float | str)
+    )
     raise PoisonBenchError(
         f"model {spec.name!r} cannot train with the robust loss set by defense "
         f"{loss.get('name')!r}{f' ({detail})' if detail else ''}: scikit-learn models have a "
         f"fixed loss. Models that support it: {', '.join(able) or 'none registered'}; "
         "for a robust scikit-learn baseline use the robust_linear model instead"
     )
+
+
+def check_privacy_support(spec: ModelSpec, privacy: dict[str, Any] | None) -> None:
+    """Raise PoisonBenchError when ``dp_sgd`` asked for private training ``spec`` cannot do.
+
+    A model that ignored the request would report a non-private fit as differentially private.
+    """
+    if privacy is None or spec.supports_privacy:
+        return
+    able = [name for name, cls in MODELS.items() if getattr(cls, "supports_privacy", False)]
+    raise PoisonBenchError(
+        f"model {spec.name!r} cannot train with differential privacy (defense 'dp_sgd'): "
+        "scikit-learn models have no per-example gradient step to clip and noise. Models that "
+        f"support it: {', '.join(able) or 'none registered'}"
+    )
+
+
+def fit_options(train: Any) -> dict[str, Any]:
+    """The keyword arguments beyond (X, targets, sample_weight) that fitting ``train`` needs.
+
+    ``loss`` and ``trusted`` when a defense step set a training loss, ``privacy`` when one set
+    differential-privacy options; empty otherwise, so models without those options still fit.
+    Check the model first with :func:`check_loss_support` and :func:`check_privacy_support`.
+    """
+    out: dict[str, Any] = {}
+    if train.loss is not None:
+        out.update(loss=train.loss, trusted=train.trusted)
+    if train.privacy is not None:
+        out["privacy"] = train.privacy
+    return out
 
 
 def expand_soft_targets(

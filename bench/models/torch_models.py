@@ -16,6 +16,8 @@ deterministic on CPU and the caller's global torch RNG is left untouched.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -60,7 +62,7 @@ def resolve_device(device: str, field: str = "device") -> Any:
 
 @dataclass(frozen=True)
 class TorchModel(ModelSpec):
-    """Common parameters of the torch models (all take robust losses: ``gce``, ``sce``).
+    """Common parameters of the torch models (all take ``gce``, ``sce``, ``glc``, ``dp_sgd``).
 
     epochs: passes over the training set, >= 1. batch_size: rows per step, >= 1.
     optimizer: ``adam`` or ``sgd`` (momentum 0.9). lr: learning rate, > 0.
@@ -74,7 +76,8 @@ class TorchModel(ModelSpec):
     weight_decay: float = 0.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
-    supports_loss: ClassVar[bool] = True  # fit(..., loss=) trains with gce / sce
+    supports_loss: ClassVar[bool] = True  # fit(..., loss=, trusted=) trains with gce / sce / glc
+    supports_privacy: ClassVar[bool] = True  # fit(..., privacy=) trains with DP-SGD (dp_sgd)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -126,13 +129,19 @@ class TorchClassifier:
         targets: np.ndarray,
         sample_weight: np.ndarray | None = None,
         loss: dict[str, Any] | None = None,
+        trusted: np.ndarray | None = None,
+        privacy: dict[str, Any] | None = None,
     ) -> TorchClassifier:
         """Train from scratch on rows ``X``, hard labels (n) or soft targets (n×k); returns self.
 
         sample_weight (n, >= 0) weights each row's loss; weights are rescaled to mean 1, so
         uniform weights give the plain mean loss. loss: a robust loss set by a defense step
         (``TrainingSet.loss``, e.g. ``{"name": "gce", "q": 0.7}``) used instead of the
-        soft-target cross-entropy; see ``defenses/robust_loss.py``.
+        soft-target cross-entropy; see ``defenses/robust_loss.py``. trusted (n, bool): the rows
+        from the clean pool, passed to the loss (``glc`` trains them with plain cross-entropy).
+        privacy: differential-privacy options set by ``dp_sgd`` (``TrainingSet.privacy``): the
+        fit then runs DP-SGD (see :meth:`_fit_private`) and records the achieved ε in
+        ``fit_info_``.
         """
         import torch
         import torch.nn.functional as F
@@ -140,6 +149,7 @@ class TorchClassifier:
         configure_threads()
         spec = self.spec
         self.device_ = device = resolve_device(spec.device)
+        self.fit_info_: dict[str, float] = {}
         n, k = len(X), self.info.n_classes
         if n == 0:
             raise PoisonBenchError("cannot train a torch model on 0 rows")
@@ -159,9 +169,25 @@ class TorchClassifier:
             if not np.allclose(w, w[0]):
                 W_t = torch.from_numpy((w / w.mean()).astype(np.float32)).to(device)
 
-        loss_spec, robust = loss, None
+        loss_spec, robust, trusted_t = loss, None, None
         if loss_spec is not None:
             from defenses.robust_loss import robust_loss as robust
+
+            if trusted is not None:
+                if len(trusted) != n:
+                    raise PoisonBenchError(f"trusted must have {n} rows, got {len(trusted)}")
+                trusted_t = torch.from_numpy(np.asarray(trusted, dtype=bool)).to(device)
+
+        def batch_loss(net: Any, idx: Any) -> Any:
+            logits = net(X_t[idx])
+            if robust is not None:
+                rows_trusted = None if trusted_t is None else trusted_t[idx]
+                per_row = robust(logits, T_t[idx], loss_spec, trusted=rows_trusted)
+                return per_row.mean() if W_t is None else (per_row * W_t[idx]).mean()
+            if W_t is None:
+                return F.cross_entropy(logits, T_t[idx])
+            per_row = F.cross_entropy(logits, T_t[idx], reduction="none")
+            return (per_row * W_t[idx]).mean()
 
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -177,25 +203,108 @@ class TorchClassifier:
             gen = torch.Generator().manual_seed(self.seed)
             net.train()
             bs = spec.batch_size
-            for _ in range(spec.epochs):
-                order = torch.randperm(n, generator=gen).to(device)
-                for start in range(0, n, bs):
-                    idx = order[start : start + bs]
-                    logits = net(X_t[idx])
-                    if robust is not None:
-                        per_row = robust(logits, T_t[idx], loss_spec)
-                        loss = per_row.mean() if W_t is None else (per_row * W_t[idx]).mean()
-                    elif W_t is None:
-                        loss = F.cross_entropy(logits, T_t[idx])
-                    else:
-                        per_row = F.cross_entropy(logits, T_t[idx], reduction="none")
-                        loss = (per_row * W_t[idx]).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+            if privacy is not None:
+                self.fit_info_ = self._fit_private(net, opt, n, batch_loss, gen, privacy)
+            else:
+                for _ in range(spec.epochs):
+                    order = torch.randperm(n, generator=gen).to(device)
+                    for start in range(0, n, bs):
+                        loss_value = batch_loss(net, order[start : start + bs])
+                        opt.zero_grad(set_to_none=True)
+                        loss_value.backward()
+                        opt.step()
         net.train(False)  # inference mode: dropout off
         self.net_ = net
         return self
+
+    def _fit_private(
+        self,
+        net: Any,
+        opt: Any,
+        n: int,
+        batch_loss: Callable[[Any, Any], Any],
+        gen: Any,
+        privacy: dict[str, Any],
+    ) -> dict[str, float]:
+        """Train ``net`` in place with DP-SGD (Opacus); returns what the fit measured.
+
+        Each step takes a Poisson sample of the rows (each row independently with probability
+        ``q = batch_size / n``), clips every row's gradient to ``max_grad_norm`` and adds
+        Gaussian noise of std ``noise_multiplier × max_grad_norm`` (Opacus ``GradSampleModule``
+        + ``DPOptimizer``); ``round(n / batch_size)`` steps make an epoch. Poisson sampling is
+        what the RDP accountant's guarantee assumes (shuffled fixed-size batches would
+        understate ε). The sampling and the noise come from generators seeded by the model
+        seed, so a fit is repeatable on CPU (Opacus' ``secure_mode`` is off: the noise is not
+        from a cryptographic generator). A target ``epsilon`` is turned into the noise
+        multiplier that reaches it after all steps (Opacus ``get_noise_multiplier``, RDP).
+        Caveat: the torch-mlp's input standardization is computed from the training rows
+        without noise, so the guarantee covers the training steps, not those statistics.
+
+        Returns ``dp_epsilon`` (ε achieved at ``dp_delta``, RDP accountant),
+        ``dp_noise_multiplier``, ``dp_delta``, ``dp_sample_rate`` and ``dp_steps``.
+        """
+        try:
+            from opacus.accountants import RDPAccountant
+            from opacus.accountants.utils import get_noise_multiplier
+            from opacus.grad_sample import GradSampleModule
+            from opacus.optimizers import DPOptimizer
+        except ImportError as exc:  # an optional extra: say how to get it
+            raise PoisonBenchError(
+                "dp_sgd needs opacus: pip install 'poisonbench[dp]' (or pip install opacus)"
+            ) from exc
+        import torch
+
+        device = self.device_
+        spec = self.spec
+        q = min(1.0, spec.batch_size / n)
+        steps_per_epoch = max(1, round(n / spec.batch_size))
+        total = steps_per_epoch * spec.epochs
+        delta = float(privacy["delta"])
+        sigma = privacy.get("noise_multiplier")
+        if sigma is None:
+            sigma = get_noise_multiplier(
+                target_epsilon=float(privacy["epsilon"]),
+                target_delta=delta,
+                sample_rate=q,
+                steps=total,
+                accountant="rdp",
+            )
+        sigma = float(sigma)
+        model = GradSampleModule(net, loss_reduction="mean")
+        noise = torch.Generator(device=device).manual_seed(self.seed + 1)
+        dp_opt = DPOptimizer(
+            opt,
+            noise_multiplier=sigma,
+            max_grad_norm=float(privacy["max_grad_norm"]),
+            expected_batch_size=max(1, round(q * n)),
+            generator=noise,
+        )
+        accountant = RDPAccountant()
+        with warnings.catch_warnings():
+            # Opacus' hooks on a first layer whose input needs no gradient: harmless, every step.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for _ in range(total):
+                idx = torch.nonzero(torch.rand(n, generator=gen) < q).squeeze(1).to(device)
+                dp_opt.zero_grad(set_to_none=True)
+                if len(idx):
+                    batch_loss(model, idx).backward()
+                else:  # an empty Poisson sample still takes its (noise-only) step
+                    for p in dp_opt.params:
+                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+                dp_opt.step()
+                accountant.step(noise_multiplier=sigma, sample_rate=q)
+        model.remove_hooks()
+        for p in net.parameters():  # per-row gradients are training state, not the model
+            for name in ("grad_sample", "summed_grad"):
+                if hasattr(p, name):
+                    delattr(p, name)
+        return {
+            "dp_epsilon": float(accountant.get_epsilon(delta=delta)),
+            "dp_noise_multiplier": sigma,
+            "dp_delta": delta,
+            "dp_sample_rate": float(q),
+            "dp_steps": float(total),
+        }
 
     def prepare(self, net: Any, X: Any) -> None:
         """Fit input statistics the network needs (the MLP's standardization) on the train rows."""
