@@ -255,6 +255,17 @@ def _defense_scale(values: list[str], clean_curve: str | None = None) -> tuple[l
     return domain, colours, dashes
 
 
+#: the width the panels of a faceted chart share: it fits the main column of a 1400 px window
+PANELS_WIDTH = 760
+
+
+def panel_width(panels: int, columns: int = 3) -> int:
+    """The width of one panel when ``panels`` panels are laid out in at most ``columns``
+    columns: one panel gets the whole row (at most 640 px), more share it."""
+    across = min(columns, max(1, panels))
+    return min(640, PANELS_WIDTH // across - (20 if across > 1 else 0))
+
+
 def _series_legend(title: str) -> alt.Legend:
     """A legend whose symbols are line strokes (dashes show), not the default dots."""
     return alt.Legend(
@@ -274,12 +285,14 @@ def rate_chart(
     metric: str,
     attack: str,
     defense: str,
-    panel_width: int = 240,
+    width: int | None = None,
     height: int = 220,
 ) -> alt.FacetChart:
     """``metric`` against the poison rate: one panel per attack (column ``attack``), one line
-    per defense (column ``defense``, coloured; a click on the legend highlights one)."""
+    per defense (column ``defense``, coloured; a click on the legend highlights one). ``width``
+    is one panel's (default :func:`panel_width`)."""
     pick = alt.selection_point(fields=[defense], bind="legend")
+    panels = by_rate[attack].nunique()
     domain, colours, _ = _defense_scale(list(by_rate[defense].unique()))
     inner = (
         alt.Chart()
@@ -305,9 +318,8 @@ def rate_chart(
             ],
         )
         .add_params(pick)
-        .properties(width=panel_width, height=height)
+        .properties(width=width or panel_width(panels), height=height)
     )
-    panels = by_rate[attack].nunique()
     return alt.layer(inner, data=by_rate).facet(
         facet=alt.Facet(
             f"{attack}:N", title=None, header=alt.Header(labelFontSize=13, labelLimit=0)
@@ -321,13 +333,15 @@ def recovery_chart(
     metric: str,
     defense: str,
     clean_curve: str,
-    panel_width: int = 240,
+    width: int | None = None,
     height: int = 200,
 ) -> alt.FacetChart:
     """``metric`` against the extra clean data: one panel per attack and rate (column
     ``panel``), one line per defense (column ``defense``) and the clean model's curve
-    (``clean_curve``, grey and dashed) in each; a click on the legend highlights a defense."""
+    (``clean_curve``, grey and dashed) in each; a click on the legend highlights a defense.
+    ``width`` is one panel's (default :func:`panel_width`)."""
     pick = alt.selection_point(fields=[defense], bind="legend")
+    panels = by_fraction["panel"].nunique()
     domain, colours, dashes = _defense_scale(list(by_fraction[defense].unique()), clean_curve)
     x_title = columns.title("extra_fraction")
     inner = (
@@ -356,9 +370,8 @@ def recovery_chart(
             ],
         )
         .add_params(pick)
-        .properties(width=panel_width, height=height)
+        .properties(width=width or panel_width(panels), height=height)
     )
-    panels = by_fraction["panel"].nunique()
     return alt.layer(inner, data=by_fraction).facet(
         facet=alt.Facet("panel:N", title=None, header=alt.Header(labelFontSize=13, labelLimit=0)),
         columns=min(3, max(1, panels)),

@@ -377,6 +377,7 @@ _DETAILS_OPEN = re.compile(r"^\s*<details(?:\s[^>]*)?>\s*(?P<rest>.*)$", re.IGNO
 _DETAILS_CLOSE = re.compile(r"^\s*</details>\s*$", re.IGNORECASE)
 _SUMMARY = re.compile(r"<summary>(?P<text>.*?)</summary>", re.IGNORECASE | re.DOTALL)
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
 
 
 def report_blocks(text: str, run_dir: str | Path) -> list[ReportBlock]:
@@ -456,18 +457,15 @@ def _split_images(text: str, run_dir: Path) -> list[ReportBlock]:
             in_fence = not in_fence
         elif not in_fence:
             for m in _IMAGE.finditer(line):
-                spans.append((offset + m.start(), offset + m.end(), m))
+                if not _URL.match(m.group("src").strip("<>")):  # a URL is left to markdown
+                    spans.append((offset + m.start(), offset + m.end(), m))
         offset += len(line)
     for begin, end, m in spans:
         before = text[pos:begin]
         if before.strip():
             out.append(ReportBlock("markdown", before.strip("\n")))
-        src = m.group("src").strip("<>")
-        if re.match(r"^[a-z][a-z0-9+.-]*:", src, re.IGNORECASE):  # a URL: markdown shows it
-            out.append(ReportBlock("markdown", m.group(0)))
-        else:
-            path = (run_dir / src).resolve()
-            out.append(ReportBlock("image", m.group("alt"), path=path, exists=path.is_file()))
+        path = (run_dir / m.group("src").strip("<>")).resolve()
+        out.append(ReportBlock("image", m.group("alt"), path=path, exists=path.is_file()))
         pos = end
     after = text[pos:]
     if after.strip():

@@ -107,10 +107,13 @@ with st.sidebar:
         st.stop()
     info = dataset.info
     classes = list(range(info.n_classes))
-    # keep the labels chosen before when they are classes of this dataset too
-    if state.get("lab_source") not in classes:
+    # keep the labels chosen before when they are classes of this dataset too; a target equal
+    # to the source is the user's choice and is refused on Train, not silently changed
+    source_reset = state.get("lab_source") not in classes
+    if source_reset:
         state["lab_source"] = min(1, info.n_classes - 1)
-    if state.get("lab_target") not in classes or state["lab_target"] == state["lab_source"]:
+    target_now = state.get("lab_target")
+    if target_now not in classes or (source_reset and target_now == state["lab_source"]):
         others = [c for c in classes if c != state["lab_source"]]
         state["lab_target"] = 7 if 7 in others else others[state["lab_source"] % len(others)]
     default_train, n_test = lab.default_sizes(len(dataset.y))
