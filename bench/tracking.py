@@ -189,10 +189,14 @@ def grid_params(config: Any) -> dict[str, str]:
 
 #: the headline table's columns (see :func:`headline_table`)
 HEADLINE_COLUMNS = (
-    "dataset",
-    "model",
     "attack_label",
     "rate",
+    "extra_clean_data",
+    "best_defense",
+    "best_extra_clean_data",
+    "best_rows_saved",
+    "dataset",
+    "model",
     "metric",
     "reference",
     "value_at_0",
@@ -200,11 +204,7 @@ HEADLINE_COLUMNS = (
     "f_low",
     "f_high",
     "rows_needed",
-    "extra_clean_data",
-    "best_defense",
     "best_f_needed",
-    "best_extra_clean_data",
-    "best_rows_saved",
 )
 
 
@@ -222,7 +222,7 @@ def headline_table(rec: Any) -> Any:
 
     from bench.report import BASELINES, fmt_recovery
 
-    keys = ["dataset", "model", "attack_label", "rate"]
+    keys = ["dataset", "model", "attack_label", "rate"]  # the readable columns lead the table
     if rec is None or len(rec) == 0:
         return pd.DataFrame(columns=list(HEADLINE_COLUMNS))
     rec = rec[rec["attack"] != "none"]

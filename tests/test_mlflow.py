@@ -196,7 +196,8 @@ def test_the_parent_logs_the_headline_as_a_table_and_metrics(tracked):
             assert name not in metrics  # not recovered within the grid: no number to log
     table_json = client.download_artifacts(latest.info.run_id, "headline.json", str(out / "dlj"))
     parsed = json.loads(Path(table_json).read_text())  # strict JSON: no NaN or Infinity
-    assert parsed["columns"][:4] == ["dataset", "model", "attack_label", "rate"]
+    assert parsed["columns"][:4] == ["attack_label", "rate", "extra_clean_data", "best_defense"]
+    assert len(parsed["data"]) == 1
 
 
 def test_headline_picks_the_best_deployable_defense():
