@@ -283,8 +283,8 @@ def run_lab(
     n_train: int | None = None,
     data_dir: str | None = None,
 ) -> LabOutcome:
-    """Train the clean and the poisoned model and compare them (the pages do the same, with each
-    fit cached separately so that moving the ratio refits only the poisoned model)."""
+    """Train the clean and the poisoned model and compare them (the page does the same, with
+    each fit kept in a :class:`FitCache`, so new flip settings refit only the poisoned model)."""
     data = load_lab_data(dataset, seed, n_train, data_dir)
     poisoned = flip_labels(data, source, target, ratio, seed)
     clean_proba = fit_predict(data, model, data.y_train, seed)
