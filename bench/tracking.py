@@ -6,19 +6,31 @@ One parent run per grid invocation (named after the config) and one nested run p
   ``attack_id`` (and each attack parameter as ``attack.<name>``), ``rate``, ``defense``,
   ``defense_label``, ``defense_id``, ``seed``, ``cell_id``; run names are the unique display
   labels (``digits/logreg/label_flip(1→7)@0.3/iforest/seed=2``);
-- metrics per extra-clean fraction ``f`` as a history with ``step = round(1000 × f)``
-  (``accuracy``, ``macro_f1``, ``log_loss``, ``source_accuracy``, ``attack_success_rate``), the
-  same at ``f = 0`` under ``<metric>_f0`` (what the MLflow run table compares), and per cell
-  (step 0): the filter metrics ``det_precision``, ``det_recall``, ``det_f1``, ``det_roc_auc`` and
-  the sizes ``n_poisoned``, ``n_removed``, ``clean_removed``. NaN values (an untargeted attack's
-  attack success rate, a filter metric with nothing to detect) are not logged;
+- metrics: the plain names (``accuracy``, ``macro_f1``, ``log_loss``, ``source_accuracy``,
+  ``attack_success_rate``) are the cell's model **with no extra clean data (f = 0)**, the
+  model a user compares in the runs table; the recovery curve is logged under
+  ``<metric>_by_f`` (e.g. ``accuracy_by_f``) as a history with ``step = round(1000 × f)``
+  (f = 0.25 is step 250), so MLflow's chart of that metric is the curve. Per cell (step 0): the
+  filter metrics ``det_precision``, ``det_recall``, ``det_f1``, ``det_roc_auc`` and the sizes
+  ``n_poisoned``, ``n_removed``, ``clean_removed``. NaN values (an untargeted attack's attack
+  success rate, a filter metric with nothing to detect) are not logged;
 - artifacts: ``record.json`` (the stored record), ``confusion_matrix.png`` (at f = 0) and, with
   ``log_models``, the f = 0 model (``mlflow.sklearn`` for scikit-learn models, ``mlflow.pytorch``
   for torch ones). The runner keeps no fitted model, so it is refit here with the runner's own
   stage-keyed seeds (:func:`refit_model`); a test checks that it scores exactly as the record.
 
-The parent run gets the config, and at the end ``report.md``, ``results.csv`` and ``run.json``.
+The parent run gets the grid's settings as params (``datasets``, ``models``, ``attacks`` and
+``defenses`` as JSON lists of their display labels, ``rates``, ``seeds``, ``fractions`` and the
+recovery settings), the config, and at the end ``report.md``, ``results.csv``, ``run.json`` and
+the headline: ``headline.csv`` (one row per dataset, model, attack and rate: the extra clean
+data needed without a defense and with the best deployable defense, from
+``bench.recovery.estimate_recovery``; see :func:`headline_table`), the same as an MLflow table
+(``headline.json``), and parent metrics ``f_needed/...``, ``best_f_needed/...``,
+``rows_saved/...`` and ``clean_<metric>/...`` (see :func:`headline_metrics`).
 Cells found finished in the store (a resumed run) are logged too, at the end.
+
+Run names are made of the grid's unique display labels (``bench.runner.run_name``): two
+configurations never share one.
 
 The default store is ``sqlite:///<run dir>/mlflow.db`` with artifacts in
 ``<run dir>/mlartifacts``: MLflow 3 refuses the plain ``mlruns/`` file store unless
@@ -32,6 +44,7 @@ import json
 import math
 import os
 import queue
+import re
 import threading
 import time
 from pathlib import Path
@@ -41,8 +54,11 @@ from bench.types import PoisonBenchError
 
 #: set before mlflow is imported: no usage data leaves the machine
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-#: metrics logged once per extra-clean fraction (history, step = round(1000 × f))
+#: metrics logged at f = 0 under their plain name, and per extra-clean fraction as the history
+#: ``<name>_by_f`` (step = round(1000 × f))
 FRACTION_METRICS = ("accuracy", "macro_f1", "log_loss", "source_accuracy", "attack_success_rate")
+#: the suffix of a recovery-curve metric: ``accuracy_by_f``
+CURVE_SUFFIX = "_by_f"
 #: metrics logged once per cell (step 0)
 CELL_METRICS = (
     "det_precision",
@@ -60,6 +76,11 @@ ARTIFACTS_DIR = "mlartifacts"
 def step_of(fraction: float) -> int:
     """The MLflow step of an extra-clean fraction: ``round(1000 × f)`` (f = 0.25 → 250)."""
     return int(round(1000 * float(fraction)))
+
+
+def curve_metric(name: str) -> str:
+    """The name of a metric's recovery curve (its history over f): ``accuracy_by_f``."""
+    return f"{name}{CURVE_SUFFIX}"
 
 
 def default_tracking_uri(run_dir: str | Path) -> str:
@@ -108,16 +129,20 @@ def cell_params(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, str]:
 
 
 def cell_metrics(rows: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
-    """(name, value, step) of every metric a cell logs (see the module docstring)."""
+    """(name, value, step) of every metric a cell logs: each of :data:`FRACTION_METRICS` at
+    f = 0 under its plain name (step 0), its value at every fraction under
+    :func:`curve_metric` (step :func:`step_of` f), and the per-cell metrics (step 0)."""
     out: list[tuple[str, float, int]] = []
-    ok = [r for r in rows if r.get("status") == "ok"]
+    ok = sorted(
+        (r for r in rows if r.get("status") == "ok"), key=lambda r: float(r["extra_fraction"])
+    )
     for row in ok:
         step = step_of(row["extra_fraction"])
         for name in FRACTION_METRICS:
             if _finite(row.get(name)):
-                out.append((name, float(row[name]), step))
-                if row["extra_fraction"] == 0:
-                    out.append((f"{name}_f0", float(row[name]), 0))
+                out.append((curve_metric(name), float(row[name]), step))
+                if float(row["extra_fraction"]) == 0:
+                    out.append((name, float(row[name]), 0))
     if ok:
         for name in CELL_METRICS:
             if _finite(ok[0].get(name)):
@@ -125,8 +150,189 @@ def cell_metrics(rows: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
     return out
 
 
+def grid_params(config: Any, labels: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+    """The parent run's params: the grid's settings, the plug-ins by their display labels.
+
+    ``datasets``, ``models``, ``attacks`` and ``defenses`` are JSON lists of the unique display
+    labels ``labels`` holds for their ids (``bench.runner.display_labels``; e.g. ``attacks``:
+    ``["label_flip(random)", "label_flip(1→7)", "feature_noise(uniform)"]``), ``rates``,
+    ``seeds`` and ``fractions`` JSON lists of numbers, then the recovery settings."""
+    from bench.schema import dataset_id, defense_id, plugin_id
+
+    labels = labels or {}
+
+    def shown(kind: str, ident: str, fallback: str) -> str:
+        return labels.get(kind, {}).get(ident, fallback)
+
+    recovery = config.recovery
+    datasets = [shown("dataset", dataset_id(d.canonical()), d.name) for d in config.datasets]
+    models = [shown("model", plugin_id(m.name, m.params), m.name) for m in config.models]
+    attacks = [shown("attack", plugin_id(a.name, a.params), a.name) for a in config.attacks]
+    defenses = [
+        shown(
+            "defense",
+            defense_id([s.canonical() for s in steps]),
+            "+".join(s.name for s in steps),
+        )
+        for steps in config.defenses
+    ]
+    params = {
+        "config": config.name,
+        "datasets": json.dumps(datasets, ensure_ascii=False),
+        "models": json.dumps(models, ensure_ascii=False),
+        "attacks": json.dumps(attacks, ensure_ascii=False),
+        "defenses": json.dumps(defenses, ensure_ascii=False),
+        "rates": json.dumps(list(config.rates)),
+        "seeds": json.dumps(list(config.seeds)),
+        "fractions": json.dumps(list(recovery.fractions)),
+        "recovery_metric": recovery.metric,
+        "recovery_tolerance": str(recovery.tolerance),
+        "recovery_bootstrap": str(recovery.bootstrap),
+        "recovery_early_stop": str(bool(recovery.early_stop)).lower(),
+    }
+    return params
+
+
+#: the headline table's columns (see :func:`headline_table`)
+HEADLINE_COLUMNS = (
+    "attack_label",
+    "rate",
+    "extra_clean_data",
+    "best_defense",
+    "best_extra_clean_data",
+    "best_rows_saved",
+    "best_resolved",
+    "dataset",
+    "model",
+    "metric",
+    "reference",
+    "value_at_0",
+    "f_needed",
+    "f_low",
+    "f_high",
+    "rows_needed",
+    "best_f_needed",
+)
+
+
+def headline_table(rec: Any) -> Any:
+    """The headline of a run, one row per (dataset, model, attack, rate) configuration of
+    ``bench.recovery.estimate_recovery``'s output ``rec`` (grouped by ids, shown by labels):
+    the clean model's metric (``reference``), the undefended model's (``value_at_0``), the extra
+    clean data needed without a defense (``f_needed`` × n_train, ``inf`` when not recovered
+    within the grid, its interval ``f_low``–``f_high``, ``rows_needed``, and
+    ``extra_clean_data`` as the report writes it, e.g. ``0.81× [0.15–2+]``), and the best
+    deployable defense: the one (not ``none``, not a reference such as the oracle) with the
+    smallest ``f_needed``, ties to the larger rows saved, with its ``best_f_needed``,
+    ``best_extra_clean_data`` and ``best_rows_saved`` (clean rows it saves against no defense,
+    NaN when unknown; ``best_resolved`` says its paired interval excludes 0)."""
+    import pandas as pd
+
+    from bench.report import fmt_recovery
+    from bench.schema import NO_ATTACK_ID, NO_DEFENSE_ID
+
+    keys = ["dataset_id", "model_id", "attack_id", "rate"]
+    if rec is None or len(rec) == 0:
+        return pd.DataFrame(columns=list(HEADLINE_COLUMNS))
+    rec = rec[rec["attack_id"] != NO_ATTACK_ID]
+    rows = []
+    for _, group in rec.groupby(keys, sort=True):
+        base = group[group["defense_id"] == NO_DEFENSE_ID]
+        first = base.iloc[0] if len(base) else group.iloc[0]
+        row: dict[str, Any] = {
+            "dataset": first["dataset_label"],
+            "model": first["model_label"],
+            "attack_label": first["attack_label"],
+            "rate": float(first["rate"]),
+            "metric": first["metric"],
+            "reference": float(first["reference"]),
+        }
+        if len(base):
+            b = base.iloc[0]
+            row.update(
+                value_at_0=float(b["value_at_0"]),
+                f_needed=float(b["f_needed"]),
+                f_low=float(b["f_low"]),
+                f_high=float(b["f_high"]),
+                rows_needed=float(b["rows_needed"]),
+                extra_clean_data=fmt_recovery(b),
+            )
+        deployable = ~group["defense_reference"].fillna(False).astype(bool)
+        real = group[(group["defense_id"] != NO_DEFENSE_ID) & deployable]
+        real = real[real["f_needed"].notna()]
+        if len(real):
+            ranked = real.assign(_saved=real["defense_value_rows"].fillna(-math.inf)).sort_values(
+                ["f_needed", "_saved"], ascending=[True, False]
+            )
+            best = ranked.iloc[0]
+            row.update(
+                best_defense=str(best["defense_label"]),
+                best_f_needed=float(best["f_needed"]),
+                best_extra_clean_data=fmt_recovery(best),
+                best_rows_saved=float(best["defense_value_rows"]),
+                best_resolved=bool(best.get("defense_value_resolved", False)),
+            )
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=list(HEADLINE_COLUMNS))
+
+
+def _json_safe(frame: Any) -> Any:
+    """``frame`` with non-finite numbers as None (MLflow's table viewer parses strict JSON,
+    which has no NaN or Infinity; the text columns say ``> 2×``)."""
+    import numpy as np
+
+    out = frame.astype(object)
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype.kind == "f":
+            out[column] = [float(v) if np.isfinite(v) else None for v in values]
+    return out.where(out.notna(), None)
+
+
+def _metric_key(*parts: Any) -> str:
+    """An MLflow metric key from display labels: characters MLflow refuses become ``_``
+    (``label_flip(1→7)`` → ``label_flip_1-7``)."""
+    text = "/".join(str(p) for p in parts).replace("→", "-")
+    text = re.sub(r"[^A-Za-z0-9_\-. /:]+", "_", text)
+    return re.sub(r"_+(?=/|$)", "", text)
+
+
+def headline_metrics(headline: Any) -> dict[str, float]:
+    """The parent run's metrics from :func:`headline_table`: per (dataset, model, attack,
+    rate) ``f_needed/<dataset>/<model>/<attack>/<rate>`` (extra clean data needed without a
+    defense, × n_train), ``best_f_needed/...`` and ``rows_saved/...`` (the best deployable
+    defense's), and ``clean_<metric>/<dataset>/<model>``. Values not finite (not recovered
+    within the grid) are left out: the headline table says ``> X×``. A key two labels would
+    share after MLflow's character rules is left out rather than overwritten."""
+    out: dict[str, float] = {}
+    seen: set[str] = set()
+    clashes: set[str] = set()
+
+    def put(key: str, value: Any) -> None:
+        if key in seen:
+            clashes.add(key)
+        seen.add(key)
+        if _finite(value):
+            out[key] = float(value)
+
+    for row in headline.to_dict("records"):
+        where = (row["dataset"], row["model"], row["attack_label"], f"{row['rate']:g}")
+        put(_metric_key("f_needed", *where), row.get("f_needed"))
+        put(_metric_key("best_f_needed", *where), row.get("best_f_needed"))
+        put(_metric_key("rows_saved", *where), row.get("best_rows_saved"))
+    clean = headline.drop_duplicates(["dataset", "model"])
+    for row in clean.to_dict("records"):
+        key = _metric_key(f"clean_{row['metric']}", row["dataset"], row["model"])
+        if _finite(row.get("reference")):
+            out[key] = float(row["reference"])
+    return {k: v for k, v in out.items() if k not in clashes}
+
+
 def confusion_image(confusion: list[list[int]], class_names: list[str], title: str) -> Any:
-    """A PIL image of a confusion matrix: rows true, columns predicted, counts in the cells.
+    """A PIL image of a confusion matrix: rows true, columns predicted, counts in the cells
+    (white on dark cells), every class labelled on both axes; every text, the axis titles
+    ("true label" above the row labels, "predicted label" under the columns) and ``title``
+    included, lies inside the image.
 
     Drawn with Pillow rather than matplotlib: ~20× faster (a 10×10 matplotlib figure with its
     100 labels takes ~1 s on a busy 2-core machine), and the tracker draws one per cell.
@@ -138,11 +344,20 @@ def confusion_image(confusion: list[list[int]], class_names: list[str], title: s
     k = len(matrix)
     names = [str(n) for n in class_names[:k]]
     font = ImageFont.load_default(size=12)
-    cell = 34
-    left = 16 + int(max(font.getlength(n) for n in names))
-    top = 40
-    width = max(left + k * cell + 16, 16 + int(font.getlength(title)))
-    img = Image.new("RGB", (width, top + k * cell + 44), "white")
+    pad = 8
+    y_title, x_title = "true label", "predicted label"
+    labels_width = int(max(font.getlength(n) for n in names))
+    cell = max(34, labels_width + 8)  # column labels fit under their column
+    # the row labels end 6 px left of the matrix; "true label" sits above them, left-aligned
+    left = pad + max(labels_width + 6, int(font.getlength(y_title)) + 4)
+    top = 48
+    grid_right = left + k * cell
+    width = max(
+        grid_right + 16,
+        pad + int(font.getlength(title)) + pad,
+        left + k * cell // 2 + int(font.getlength(x_title)) // 2 + pad,
+    )
+    img = Image.new("RGB", (width, top + k * cell + 46), "white")
     draw = ImageDraw.Draw(img)
     high = max(int(matrix.max()), 1)
     dark = (8, 48, 107)  # matplotlib's "Blues" at 1
@@ -158,9 +373,9 @@ def confusion_image(confusion: list[list[int]], class_names: list[str], title: s
     for i, name in enumerate(names):
         draw.text((left - 6, top + i * cell + cell / 2), name, "black", font, "rm")
         draw.text((left + i * cell + cell / 2, top + k * cell + 4), name, "black", font, "mt")
-    draw.text((left + k * cell / 2, top + k * cell + 22), "predicted", "black", font, "mt")
-    draw.text((left - 6, top - 4), "true", "black", font, "rd")
-    draw.text((8, 6), title, "black", font)
+    draw.text((left + k * cell / 2, top + k * cell + 24), x_title, "black", font, "mt")
+    draw.text((pad, top - 6), y_title, "black", font, "ld")
+    draw.text((pad, 6), title, "black", font)
     return img
 
 
@@ -201,6 +416,7 @@ class MlflowTracker:
         self.parent_id: str | None = None
         self.logged: dict[str, str] = {}  # cell id -> MLflow run id
         self.labels: dict[str, dict[str, str]] = {}  # kind -> id -> unique display label
+        self.config: Any = None  # the grid's config, set by start()
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -245,22 +461,9 @@ class MlflowTracker:
         except MlflowException as exc:
             raise PoisonBenchError(f"--mlflow {self.tracking_uri}: {exc.message}") from None
         self.parent_id = parent.info.run_id
-        recovery = config.recovery
-        self.client.log_batch(
-            self.parent_id,
-            params=[
-                self._param("config", config.name),
-                self._param("datasets", ",".join(d.name for d in config.datasets)),
-                self._param("models", ",".join(m.name for m in config.models)),
-                self._param("attacks", ",".join(a.name for a in config.attacks)),
-                self._param("rates", json.dumps(list(config.rates))),
-                self._param("seeds", json.dumps(list(config.seeds))),
-                self._param("fractions", json.dumps(list(recovery.fractions))),
-                self._param("recovery_metric", recovery.metric),
-                self._param("recovery_tolerance", str(recovery.tolerance)),
-                self._param("out_dir", str(self.out_dir.resolve())),
-            ],
-        )
+        self.config = config
+        params = {**grid_params(config, self.labels), "out_dir": str(self.out_dir.resolve())}
+        self.client.log_batch(self.parent_id, params=[self._param(k, v) for k, v in params.items()])
         import yaml
 
         self.client.log_text(
@@ -333,7 +536,34 @@ class MlflowTracker:
         for name in ("report.md", "results.csv", "run.json"):
             if (self.out_dir / name).exists():
                 self.client.log_artifact(self.parent_id, str(self.out_dir / name))
+        if table is not None and "extra_fraction" in table and len(table):
+            self.log_headline(table)
         self.client.set_terminated(self.parent_id, status)
+
+    def log_headline(self, table: Any) -> Any:
+        """Log the run's headline on the parent run: ``headline.csv`` and the MLflow table
+        ``headline.json`` (:func:`headline_table` of ``estimate_recovery`` on ``table`` with the
+        config's recovery settings) and :func:`headline_metrics` as parent metrics; return the
+        headline table."""
+        from mlflow.entities import Metric
+
+        from bench.recovery import estimate_recovery
+
+        assert self.parent_id is not None, "start() first"
+        recovery = self.config.recovery
+        rec = estimate_recovery(
+            table, recovery.metric, float(recovery.tolerance), n_boot=int(recovery.bootstrap)
+        )
+        headline = headline_table(rec)
+        self.client.log_text(self.parent_id, headline.to_csv(index=False), "headline.csv")
+        self.client.log_table(
+            self.parent_id, data=_json_safe(headline), artifact_file="headline.json"
+        )
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in headline_metrics(headline).items()]
+        if metrics:
+            self.client.log_batch(self.parent_id, metrics=metrics)
+        return headline
 
     # -- one cell ------------------------------------------------------------------------------
 

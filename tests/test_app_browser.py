@@ -1,5 +1,11 @@
 """End to end: ``poisonbench app RUN_DIR`` on 127.0.0.1, loaded in a real headless Chromium.
 
+The window is 1400 px wide (a laptop). Besides "every element is there and nothing throws",
+it checks what a reader sees: every class labelled, horizontally, on both axes of the
+confusion matrices; the recovery curve on demand; the report rendered with a collapsible config
+and its images loaded; pill filters that drop a value in one click. Screenshots of both pages
+are written to ``$POISONBENCH_SCREENSHOTS`` (a temporary directory when unset).
+
 Uses Debian's ``/usr/bin/chromium`` through Playwright's Python package (no browser download).
 Skipped locally when Chromium is missing; under CI=true a missing Chromium fails the test
 (``.ci/run`` installs it), so CI cannot go green by skipping.
@@ -16,6 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import IN_CI, require
 
@@ -34,6 +41,20 @@ CHROMIUM_ARGS = [
 ]
 #: the lab trains two mnist-5k models on first load; the machine is shared
 LOAD_TIMEOUT_MS = 240_000
+#: a laptop window
+WIDTH = 1400
+#: each axis of each Vega chart in an element: its aria label and its tick labels (text, opacity
+#: (Vega hides a thinned-out label with opacity 0), transform (rotation))
+AXES_JS = """el => [...el.querySelectorAll('g.role-axis')].map(a => ({
+    title: a.getAttribute('aria-label') || '',
+    labels: [...a.querySelectorAll('g.role-axis-label text')].map(t => ({
+        text: t.textContent,
+        visible: t.getAttribute('opacity') !== '0',
+        transform: t.getAttribute('transform') || ''}))}))"""
+#: images on the page that failed to load
+BROKEN_IMAGES_JS = (
+    "[...document.images].filter(i => i.complete && i.naturalWidth === 0).map(i => i.src)"
+)
 
 RUN = """
 name: browser
@@ -142,10 +163,21 @@ def _screenshot(page, path: Path) -> None:
     height = page.evaluate(
         "Math.max(...[...document.querySelectorAll('section, div')].map(e => e.scrollHeight))"
     )
-    page.set_viewport_size({"width": 1500, "height": min(int(height) + 100, 8000)})
+    page.set_viewport_size({"width": WIDTH, "height": min(int(height) + 100, 12000)})
     page.wait_for_timeout(1500)  # charts re-render at the new size
     page.screenshot(path=str(path))
-    page.set_viewport_size({"width": 1500, "height": 1100})
+    page.set_viewport_size({"width": WIDTH, "height": 1000})
+
+
+def _confusion_axes(page) -> list[list[dict]]:
+    """The axes of the lab's confusion matrices (the charts with a "true label" axis)."""
+    found = []
+    charts = page.locator("[data-testid='stVegaLiteChart']")
+    for i in range(charts.count()):
+        axes = charts.nth(i).evaluate(AXES_JS)
+        if any("titled 'true label'" in a["title"] for a in axes):
+            found.append(axes)
+    return found
 
 
 def test_both_pages_render_in_headless_chromium(app, tmp_path):
@@ -162,7 +194,7 @@ def test_both_pages_render_in_headless_chromium(app, tmp_path):
             executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS
         )
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page = browser.new_page(viewport={"width": WIDTH, "height": 1000})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
 
@@ -176,11 +208,30 @@ def test_both_pages_render_in_headless_chromium(app, tmp_path):
             page.get_by_role("button", name="Run recovery curve").wait_for(timeout=LOAD_TIMEOUT_MS)
             for name in LAB_HEADINGS:
                 assert page.get_by_role("heading", name=name, exact=True).count() == 1, name
+            assert page.get_by_role("button", name="Train").count() == 1  # the sidebar's form
             # mnist-5k images: test predictions and the flipped gallery are real <img> elements
             page.locator("[data-testid='stImage'] img").first.wait_for(timeout=60_000)
             assert page.locator("[data-testid='stImage'] img").count() >= 16
+            # the default draw mixes in source-class images (★)
+            assert page.get_by_text("★", exact=False).count() >= 4
             page.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=60_000)
-            assert page.locator("[data-testid='stVegaLiteChart']").count() >= 4
+            page.wait_for_timeout(1500)  # the charts draw their axes
+            matrices = _confusion_axes(page)
+            assert len(matrices) == 3  # clean, poisoned, difference
+            classes = [str(i) for i in range(10)]
+            for axes in matrices:
+                assert len(axes) == 2
+                for axis in axes:
+                    shown = [lab["text"] for lab in axis["labels"] if lab["visible"]]
+                    assert shown == classes, axis["title"]  # every class, none hidden
+                    turned = [lab for lab in axis["labels"] if "rotate(" in lab["transform"]]
+                    assert all("rotate(0)" in lab["transform"] for lab in turned), axis["title"]
+            assert page.locator("[data-testid='stException']").count() == 0
+            page.get_by_role("button", name="Run recovery curve").click()
+            page.get_by_text("Extra clean data needed", exact=True).wait_for(
+                timeout=LOAD_TIMEOUT_MS
+            )
+            page.get_by_text("clean model: ", exact=False).first.wait_for(timeout=60_000)
             assert page.locator("[data-testid='stException']").count() == 0
             _screenshot(page, shots / "lab.png")
 
@@ -195,8 +246,30 @@ def test_both_pages_render_in_headless_chromium(app, tmp_path):
                 str(run_dir.resolve())
             )
             assert download.count() == 1
+            assert page.get_by_text("0.79× [0.15–2+]", exact=False).count() >= 1
+            # the report, as GitHub shows it: a collapsible config, its images loaded
+            page.get_by_text("Report (report.md)").click()
+            page.get_by_text("Config", exact=True).click()
+            page.get_by_text("recovery:", exact=False).first.wait_for(timeout=60_000)
+            page.wait_for_timeout(2000)  # the images load
+            body = page.inner_text("body")
+            assert "<details>" not in body and "</details>" not in body
+            assert "<summary>" not in body and "![" not in body
+            assert page.evaluate(BROKEN_IMAGES_JS) == []
+            linked = (run_dir / "report.md").read_text().count("![")
+            loaded = page.evaluate(
+                "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length"
+            )
+            assert loaded >= linked + len(list(run_dir.glob("*.png")))  # report + plots
             assert page.locator("[data-testid='stException']").count() == 0
             _screenshot(page, shots / "explorer.png")
+            # a filter value goes in one click
+            table = pd.read_parquet(run_dir / "results.parquet")
+            groups = page.get_by_test_id("stButtonGroup")
+            assert groups.count() == 3  # attack, poison rate, defense (one dataset, one model)
+            groups.nth(2).get_by_role("button", name="none", exact=True).click()
+            kept = int((table["defense"] != "none").sum())
+            page.get_by_text(f"{kept} of {len(table)} rows match").wait_for(timeout=60_000)
             assert not errors, errors
         finally:
             browser.close()

@@ -2,7 +2,8 @@
 
 ``main.py`` is the entry script Streamlit runs; ``pages/`` holds the two pages (the live
 label-flip lab and the results explorer); ``lab.py`` and ``explorer.py`` compute what the pages
-show as pure functions (no Streamlit import), so they are tested directly.
+show as pure functions (no Streamlit import), ``charts.py`` builds their Altair charts and
+``columns.py`` gives the results table's columns human names, so all are tested directly.
 """
 
 from __future__ import annotations

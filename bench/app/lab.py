@@ -8,11 +8,16 @@ the registered ``label_flip`` attack flips the labels, ``bench.models`` builds t
 is the only difference between them (the comparison is paired, as in a grid run).
 
 Nothing here imports Streamlit: the pages cache and draw what these functions return, and the
-tests call them directly.
+tests call them directly. ``fit_predict`` takes an optional ``progress`` callback so the page can
+show how far a fit has come (epochs and batches for the torch models).
 """
 
 from __future__ import annotations
 
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +36,12 @@ from bench.types import ParamError, Poisoned, TrainingSet
 RECOVERY_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 1.0)
 #: the recovery target is the clean accuracy minus this (the configs' default tolerance)
 RECOVERY_TOLERANCE = 0.005
+#: the test images the page shows: a mix that always includes source-class images (the ones the
+#: attack aims at, marked ★), a plain random draw, or source-class images only
+PICK_MODES = ("mix", "random", "source")
+
+#: ``progress(done, text)``: ``done`` in [0, 1], ``text`` a short status such as "epoch 2 of 5"
+Progress = Callable[[float, str], None]
 
 
 def default_sizes(n_rows: int) -> tuple[int, int]:
@@ -102,9 +113,14 @@ def fit_predict(
     y_train: np.ndarray,
     seed: int = 0,
     extra_rows: int = 0,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """Test-set probabilities (n_test × k) of ``model`` trained on the train rows with labels
-    ``y_train``, plus the first ``extra_rows`` rows of the clean pool (trusted, correct labels)."""
+    ``y_train``, plus the first ``extra_rows`` rows of the clean pool (trusted, correct labels).
+
+    progress: called as training goes on (see :func:`watch_training`); for models trained in one
+    call (scikit-learn) only when the fit ends.
+    """
     info = data.info
     spec = MODELS.get(model, "model").from_params({}, "model").bind(info, "model")
     if extra_rows > len(data.pool):
@@ -118,8 +134,88 @@ def fit_predict(
     pool = data.pool[:extra_rows]
     train = train.append(X[pool], data.dataset.y[pool])
     estimator = spec.build(info, model_seed(data, model, seed))
+    if progress is not None:
+        watch_training(estimator, spec, len(train.X), progress)
     estimator.fit(train.X, train.targets, train.sample_weight)
+    if progress is not None:
+        progress(1.0, "done")
     return estimator.predict_proba(X[data.test])
+
+
+def watch_training(estimator: Any, spec: Any, n_rows: int, progress: Progress) -> bool:
+    """Make a torch estimator report its epochs to ``progress`` while it trains; return whether
+    it could (False for estimators trained in one call, e.g. scikit-learn's).
+
+    The torch classifier calls ``prepare(net, X)`` with its fresh network just before its
+    training loop; a forward hook on that network counts the training batches
+    (``ceil(n_rows / batch_size)`` per epoch), so the lab needs no change to the model code.
+    Reported about every 5 % of the batches and at each epoch's end: ``"epoch e of E"``.
+    """
+    prepare = getattr(estimator, "prepare", None)
+    epochs = getattr(spec, "epochs", None)
+    batch_size = getattr(spec, "batch_size", None)
+    if prepare is None or not epochs or not batch_size or n_rows <= 0:
+        return False
+    per_epoch = math.ceil(n_rows / int(batch_size))
+    total = int(epochs) * per_epoch
+    every = max(1, total // 20)
+
+    def watched_prepare(net: Any, X: Any) -> None:
+        prepare(net, X)
+        seen = [0]
+
+        def count_batch(module: Any, args: Any, output: Any) -> None:
+            if not module.training:  # predictions after training are not counted
+                return
+            seen[0] += 1
+            done = seen[0]
+            if done % every == 0 or done % per_epoch == 0 or done == total:
+                epoch = min(int(epochs), done // per_epoch + (done % per_epoch > 0))
+                progress(min(done / total, 1.0), f"epoch {epoch} of {epochs}")
+
+        net.register_forward_hook(count_batch)
+
+    estimator.prepare = watched_prepare
+    return True
+
+
+class FitCache:
+    """An explicit, bounded least-recently-used cache of the lab's fits (their test
+    probabilities), keyed by everything that determines them.
+
+    The page keeps one per server (``st.cache_resource``) instead of ``st.cache_data``, because
+    a fit reports its progress to a bar drawn outside it, and ``st.cache_data`` refuses to
+    replay a cached function that drew into an outside block.
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        if max_entries < 1:
+            raise ParamError("max_entries", f"must be >= 1, got {max_entries}")
+        self.max_entries = int(max_entries)
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The cached value for ``key``, or ``compute()`` stored under it (the least recently
+        used entry is dropped when the cache is full). Two sessions asking for the same new
+        key at once may both compute it; the results are identical."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = compute()
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+        return value
 
 
 @dataclass(frozen=True)
@@ -187,8 +283,8 @@ def run_lab(
     n_train: int | None = None,
     data_dir: str | None = None,
 ) -> LabOutcome:
-    """Train the clean and the poisoned model and compare them (the pages do the same, with each
-    fit cached separately so that moving the ratio refits only the poisoned model)."""
+    """Train the clean and the poisoned model and compare them (the page does the same, with
+    each fit kept in a :class:`FitCache`, so new flip settings refit only the poisoned model)."""
     data = load_lab_data(dataset, seed, n_train, data_dir)
     poisoned = flip_labels(data, source, target, ratio, seed)
     clean_proba = fit_predict(data, model, data.y_train, seed)
@@ -222,6 +318,21 @@ def summarize(outcome: LabOutcome) -> dict[str, float | int]:
         "clean_source_accuracy": c["source_accuracy"],
         "poisoned_source_accuracy": p["source_accuracy"],
     }
+
+
+def metric_delta(change: float, fmt: str, suffix: str = "") -> dict[str, str]:
+    """Keyword arguments for ``st.metric``'s delta: ``change`` formatted with ``fmt`` (e.g.
+    ``"+.1%"``) and ``suffix``; when it rounds to zero at that precision, ``"no change"`` with
+    neither arrow nor colour (a zero shown as "↓ -0.0%" reads as a loss)."""
+    text = format(change, fmt)
+    digits = text.strip().lstrip("+-−").rstrip("%")
+    try:
+        zero = float(digits) == 0
+    except ValueError:
+        zero = False
+    if zero or change == 0:
+        return {"delta": f"no change{suffix}", "delta_arrow": "off", "delta_color": "off"}
+    return {"delta": f"{text}{suffix}"}
 
 
 def role(outcome: LabOutcome, label: int) -> str:
@@ -276,17 +387,35 @@ def prediction_distribution(outcome: LabOutcome) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pick_examples(
-    outcome: LabOutcome, count: int, seed: int = 0, source_only: bool = False
-) -> np.ndarray:
-    """``count`` test-row positions drawn at random (from ``seed``), sorted; with
-    ``source_only`` only rows of the source class (the ones the attack aims at)."""
-    candidates = np.arange(len(outcome.y_test))
-    if source_only:
-        candidates = candidates[outcome.y_test == outcome.source]
-    count = min(int(count), len(candidates))
+def pick_examples(outcome: LabOutcome, count: int, seed: int = 0, mode: str = "mix") -> np.ndarray:
+    """``count`` test-row positions drawn at random (from ``seed``), sorted.
+
+    mode: ``mix`` (the default) draws half of them, rounded up, from the source class (the rows
+    the attack aims at) and the rest from the other classes, so the attack's effect is visible
+    in the first draw; ``random`` draws from all test rows; ``source`` from the source class
+    only. Raises ParamError naming ``mode`` for another value.
+    """
+    if mode not in PICK_MODES:
+        raise ParamError("mode", f"{mode!r} is not one of {', '.join(PICK_MODES)}")
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(candidates, size=count, replace=False))
+    rows = np.arange(len(outcome.y_test))
+    is_source = outcome.y_test == outcome.source
+    count = int(count)
+    if mode == "random":
+        return np.sort(rng.choice(rows, size=min(count, len(rows)), replace=False))
+    source_rows = rows[is_source]
+    if mode == "source":
+        return np.sort(rng.choice(source_rows, size=min(count, len(source_rows)), replace=False))
+    other_rows = rows[~is_source]
+    n_source = min((count + 1) // 2, len(source_rows))
+    n_other = min(count - n_source, len(other_rows))
+    picked = np.concatenate(
+        [
+            rng.choice(source_rows, size=n_source, replace=False),
+            rng.choice(other_rows, size=n_other, replace=False),
+        ]
+    )
+    return np.sort(picked)
 
 
 def prediction_rows(outcome: LabOutcome, positions: np.ndarray) -> pd.DataFrame:
@@ -334,6 +463,43 @@ def recovery_fractions(data: LabData, fractions: tuple[float, ...] = RECOVERY_FR
     """The extra-clean fractions (multiples of the train set) the clean pool can supply."""
     n = len(data.train)
     return [float(f) for f in fractions if int(round(f * n)) <= len(data.pool)]
+
+
+def score(y_test: np.ndarray, proba: np.ndarray, source: int, target: int) -> dict[str, float]:
+    """A recovery point: ``accuracy`` and ``attack_success_rate`` (share of source-class test
+    rows predicted as ``target``, NaN when the test set has none) of test probabilities."""
+    pred = np.asarray(proba).argmax(axis=1)
+    from_source = np.asarray(y_test) == source
+    asr = float((pred[from_source] == target).mean()) if from_source.any() else math.nan
+    return {"accuracy": float((pred == y_test).mean()), "attack_success_rate": asr}
+
+
+def recovery_curve(
+    outcome: LabOutcome,
+    fractions: list[float],
+    fit_extra: Callable[[float], np.ndarray],
+    progress: Callable[[int, float], None] | None = None,
+) -> pd.DataFrame:
+    """Accuracy and attack success rate of the poisoned model retrained with ``f × n_train``
+    extra clean rows, for each ``f`` in ``fractions``: columns ``extra_fraction``,
+    ``accuracy``, ``attack_success_rate``.
+
+    The f = 0 point is the poisoned model the lab already trained (``outcome``), not a refit;
+    ``fit_extra(f)`` returns the test probabilities for f > 0. ``progress(i, f)`` is called
+    after point ``i`` (0-based).
+    """
+    rows = []
+    for i, f in enumerate(fractions):
+        proba = outcome.poisoned_proba if f == 0 else fit_extra(f)
+        rows.append(
+            {
+                "extra_fraction": float(f),
+                **score(outcome.y_test, proba, outcome.source, outcome.target),
+            }
+        )
+        if progress is not None:
+            progress(i, f)
+    return pd.DataFrame(rows, columns=["extra_fraction", "accuracy", "attack_success_rate"])
 
 
 def crossing(fractions: list[float], values: list[float], target: float) -> float | None:

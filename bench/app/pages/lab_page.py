@@ -1,20 +1,32 @@
-"""Page: the live label-flip lab (clean vs poisoned model, trained on request and cached)."""
+"""Page: the live label-flip lab (clean vs poisoned model).
+
+The sidebar's form sets the source and target labels, the flip ratio and the model; nothing is
+trained until Train is pressed (the first visit trains the defaults once, so the page is not
+empty). Each fit is cached, so going back to earlier settings is instant, and a progress bar
+shows how far training has come (epochs for the torch models).
+"""
 
 from __future__ import annotations
 
-import altair as alt
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bench.app import lab
+from bench.app import charts, columns, lab
 from bench.datasets import DATASETS, load_dataset
 from bench.models import MODELS
 from bench.types import PoisonBenchError
 
+#: row highlights of the source and the target label (the confusion matrices' outline colours)
+SOURCE_TINT = "rgba(224, 138, 0, 0.22)"
+TARGET_TINT = "rgba(194, 24, 91, 0.15)"
+
 # ---------------------------------------------------------------------------------------------
-# Cached computation: the clean fit depends only on (dataset, model, seed, size), so moving the
-# flip ratio or the labels refits only the poisoned model.
+# Cached computation: the clean fit depends only on (dataset, model, seed, size), so new flip
+# settings refit only the poisoned model. The fits live in one bounded lab.FitCache per server
+# (not st.cache_data, which cannot replay the progress bar a fit draws into).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -23,24 +35,22 @@ def _data(dataset: str, seed: int, n_train: int | None) -> lab.LabData:
     return lab.load_lab_data(dataset, seed, n_train)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _clean_proba(dataset: str, model: str, seed: int, n_train: int | None) -> np.ndarray:
-    data = _data(dataset, seed, n_train)
-    return lab.fit_predict(data, model, data.y_train, seed)
+@st.cache_resource(show_spinner=False)
+def _fits() -> lab.FitCache:
+    return lab.FitCache(max_entries=256)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+def _clean_proba(
+    dataset: str, model: str, seed: int, n_train: int | None, progress: lab.Progress
+) -> np.ndarray:
+    def fit() -> np.ndarray:
+        data = _data(dataset, seed, n_train)
+        return lab.fit_predict(data, model, data.y_train, seed, progress=progress)
+
+    return _fits().get(("clean", dataset, model, seed, n_train), fit)
+
+
 def _poisoned(
-    dataset: str, model: str, seed: int, n_train: int | None, source: int, target: int, ratio: float
-) -> tuple[np.ndarray, np.ndarray]:
-    data = _data(dataset, seed, n_train)
-    poisoned = lab.flip_labels(data, source, target, ratio, seed)
-    proba = lab.fit_predict(data, model, poisoned.y, seed)
-    return proba, np.flatnonzero(poisoned.mask)
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def _recovery_point(
     dataset: str,
     model: str,
     seed: int,
@@ -48,19 +58,25 @@ def _recovery_point(
     source: int,
     target: int,
     ratio: float,
-    fraction: float,
-) -> tuple[float, float]:
-    data = _data(dataset, seed, n_train)
-    poisoned = lab.flip_labels(data, source, target, ratio, seed)
-    extra = int(round(fraction * len(data.train)))
-    proba = lab.fit_predict(data, model, poisoned.y, seed, extra_rows=extra)
-    pred = proba.argmax(axis=1)
-    from_source = data.y_test == source
-    return float((pred == data.y_test).mean()), float((pred[from_source] == target).mean())
+    progress: lab.Progress,
+    fraction: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The poisoned model's test probabilities with ``fraction × n_train`` extra clean rows,
+    and the flipped train rows."""
+
+    def fit() -> tuple[np.ndarray, np.ndarray]:
+        data = _data(dataset, seed, n_train)
+        poisoned = lab.flip_labels(data, source, target, ratio, seed)
+        extra = int(round(fraction * len(data.train)))
+        proba = lab.fit_predict(data, model, poisoned.y, seed, extra_rows=extra, progress=progress)
+        return proba, np.flatnonzero(poisoned.mask)
+
+    key = ("poisoned", dataset, model, seed, n_train, source, target, ratio, fraction)
+    return _fits().get(key, fit)
 
 
 # ---------------------------------------------------------------------------------------------
-# Controls
+# Controls: a form, so that nothing trains until Train is pressed
 # ---------------------------------------------------------------------------------------------
 
 st.title("Live label-flip lab")
@@ -102,58 +118,109 @@ with st.sidebar:
         st.stop()
     info = dataset.info
     classes = list(range(info.n_classes))
-    if state.get("lab_source") not in classes:
+    # keep the labels chosen before when they are classes of this dataset too; a target equal
+    # to the source is the user's choice and is refused on Train, not silently changed
+    source_reset = state.get("lab_source") not in classes
+    if source_reset:
         state["lab_source"] = min(1, info.n_classes - 1)
-    source = st.selectbox(
-        "Source label (flipped from)",
-        classes,
-        key="lab_source",
-        format_func=lambda i: info.class_names[i],
-    )
-    targets = [c for c in classes if c != source]
-    if state.get("lab_target") not in targets:
-        state["lab_target"] = 7 if 7 in targets else targets[source % len(targets)]
-    target = st.selectbox(
-        "Target label (flipped to)",
-        targets,
-        key="lab_target",
-        format_func=lambda i: info.class_names[i],
-    )
-    ratio_pct = st.slider(
-        "Flip ratio (% of the source label's training rows)", 0, 100, step=5, key="lab_ratio"
-    )
-    model = st.selectbox("Model", models, key="lab_model", help="logreg is the fastest")
-    with st.expander("Advanced"):
-        seed = int(st.number_input("Seed", min_value=0, max_value=2**31 - 1, key="lab_seed"))
-        default_train, n_test = lab.default_sizes(len(dataset.y))
-        state.setdefault(f"lab_train_{dataset_name}", default_train)
-        n_train = int(
-            st.number_input(
-                "Training rows",
-                min_value=max(20, 2 * info.n_classes),
-                max_value=len(dataset.y) - n_test,
-                step=100,
-                key=f"lab_train_{dataset_name}",
-                help=f"The test set keeps {n_test} rows; the rest is the clean pool.",
-            )
+    target_now = state.get("lab_target")
+    if target_now not in classes or (source_reset and target_now == state["lab_source"]):
+        others = [c for c in classes if c != state["lab_source"]]
+        state["lab_target"] = 7 if 7 in others else others[state["lab_source"] % len(others)]
+    default_train, n_test = lab.default_sizes(len(dataset.y))
+    state.setdefault(f"lab_train_{dataset_name}", default_train)
+    with st.form("lab_form", border=False, enter_to_submit=False):
+        source = st.selectbox(
+            "Source label (flipped from)",
+            classes,
+            key="lab_source",
+            format_func=lambda i: info.class_names[i],
         )
+        target = st.selectbox(
+            "Target label (flipped to)",
+            classes,
+            key="lab_target",
+            format_func=lambda i: info.class_names[i],
+            help="Any label but the source",
+        )
+        ratio_pct = st.slider(
+            "Flip ratio (% of the source label's training rows)", 0, 100, step=5, key="lab_ratio"
+        )
+        model = st.selectbox("Model", models, key="lab_model", help="logreg is the fastest")
+        with st.expander("Advanced"):
+            seed = int(st.number_input("Seed", min_value=0, max_value=2**31 - 1, key="lab_seed"))
+            n_train = int(
+                st.number_input(
+                    "Training rows",
+                    min_value=max(20, 2 * info.n_classes),
+                    max_value=len(dataset.y) - n_test,
+                    step=100,
+                    key=f"lab_train_{dataset_name}",
+                    help=f"The test set keeps {n_test} rows; the rest is the clean pool.",
+                )
+            )
+        submitted = st.form_submit_button("Train", type="primary", key="lab_train", width="stretch")
 
+chosen = {
+    "dataset": dataset_name,
+    "model": model,
+    "source": int(source),
+    "target": int(target),
+    "ratio_pct": int(ratio_pct),
+    "seed": seed,
+    "n_train": n_train,
+}
+if submitted or "lab_trained" not in state:  # the first visit trains the defaults once
+    if chosen["source"] == chosen["target"]:
+        st.sidebar.error("Source and target are the same label: pick another target.")
+    else:
+        state["lab_trained"] = chosen
+trained = state.get("lab_trained")
+if trained is None or trained["dataset"] != dataset_name:
+    st.info(f"Set the labels for {dataset_name} in the sidebar and press **Train**.")
+    st.stop()
+
+model, seed, n_train = trained["model"], trained["seed"], trained["n_train"]
+source, target, ratio_pct = trained["source"], trained["target"], trained["ratio_pct"]
 ratio = ratio_pct / 100.0
+names = info.class_names
+src_name, tgt_name = names[source], names[target]
+if trained != chosen:
+    st.warning("The sidebar's settings differ from the results shown: press **Train**.")
 
 # ---------------------------------------------------------------------------------------------
-# Training (cached per choice) with a progress indicator
+# Training (cached per choice) with a progress bar
 # ---------------------------------------------------------------------------------------------
+
+
+def _stage(bar: Any, low: float, high: float, label: str) -> lab.Progress:
+    """A progress callback mapping a fit's [0, 1] onto [low, high] of ``bar``."""
+
+    def report(done: float, text: str) -> None:
+        bar.progress(low + (high - low) * done, text=f"{label}: {text}")
+
+    bar.progress(low, text=f"{label}…")
+    return report
+
 
 progress = st.progress(0.0, text=f"Training the clean {model} model…")
 try:
     data = _data(dataset_name, seed, n_train)
-    clean_proba = _clean_proba(dataset_name, model, seed, n_train)
-    progress.progress(0.5, text=f"Training the poisoned {model} model…")
+    clean_proba = _clean_proba(
+        dataset_name, model, seed, n_train, _stage(progress, 0, 0.5, f"Clean {model}")
+    )
     if ratio == 0:  # nothing flipped: the poisoned model is the clean one (same seed)
         poisoned_proba, flipped = clean_proba, np.empty(0, dtype=np.int64)
     else:
         poisoned_proba, flipped = _poisoned(
-            dataset_name, model, seed, n_train, source, target, ratio
+            dataset_name,
+            model,
+            seed,
+            n_train,
+            source,
+            target,
+            ratio,
+            _stage(progress, 0.5, 1.0, f"Poisoned {model}"),
         )
 except PoisonBenchError as exc:
     progress.empty()
@@ -162,8 +229,10 @@ except PoisonBenchError as exc:
 progress.empty()
 outcome = lab.compare(data, source, target, ratio, clean_proba, poisoned_proba, flipped)
 summary = lab.summarize(outcome)
-names = info.class_names
-src_name, tgt_name = names[source], names[target]
+st.caption(
+    f"Results for **{dataset_name}** · **{model}** · **{ratio_pct}%** of label **{src_name}** "
+    f"→ **{tgt_name}** · seed {seed} · {outcome.n_train:,} training rows."
+)
 
 # ---------------------------------------------------------------------------------------------
 # Summary and side-by-side metrics
@@ -180,9 +249,11 @@ c1.metric(
 c2.metric(
     "Attack success rate",
     f"{summary['poisoned_asr']:.1%}",
-    delta=f"{summary['poisoned_asr'] - summary['clean_asr']:+.1%} vs clean",
-    delta_color="inverse",
     help=f"Share of test images of label {src_name} the poisoned model calls {tgt_name}",
+    **{
+        "delta_color": "inverse",
+        **lab.metric_delta(summary["poisoned_asr"] - summary["clean_asr"], "+.1%", " vs clean"),
+    },
 )
 c3.metric(
     "Accuracy lost",
@@ -203,13 +274,15 @@ with right:
     a.metric(
         "Poisoned accuracy",
         f"{summary['poisoned_accuracy']:.1%}",
-        delta=f"{-summary['accuracy_lost']:+.1%}",
+        **lab.metric_delta(-summary["accuracy_lost"], "+.1%"),
     )
     b.metric(
         "Poisoned log-loss",
         f"{summary['poisoned_log_loss']:.3f}",
-        delta=f"{summary['poisoned_log_loss'] - summary['clean_log_loss']:+.3f}",
-        delta_color="inverse",
+        **{
+            "delta_color": "inverse",
+            **lab.metric_delta(summary["poisoned_log_loss"] - summary["clean_log_loss"], "+.3f"),
+        },
     )
 
 # ---------------------------------------------------------------------------------------------
@@ -219,16 +292,25 @@ with right:
 st.subheader("Predictions on test images")
 state.setdefault("lab_draw", 0)
 p1, p2, p3 = st.columns([2, 1, 1])
+pick_labels = {
+    "mix": f"mix (half of label {src_name})",
+    "random": "random",
+    "source": f"label {src_name} only",
+    "rows": "choose rows",
+}
 pick = p1.radio(
     "Which test images",
-    ["random", f"random, label {src_name} only", "choose rows"],
+    list(pick_labels),
+    format_func=pick_labels.get,
     horizontal=True,
     key="lab_pick",
+    help=f"The mix always includes images of the source label {src_name} (★), the ones the "
+    "attack aims at.",
 )
 count = p2.slider("How many", 4, 24, 8, step=4, key="lab_count")
 if p3.button("New random draw", key="lab_redraw"):
     state["lab_draw"] += 1
-if pick == "choose rows":
+if pick == "rows":
     positions = np.array(
         sorted(
             st.multiselect(
@@ -242,9 +324,7 @@ if pick == "choose rows":
         dtype=np.int64,
     )
 else:
-    positions = lab.pick_examples(
-        outcome, count, seed=state["lab_draw"], source_only=pick != "random"
-    )
+    positions = lab.pick_examples(outcome, count, seed=state["lab_draw"], mode=pick)
 st.caption(
     f"★ marks test images of the source label {src_name}; ⚠ marks images the two models "
     "disagree on."
@@ -269,7 +349,7 @@ if info.image_shape is not None and len(positions):
 
 
 def _mark_source(row: pd.Series) -> list[str]:
-    colour = "background-color: rgba(255, 196, 0, 0.25)" if row["source class"] else ""
+    colour = f"background-color: {SOURCE_TINT}" if row["source class"] else ""
     return [colour] * len(row)
 
 
@@ -318,56 +398,29 @@ else:
 # ---------------------------------------------------------------------------------------------
 
 
-def _heatmap(matrix: pd.DataFrame, title: str, diverging: bool = False) -> alt.Chart:
-    long = lab.confusion_long(matrix)
-    order = list(matrix.index)
-    if diverging:
-        bound = max(1, int(np.abs(matrix.to_numpy()).max()))
-        scale = alt.Scale(scheme="redblue", domain=[-bound, bound], reverse=True)
-    else:
-        scale = alt.Scale(scheme="blues")
-    base = alt.Chart(long, title=title).encode(
-        x=alt.X("predicted:N", sort=order, title="predicted"),
-        y=alt.Y("true:N", sort=order, title="true"),
-    )
-    cells = base.mark_rect().encode(
-        color=alt.Color("count:Q", scale=scale, legend=None),
-        tooltip=["true", "predicted", "count"],
-    )
-    text = base.mark_text(fontSize=10).encode(
-        text=alt.condition(alt.datum.count != 0, "count:Q", alt.value(""))
-    )
-    return (cells + text).properties(height=300)
-
-
 st.subheader("Confusion matrices")
+st.caption(
+    "Rows: true label; columns: the label the model predicts. The source label's row "
+    f"({src_name}, orange) and the target label's column ({tgt_name}, magenta) are outlined: "
+    "the flip moves counts from the diagonal into their crossing."
+)
 matrices = lab.confusion_matrices(outcome)
 m1, m2, m3 = st.columns(3)
-m1.altair_chart(_heatmap(matrices["clean"], "Clean model"), width="stretch")
-m2.altair_chart(_heatmap(matrices["poisoned"], "Poisoned model"), width="stretch")
-m3.altair_chart(
-    _heatmap(matrices["difference"], "Difference (poisoned − clean)", diverging=True),
-    width="stretch",
-)
+for col, key, heading in (
+    (m1, "clean", "Clean model"),
+    (m2, "poisoned", "Poisoned model"),
+    (m3, "difference", "Difference (poisoned − clean)"),
+):
+    col.altair_chart(
+        charts.confusion_heatmap(
+            matrices[key], heading, src_name, tgt_name, diverging=key == "difference"
+        ),
+        width="stretch",
+    )
 
 st.subheader("Prediction distribution")
-dist = lab.prediction_distribution(outcome)
 st.altair_chart(
-    alt.Chart(dist)
-    .mark_bar()
-    .encode(
-        x=alt.X("label:N", sort=list(names), title="label"),
-        xOffset=alt.XOffset("series:N", sort=["true labels", "clean model", "poisoned model"]),
-        y=alt.Y("count:Q", title="test images"),
-        color=alt.Color(
-            "series:N",
-            sort=["true labels", "clean model", "poisoned model"],
-            scale=alt.Scale(range=["#9e9e9e", "#1f77b4", "#d62728"]),
-        ),
-        tooltip=["label", "series", "count"],
-    )
-    .properties(height=280),
-    width="stretch",
+    charts.prediction_bars(lab.prediction_distribution(outcome), list(names)), width="stretch"
 )
 
 st.subheader("Per-label precision, recall and F1")
@@ -376,8 +429,8 @@ per_label = lab.per_label_table(outcome)
 
 def _mark_roles(row: pd.Series) -> list[str]:
     colour = {
-        "source": "background-color: rgba(255, 196, 0, 0.30)",
-        "target": "background-color: rgba(214, 39, 40, 0.20)",
+        "source": f"background-color: {SOURCE_TINT}",
+        "target": f"background-color: {TARGET_TINT}",
     }.get(row["role"], "")
     return [colour] * len(row)
 
@@ -388,7 +441,9 @@ st.dataframe(
     hide_index=True,
     width="stretch",
 )
-st.caption("Source label highlighted in yellow, target label in red.")
+st.caption(
+    "Source label highlighted in orange, target label in magenta (as in the confusion matrices)."
+)
 
 # ---------------------------------------------------------------------------------------------
 # Recovery: the harness's own answer, on demand
@@ -396,22 +451,36 @@ st.caption("Source label highlighted in yellow, target label in red.")
 
 st.subheader("Recovery: extra clean data needed")
 fractions = lab.recovery_fractions(data)
-key = (dataset_name, model, seed, n_train, source, target, ratio)
+key = tuple(trained.values())
 st.caption(
     "Retrains the poisoned model with f × (training rows) extra clean rows from the pool, for "
-    f"f in {', '.join(f'{f:g}' for f in fractions)}, and finds where accuracy is back within "
-    f"{lab.RECOVERY_TOLERANCE * 100:g} points of the clean model's."
+    f"f in {', '.join(f'{f:g}' for f in fractions)} (f = 0 is the poisoned model above), and "
+    f"finds where accuracy is back within {lab.RECOVERY_TOLERANCE * 100:g} points of the clean "
+    "model's."
 )
 if st.button("Run recovery curve", key="lab_recover") or state.get("lab_recovery_key") == key:
     state["lab_recovery_key"] = key
     bar = st.progress(0.0, text="Training with extra clean data…")
-    points = []
-    for i, f in enumerate(fractions):
-        acc, asr = _recovery_point(dataset_name, model, seed, n_train, source, target, ratio, f)
-        points.append({"extra_fraction": f, "accuracy": acc, "attack_success_rate": asr})
-        bar.progress((i + 1) / len(fractions), text=f"f = {f:g} done")
+    step = 1 / max(1, len(fractions))
+
+    def _fit_extra(f: float) -> np.ndarray:
+        i = fractions.index(f)
+        label = f"f = {f:g} ({i + 1} of {len(fractions)})"
+        proba, _ = _poisoned(
+            dataset_name,
+            model,
+            seed,
+            n_train,
+            source,
+            target,
+            ratio,
+            _stage(bar, i * step, (i + 1) * step, label),
+            fraction=f,
+        )
+        return proba
+
+    curve = lab.recovery_curve(outcome, fractions, _fit_extra)
     bar.empty()
-    curve = pd.DataFrame(points)
     goal = summary["clean_accuracy"] - lab.RECOVERY_TOLERANCE
     found = lab.crossing(curve["extra_fraction"].tolist(), curve["accuracy"].tolist(), goal)
     if found is None:
@@ -422,19 +491,14 @@ if st.button("Run recovery curve", key="lab_recover") or state.get("lab_recovery
             f"{found:.2f} × train",
             help=f"about {int(round(found * outcome.n_train))} clean rows",
         )
-    line = (
-        alt.Chart(curve)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("extra_fraction:Q", title="extra clean data (× training rows)"),
-            y=alt.Y("accuracy:Q", scale=alt.Scale(zero=False), title="test accuracy"),
-            tooltip=["extra_fraction", "accuracy", "attack_success_rate"],
-        )
+    st.altair_chart(charts.lab_recovery_chart(curve, summary["clean_accuracy"]), width="stretch")
+    st.dataframe(
+        curve,
+        hide_index=True,
+        column_config={
+            c: st.column_config.NumberColumn(
+                columns.title(c), help=columns.help_text(c), format="%.3f"
+            )
+            for c in curve.columns
+        },
     )
-    reference = (
-        alt.Chart(pd.DataFrame({"clean accuracy": [summary["clean_accuracy"]]}))
-        .mark_rule(strokeDash=[6, 4], color="green")
-        .encode(y="clean accuracy:Q", tooltip=["clean accuracy"])
-    )
-    st.altair_chart((line + reference).properties(height=260), width="stretch")
-    st.dataframe(curve, hide_index=True)
