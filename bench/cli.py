@@ -133,8 +133,11 @@ def _run_command(args: argparse.Namespace) -> int:
         )
     )
     print(f"table:  {out / 'results.parquet'}\nreport: {report}")
-    for failure in summary.failures[:5]:
-        print(f"failed: {failure}", file=sys.stderr)
+    reasons = summary.failure_reasons()
+    for reason, count in reasons[:10]:
+        print(f"failed: {count} cell(s): {reason}", file=sys.stderr)
+    if len(reasons) > 10:
+        print(f"failed: ... and {len(reasons) - 10} other reasons (see report.md)", file=sys.stderr)
     return 0
 
 

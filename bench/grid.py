@@ -96,6 +96,7 @@ class Grid:
     cells: list[Cell]
     fractions: tuple[float, ...]
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset_id → facts
+    warnings: list[str] = field(default_factory=list)  # what will fail, said before it runs
 
     def __iter__(self) -> Iterator[Cell]:
         return iter(self.cells)
@@ -173,6 +174,7 @@ def expand(config: Any) -> Grid:
     from defenses import DEFENSES
 
     keys = []
+    warnings: list[str] = []
     facts: dict[str, dict[str, Any]] = {}
     for index, ds in enumerate(config.datasets):
         where = f"datasets[{index}] ({ds.name})"
@@ -209,6 +211,7 @@ def expand(config: Any) -> Grid:
                     DEFENSES.get(s.name).from_params(s.params).bind(info, f"defenses[{i}][{j}]")
         except ParamError as exc:
             raise ConfigError(exc.field, exc.message) from None
+        warnings += _check_model_needs(config, info.name)
         keys.append(key)
         facts[dataset_id(key)] = {
             "name": ds.name,
@@ -224,5 +227,51 @@ def expand(config: Any) -> Grid:
         cell = Cell(spec)
         cells.setdefault(cell.cell_id, cell)
     return Grid(
-        cells=list(cells.values()), fractions=tuple(config.recovery.fractions), datasets=facts
+        cells=list(cells.values()),
+        fractions=tuple(config.recovery.fractions),
+        datasets=facts,
+        warnings=list(dict.fromkeys(warnings)),
     )
+
+
+def _check_model_needs(config: Any, dataset: str) -> list[str]:
+    """Defense steps that need something of the model (``Defense.needs``: a training loss,
+    private training) against the config's models: a ``ConfigError`` naming the defense when no
+    model can train with it (every such cell would fail), else one warning per model that
+    cannot (its cells fail with the reason, the others run)."""
+    from bench.config import ConfigError
+    from bench.models import MODELS
+    from defenses import DEFENSES
+
+    warnings = []
+    models = [(m, MODELS.get(m.name)) for m in config.models]
+    for i, steps in enumerate(config.defenses):
+        needs = set()
+        for s in steps:
+            needs |= set(DEFENSES.get(s.name).needs)
+        if not needs:
+            continue
+        unable = [
+            m for m, cls in models if not all(getattr(cls, f"supports_{n}", False) for n in needs)
+        ]
+        names = "+".join(s.name for s in steps)
+        able = [
+            name
+            for name, cls in MODELS.items()
+            if all(getattr(cls, f"supports_{n}", False) for n in needs)
+        ]
+        what = " and ".join({"loss": "a robust training loss", "privacy": "private training"}[n]
+                            for n in sorted(needs))  # fmt: skip
+        if len(unable) == len(models):
+            raise ConfigError(
+                f"defenses[{i}]",
+                f"{names} needs a model that supports {what}, and none of the config's models "
+                f"({', '.join(m.name for m in config.models)}) does (models that do: "
+                f"{', '.join(able)})",
+            )
+        for m in unable:
+            warnings.append(
+                f"defenses[{i}] ({names}) needs {what}; model {m.name} cannot, so its "
+                f"{names} cells on {dataset} will fail (models that can: {', '.join(able)})"
+            )
+    return warnings

@@ -89,6 +89,14 @@ class RunSummary:
     problems: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
+    def failure_reasons(self) -> list[tuple[str, int]]:
+        """The distinct reasons cells failed in this run, most frequent first, with counts."""
+        counts: dict[str, int] = {}
+        for failure in self.failures:
+            reason = failure.split(": ", 1)[1] if ": " in failure else failure
+            counts[reason] = counts.get(reason, 0) + 1
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
     @property
     def efficiency(self) -> float:
         """compute / workers / wall: 1 means every worker computed cells all the time."""
@@ -183,7 +191,7 @@ def _run_locked(
         workers=options.n_workers,
     )
     if options.on_warning is not None:
-        for problem in store.problems:
+        for problem in [*grid.warnings, *store.problems]:
             options.on_warning(problem)
     atomic_write_text(
         out / "config.yaml", yaml.safe_dump(config.raw or {"name": config.name}, sort_keys=False)

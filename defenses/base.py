@@ -21,6 +21,10 @@ class Defense(Plugin):
     """
 
     reference: ClassVar[bool] = False
+    #: what the step asks of the model that trains on its output: ``"loss"`` (a training loss
+    #: set in ``TrainingSet.loss``, models with ``supports_loss``) or ``"privacy"``
+    #: (``TrainingSet.privacy``, models with ``supports_privacy``); checked at config load
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     def apply(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -35,6 +36,8 @@ class DPSGD(Defense):
     max_grad_norm: per-row gradient clipping norm, > 0.
     delta: the δ of (ε, δ)-DP, in (0, 1); it should be well below 1/n_train.
     """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"privacy"})
 
     noise_multiplier: float | None = None
     epsilon: float | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -62,6 +63,8 @@ class GoldLossCorrection(Defense):
     (``{"name": "glc", "C": ...}``). Only models that take a training loss (the torch models)
     can fit the result; the others refuse it with an error naming those that can.
     """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"loss"})
 
     budget: float = 0.1
     model: ClassifierName = "logreg"

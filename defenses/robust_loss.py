@@ -21,7 +21,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -140,6 +140,8 @@ def robust_loss(
 
 class RobustLoss(Defense):
     """Base of robust-loss steps: the training set is returned with ``loss`` attached."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"loss"})
 
     def loss_spec(self) -> dict[str, Any]:
         return {"name": self.name, **self.params()}

@@ -326,6 +326,25 @@ def test_sklearn_models_refuse_a_robust_loss_and_torch_models_accept_it():
     check_loss_support(MODELS.get("torch-mlp").from_params({}), {"name": "gce", "q": 0.7})
 
 
+def test_a_robust_loss_no_model_can_train_with_is_a_config_error():
+    from bench.config import ConfigError, parse_config
+    from bench.grid import expand
+
+    raw = {
+        "name": "t",
+        "datasets": [{"name": "iris", "split": {"train": 0.5, "test": 0.3}}],
+        "models": ["logreg"],
+        "attacks": [{"name": "label_flip", "mode": "random"}],
+        "rates": [0.1],
+        "defenses": ["none", "sce"],
+        "seeds": 1,
+        "recovery": {"fractions": [0]},
+    }
+    with pytest.raises(ConfigError, match=r"defenses\[1\]: sce needs a model that supports a "
+                       r"robust training loss.*\(logreg\).*torch-mlp"):  # fmt: skip
+        expand(parse_config(raw))
+
+
 def test_a_cell_with_a_robust_loss_and_an_sklearn_model_fails_with_the_reason():
     from bench.config import parse_config
     from bench.grid import expand
@@ -335,7 +354,7 @@ def test_a_cell_with_a_robust_loss_and_an_sklearn_model_fails_with_the_reason():
         {
             "name": "t",
             "datasets": [{"name": "iris", "split": {"train": 0.5, "test": 0.3}}],
-            "models": ["logreg"],
+            "models": ["logreg", {"name": "torch-mlp", "epochs": 1, "hidden": [4]}],
             "attacks": [{"name": "label_flip", "mode": "random"}],
             "rates": [0.1],
             "defenses": ["sce"],
@@ -343,7 +362,10 @@ def test_a_cell_with_a_robust_loss_and_an_sklearn_model_fails_with_the_reason():
             "recovery": {"fractions": [0]},
         }
     )
-    records = [run_cell(cell) for cell in expand(config) if cell.spec["rate"] > 0]
+    grid = expand(config)
+    assert len(grid.warnings) == 1 and "model logreg cannot" in grid.warnings[0]
+    cells = [c for c in grid if c.spec["rate"] > 0 and c.spec["model"]["name"] == "logreg"]
+    records = [run_cell(cell) for cell in cells]
     assert records and all(r["status"] == "failed" for r in records)
     assert (
         "cannot train with the robust loss set by defense 'sce'" in records[0]["rows"][0]["error"]

@@ -242,3 +242,24 @@ def test_report_on_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_a_run_where_every_cell_fails_still_reports_why(tmp_path, capsys):
+    config = tmp_path / "all-fail.yaml"
+    config.write_text(
+        FAILING.replace("name: failing", "name: all-fail").replace(
+            "defenses: [none, {name: random_filter, contamination: 1.0}]",
+            "defenses: [{name: random_filter, contamination: 1.0}]",
+        )
+    )
+    out = tmp_path / "run"
+    code, stdout, stderr = run(config, out, capsys)
+    assert code == 0 and "Traceback" not in stderr
+    assert summary_counts(stdout) == (2, 2, 0, 2)
+    # one line per distinct reason, with its count
+    lines = [line for line in stderr.splitlines() if line.startswith("failed: ")]
+    assert len(lines) == 1 and lines[0].startswith("failed: 2 cell(s): ")
+    report = (out / "report.md").read_text()
+    assert "## Failed cells" in report and "2 cell(s) failed" in report
+    assert "_No cell finished: there are no numbers to show._" in report
+    assert "![" not in report and not list(out.glob("*.png"))
