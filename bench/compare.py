@@ -565,7 +565,8 @@ def write_baseline(run: str | Path, dest: str | Path) -> list[Path]:
     Only small files: ``results.parquet`` and ``run.json``, never the cell records. Returns the
     written paths.
     """
-    from bench.store import atomic_write_text, read_table
+    from bench.atomic import atomic_path, atomic_write_text
+    from bench.store import read_table
 
     run = Path(run)
     table = load_results(run)[0]
@@ -576,12 +577,11 @@ def write_baseline(run: str | Path, dest: str | Path) -> list[Path]:
     else:
         dest.mkdir(parents=True, exist_ok=True)
         target, folder = dest / "results.parquet", dest
-    tmp = target.with_name(f".{target.name}.tmp")
     if target.suffix == ".csv":
         atomic_write_text(target, table.to_csv(index=False))
     else:
-        table.to_parquet(tmp, index=False)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            table.to_parquet(tmp, index=False)
     read_table(target)  # what was written must read back
     written = [target]
     run_json = (run if run.is_dir() else run.parent) / "run.json"

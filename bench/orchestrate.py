@@ -122,10 +122,10 @@ def run_config(
 
     started = time.perf_counter()
     out = Path(out_dir)
-    check_datasets(config)
-    cells = expand(config)
-    ids = [c.cell_id for c in cells]
-    with RunLock(out):
+    with RunLock(out):  # first: a second run on this directory fails before loading any data
+        check_datasets(config)
+        cells = expand(config)
+        ids = [c.cell_id for c in cells]
         return _run_locked(
             config,
             out,

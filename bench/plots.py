@@ -43,10 +43,10 @@ def _figure(n_panels: int, width: float = PANEL_W) -> tuple[Any, list[Any]]:
 
 
 def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    from bench.atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # the one temporary-name scheme the run's cleanup matches
+        fig.savefig(tmp, format="png")
 
 
 def slug(text: str) -> str:

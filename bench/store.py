@@ -24,7 +24,6 @@ import math
 import os
 import re
 import socket
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.atomic import atomic_path, atomic_write_text, remove_temporaries
 from bench.grid import canonical_json, stable_hash
 from bench.runner import SCHEMA_VERSION
 from bench.types import PoisonBenchError
@@ -73,23 +73,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; None reads back as NaN in the table
     return value
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass
@@ -138,14 +121,9 @@ class Store:
         return record
 
     def remove_temporaries(self) -> int:
-        """Delete half-written files left by a killed run; return how many (call under lock)."""
-        count = 0
-        for pattern in (".*.tmp", "cells/.*.tmp"):
-            for tmp in self.root.glob(pattern):
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                    count += 1
-        return count
+        """Delete half-written files left by a killed run (records, tables, report, plots: see
+        :mod:`bench.atomic`); return how many (call under lock)."""
+        return remove_temporaries(self.root) + remove_temporaries(self.cells_dir)
 
     def finished(self, cell_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Valid records among ``cell_ids`` whose cell ran (failed cells are retried)."""
@@ -232,14 +210,15 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.read(fd, 200).decode(errors="replace").split()
-            os.close(fd)
-            pid = holder[0] if holder else "unknown"
-            host = f" on {holder[1]}" if len(holder) > 1 else ""
+            try:
+                who = _describe_holder(fd)
+            finally:
+                os.close(fd)
             raise RunLockedError(
-                f"{self.root} is in use by another poisonbench run (PID {pid}{host}; "
-                f"lock file {self.path}). Wait for it to finish, stop it, or choose another --out."
+                f"{self.root} is in use by {who} (lock file {self.path}). "
+                "Wait for it to finish, stop it, or choose another --out."
             ) from None
+        # Only the holder writes its PID, and only once it holds the lock.
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
@@ -263,6 +242,60 @@ class RunLock:
         self.release()
 
 
+def _flock_holders(fd: int) -> list[int]:
+    """PIDs holding a ``flock`` on the file open as ``fd``, from the kernel's ``/proc/locks``
+    (Linux); empty where that table does not exist or does not list the file."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        parts = line.split()
+        if "->" in parts or len(parts) < 6 or parts[1] != "FLOCK":
+            continue  # a process waiting for a lock, or a POSIX/OFD lock
+        with contextlib.suppress(ValueError):
+            if parts[5] == device and int(parts[4]) > 0:
+                pids.append(int(parts[4]))
+    return pids
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _describe_holder(fd: int) -> str:
+    """Who holds the lock open as ``fd``, for the error message: the holder the kernel names
+    (Linux), else the PID and host the last holder wrote, marked when it is no longer running
+    (the lock is then held by something that did not write its PID)."""
+    recorded = os.read(fd, 200).decode(errors="replace").split()
+    pid = recorded[0] if recorded and recorded[0].isdigit() else None
+    host = recorded[1] if len(recorded) > 1 else None
+    here = host is None or host == socket.gethostname()
+    holders = _flock_holders(fd)
+    if holders:
+        if pid is not None and int(pid) in holders:
+            return f"another poisonbench run, PID {pid}{f' on {host}' if host else ''}"
+        return f"another process, PID {', '.join(map(str, holders))}"
+    if pid is None:
+        return "another process"
+    if here and not _running(int(pid)):
+        return (
+            f"another process (last recorded holder: PID {pid}, not running any more; the "
+            "lock is held by something that did not record its PID)"
+        )
+    return f"another poisonbench run, PID {pid}{f' on {host}' if host else ''}"
+
+
 def records_to_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """The long-format results table: one row per cell and extra-clean fraction, sorted by
     identity so that the table does not depend on the order cells finished in."""
@@ -283,10 +316,8 @@ def records_to_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def write_table(df: pd.DataFrame, root: Path) -> None:
     """Write ``results.parquet`` and ``results.csv`` atomically."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / ".results.parquet.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, root / "results.parquet")
+    with atomic_path(root / "results.parquet") as tmp:
+        df.to_parquet(tmp, index=False)
     atomic_write_text(root / "results.csv", df.to_csv(index=False))
 
 

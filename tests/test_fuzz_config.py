@@ -298,6 +298,7 @@ def test_binary_and_missing_files_are_config_errors(tmp_path):
         ({"rates": []}, "rates"),
         ({"seeds": -1}, "seeds"),
         ({"seeds": 10**12}, "seeds"),
+        ({"seeds": list(range(10_001))}, "seeds"),  # the same limit as a count
         ({"models": ["nope"]}, "models[0]"),
         ({"datasets": [{"name": "iris", "split": {"train": -5}}]}, "datasets[0].split.train"),
         ({"datasets": [{"name": "iris", "split": {"test": math.inf}}]}, "datasets[0].split.test"),

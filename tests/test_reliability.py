@@ -207,13 +207,25 @@ def test_stop_handlers_are_restored_after_an_in_process_run(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_second_run_on_a_locked_directory_fails_at_once(tmp_path, capsys):
+def test_second_run_on_a_locked_directory_fails_at_once(tmp_path, capsys, monkeypatch):
+    import bench.datasets
+
+    loaded: list[str] = []
+    load = bench.datasets.load_dataset
+
+    def spy(name, *args, **kwargs):
+        loaded.append(name)
+        return load(name, *args, **kwargs)
+
+    monkeypatch.setattr(bench.datasets, "load_dataset", spy)
     config = _write_config(tmp_path / "small.yaml", SMALL)
     out = tmp_path / "run"
     with RunLock(out):
         started = time.monotonic()
         assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
         assert time.monotonic() - started < 30  # failed, did not wait
+    # Refused before any dataset was loaded (a big one takes many seconds to load and check).
+    assert loaded == []
     err = capsys.readouterr().err
     assert str(out / ".lock") in err
     assert f"PID {os.getpid()}" in err
@@ -246,6 +258,85 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_lock_message_names_the_real_holder_not_a_stale_pid(tmp_path, monkeypatch):
+    """Something holds the lock (a copy of a run directory in use, a shell's ``flock``) but the
+    lock file still names an earlier holder that is gone: the message must not blame that PID."""
+    import socket
+
+    out = tmp_path / "run"
+    out.mkdir()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = int(gone.stdout)
+    (out / ".lock").write_text(f"{stale} {socket.gethostname()}\n")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)",
+            str(out / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError) as info:
+            RunLock(out).acquire()
+        message = str(info.value)
+        assert str(out / ".lock") in message
+        if f"PID {stale}" in message:  # only as the last recorded holder, said to be gone
+            assert f"last recorded holder: PID {stale}" in message and "not running" in message
+        if Path("/proc/locks").exists():  # Linux: the kernel says who holds it
+            assert f"PID {holder.pid}" in message, message
+        # Where the kernel does not say (no /proc/locks), the stale PID is named as such.
+        import bench.store
+
+        monkeypatch.setattr(bench.store, "_flock_holders", lambda fd: [])
+        with pytest.raises(RunLockedError) as info:
+            RunLock(out).acquire()
+        assert f"last recorded holder: PID {stale}, not running" in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(out):  # and the lock file then names the new holder
+        assert (out / ".lock").read_text().split()[0] == str(os.getpid())
+
+
+def test_every_atomic_write_uses_a_temporary_name_the_cleanup_removes(tmp_path, monkeypatch):
+    """A kill -9 in the middle of any write of a run (records, tables, run.json, config.yaml,
+    report.md, plots) leaves that writer's temporary file; the next run must find and delete
+    it, so every writer names it by the one scheme the cleanup matches."""
+    renamed: list[tuple[Path, Path]] = []
+    replace = os.replace
+
+    def spy(src, dst, *args, **kwargs):
+        renamed.append((Path(src), Path(dst)))
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", spy)
+    config = _write_config(tmp_path / "small.yaml", SMALL)
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    monkeypatch.undo()
+    written = {dst.name for _, dst in renamed}
+    assert {"results.parquet", "results.csv", "run.json", "config.yaml", "report.md"} <= written
+    assert any(name.endswith(".png") for name in written), written  # the report's plots
+    assert sum(dst.parent == out / "cells" for _, dst in renamed) == 18
+    for src, dst in renamed:
+        assert src.parent == dst.parent, (src, dst)  # same folder: the rename is atomic
+        src.write_bytes(b"half-written")  # what a kill -9 during this write would leave
+    # The cleanup a run does under its lock (a rerun would rewrite only some of these names).
+    assert Store(out).remove_temporaries() == len({src for src, _ in renamed})
+    assert [src.name for src, _ in renamed if src.exists()] == []
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
 
 
 # ---------------------------------------------------------------------------------------------
