@@ -7,23 +7,33 @@ the same whatever runs the cells, and a run started with one executor resumes wi
 Shared inputs: a task carries only the cell's small JSON spec. Each worker process loads a
 dataset once, through the bounded per-process cache of :func:`bench.datasets.load_dataset`, and
 reuses it for every later cell; dataset arrays never travel over the network.
+
+A worker process that dies (kill -9, the OOM killer, a plug-in calling ``os._exit``) costs the
+cell it was running, recorded as failed by :func:`failed_record` (the next run retries it),
+never the run: see :func:`run_tasks`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from bench.grid import Cell
 from bench.types import PoisonBenchError
+
+P = TypeVar("P")
+R = TypeVar("R")
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -35,7 +45,14 @@ THREAD_VARS = (
 #: the executors ``poisonbench run --executor`` accepts
 EXECUTORS = ("local", "dask", "dask-local")
 
+#: pool breaks a task may live through on workers that did not die (it is rerun each time)
+#: before it is given up as lost: a guard against a task that breaks the pool some other way
+MAX_BREAKS = 3
+#: pool breaks in a row before any task started: then the workers cannot start at all
+MAX_BARREN_BREAKS = 3
+
 _limited_to: int | None = None  # per process: the thread limit already applied
+_started: Any = None  # in a local worker: the queue on which it says which task it starts
 
 
 class ExecutorError(PoisonBenchError):
@@ -63,17 +80,26 @@ def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
             os._exit(1)
 
 
-def _init_worker(threads: int) -> None:
-    # Ctrl-C reaches the whole process group; only the parent handles it (it stops the workers).
+def _init_worker(threads: int, started: Any = None) -> None:
+    """Set up a local worker process: SIGINT ignored (Ctrl-C reaches the whole process group;
+    only the parent handles it, by stopping the workers), exit when the parent dies, ``threads``
+    BLAS threads, and ``started``: the queue on which :func:`_call` reports each task."""
+    global _started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     limit_threads(threads)
+    _started = started
 
 
 def _run(spec: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
     from bench.runner import run_cell
 
     return run_cell(Cell(spec), data_dir)
+
+
+def _run_cell(cell: Cell, data_dir: str | None) -> dict[str, Any]:
+    """The local executor's task: one cell's record, computed in a worker process."""
+    return _run(cell.spec, data_dir)
 
 
 def _run_on_worker(spec: dict[str, Any], data_dir: str | None, threads: int) -> dict[str, Any]:
@@ -84,7 +110,12 @@ def _run_on_worker(spec: dict[str, Any], data_dir: str | None, threads: int) -> 
 
 
 def failed_record(cell: Cell, error: str) -> dict[str, Any]:
-    """A record saying a cell could not run (e.g. its worker died); it is retried next run."""
+    """A record saying a cell could not run (e.g. its worker died); it is retried next run.
+
+    The one place that turns a lost task into a record: the local executor calls it with the
+    cell it sent and why it was lost (``worker died: signal 9 (SIGKILL)``), the Dask executor
+    with the cluster's error.
+    """
     from bench.runner import SCHEMA_VERSION, identity_columns
 
     return {
@@ -105,9 +136,9 @@ def run_local(
 ) -> Iterator[dict[str, Any]]:
     """Yield each cell's record as it finishes, from ``jobs`` worker processes.
 
-    ``jobs=1`` runs in this process (no start-up cost). Workers are started with ``spawn``:
-    a fork of a process that already holds BLAS or torch thread pools can deadlock. If the
-    caller stops early (Ctrl-C, ``close()``), running workers are terminated, not waited for.
+    ``jobs=1`` runs in this process (no start-up cost; a cell that kills its process ends the
+    run). With more, see :func:`run_tasks`: a cell whose worker process dies comes back as a
+    :func:`failed_record` saying how the worker died, and the run goes on.
     """
     if jobs <= 1:
         from threadpoolctl import threadpool_limits
@@ -116,46 +147,214 @@ def run_local(
             for cell in cells:
                 yield _run(cell.spec, data_dir)
         return
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)
+    yield from run_tasks(
+        functools.partial(_run_cell, data_dir=data_dir),
+        cells,
+        lost=failed_record,
+        jobs=jobs,
+        threads=threads,
     )
-    pending: set[Future] = set()
-    queue = list(reversed(cells))
+
+
+# ---------------------------------------------------------------------------------------------
+# A process pool that outlives its workers: loky, plus which task each worker started
+# ---------------------------------------------------------------------------------------------
+
+
+def _call(fn: Callable[[Any], Any], index: int, payload: Any) -> Any:
+    """In a worker: report that task ``index`` starts in this process, then run it."""
+    if _started is not None:
+        _started.put((index, os.getpid()))
+    return fn(payload)
+
+
+def _alive(pid: int) -> bool:
+    """Whether our child process ``pid`` is still running (a zombie is not)."""
+    if hasattr(os, "waitid"):  # Linux; does not reap, so loky still can
+        try:
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False  # reaped already: loky reaps the workers it finds dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def death_reason(error: BaseException) -> str:
+    """Why tasks were lost, from the error of a broken pool: ``worker died: signal 9
+    (SIGKILL)`` or ``worker died: exit code 3`` (loky's ``TerminatedWorkerError`` lists the
+    exit codes of the workers it found dead), else the error's first line."""
+    text = str(error)
+    found = re.search(r"exit codes of the workers are \{([^}]*)\}", text)
+    codes = sorted({int(c) for c in re.findall(r"\((-?\d+)\)", found.group(1))}) if found else []
+    if not codes:
+        first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+        return f"worker died ({first})"
+    parts = []
+    for code in codes:
+        if code < 0:
+            try:
+                parts.append(f"signal {-code} ({signal.Signals(-code).name})")
+            except ValueError:
+                parts.append(f"signal {-code}")
+        else:
+            parts.append(f"exit code {code}")
+    return "worker died: " + " or ".join(parts)
+
+
+class _Pool:
+    """A loky process pool plus the channel on which its workers say which task they start.
+
+    When a worker dies, loky marks the pool broken: it fails every pending future, running and
+    queued alike, with the same error, and then kills the surviving workers. Loky does not say
+    which task ran on the dead worker, so each worker reports ``(task, pid)`` as it starts a
+    task, and the callback of the first failed future, which loky runs before it kills the
+    survivors, notes which of those workers are already gone.
+    """
+
+    def __init__(self, jobs: int, threads: int) -> None:
+        from joblib.externals.loky import ProcessPoolExecutor
+        from joblib.externals.loky.backend.context import get_context
+
+        # Fork + exec of a fresh interpreter (never a bare fork), which then imports the main
+        # module as spawn does: plug-ins a user's script registers exist in the workers too.
+        context = get_context("loky_init_main")
+        self._queue = context.SimpleQueue()  # a new one per pool: a killed writer may hold its lock
+        self.executor = ProcessPoolExecutor(
+            max_workers=jobs,
+            context=context,
+            initializer=_init_worker,
+            initargs=(threads, self._queue),
+        )
+        self.futures: dict[Future, int] = {}  # pending future -> task index
+        self.started: dict[int, int] = {}  # task index -> pid of the worker that started it
+        self.dead: set[int] = set()  # worker pids found dead when the pool broke
+        self.error: BaseException | None = None  # what broke the pool
+        self._noted = threading.Event()
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[Any], Any], index: int, payload: Any) -> None:
+        future = self.executor.submit(_call, fn, index, payload)
+        self.futures[future] = index
+        future.add_done_callback(self._on_done)
+
+    def drain(self) -> None:
+        """Read the workers' start reports (also so that their pipe never fills up)."""
+        with self._lock:
+            while not self._queue.empty():
+                index, pid = self._queue.get()
+                self.started[index] = pid
+
+    def _on_done(self, future: Future) -> None:
+        # Runs in loky's manager thread; for a broken pool, before it kills the survivors.
+        if self._noted.is_set() or not self.broken(future):
+            return
+        self.error = future.exception()
+        self.drain()
+        self.dead = {pid for pid in set(self.started.values()) if not _alive(pid)}
+        self._noted.set()
+
+    @staticmethod
+    def broken(future: Future) -> bool:
+        """Whether a finished future failed because its pool broke."""
+        return not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
+
+    def settle(self) -> None:
+        """Wait until a broken pool has failed every pending future and the dead are noted."""
+        if self.futures:  # (a pool that broke with nothing pending runs no callback)
+            wait(list(self.futures))
+            self._noted.wait(timeout=30)
+        self.drain()
+
+    def close(self, kill: bool) -> None:
+        """Shut the pool down; ``kill``: kill running workers now instead of waiting for them."""
+        with contextlib.suppress(Exception):
+            self.executor.shutdown(wait=True, kill_workers=kill)
+
+
+def run_tasks(
+    fn: Callable[[P], R],
+    payloads: Sequence[P],
+    lost: Callable[[P, str], R],
+    jobs: int = 2,
+    threads: int = 1,
+) -> Iterator[R]:
+    """Yield ``fn(payload)`` for every payload, in the order they finish, from ``jobs`` worker
+    processes; for a task whose worker process died under it, yield ``lost(payload, reason)``.
+
+    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); an
+    exception it raises propagates. Workers are started by loky (fork + exec of a fresh
+    interpreter: never a fork of a process that holds BLAS or torch threads), limited to
+    ``threads`` BLAS threads; they ignore SIGINT (the parent handles Ctrl-C) and exit when the
+    parent dies. At most ``2 × jobs`` tasks are in flight. When the caller stops early
+    (Ctrl-C, ``close()``), running workers are killed at once, not waited for.
+
+    When a worker dies (kill -9, the OOM killer, ``os._exit``), loky stops the whole pool. The
+    task that was running on the dead worker yields ``lost(payload, "worker died: signal 9
+    (SIGKILL)")``; the tasks running on the other workers and those still queued are submitted
+    again, first in line, to a new pool, and the run goes on. A task caught in
+    :data:`MAX_BREAKS` broken pools without its own worker dying is given up as lost too.
+    """
+    if not payloads:
+        return
+    todo = deque(range(len(payloads)))
+    breaks: Counter[int] = Counter()
+    barren = 0  # pool breaks in a row before any task started
+    pool = _Pool(jobs, threads)
     finished = False
     try:
-        # Keep a bounded number in flight so an interrupt loses little and memory stays flat.
-        while queue or pending:
-            while queue and len(pending) < 2 * jobs:
-                cell = queue.pop()
-                pending.add(pool.submit(_run, cell.spec, data_dir))
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+        while todo or pool.futures:
+            broken = False
+            try:
+                while todo and len(pool.futures) < 2 * jobs:
+                    pool.submit(fn, todo[0], payloads[todo[0]])
+                    todo.popleft()
+            except BrokenProcessPool:
+                broken = True  # it broke while no task was pending (a worker died idle)
+            if not broken:
+                done, _ = wait(list(pool.futures), return_when=FIRST_COMPLETED)
+                pool.drain()
+                for future in done:
+                    if pool.broken(future):
+                        broken = True
+                        continue
+                    del pool.futures[future]
+                    barren = 0
+                    yield future.result()  # raises what fn raised
+                if not broken:
+                    continue
+            pool.settle()
+            reason = death_reason(pool.error) if pool.error is not None else "worker died"
+            retry: list[int] = []
+            for future, index in list(pool.futures.items()):
+                del pool.futures[future]
+                if not pool.broken(future):  # it finished before the break
+                    yield future.result()
+                elif index not in pool.started:
+                    retry.append(index)  # still queued: never ran
+                elif pool.started[index] in pool.dead:
+                    yield lost(payloads[index], reason)  # its worker died under it
+                else:
+                    breaks[index] += 1  # its worker was alive: loky killed it afterwards
+                    if breaks[index] < MAX_BREAKS:
+                        retry.append(index)
+                    else:
+                        yield lost(payloads[index], f"{reason} (lost in {MAX_BREAKS} pool breaks)")
+            barren = 0 if pool.started else barren + 1
+            if barren >= MAX_BARREN_BREAKS:
+                raise ExecutorError(
+                    f"the worker processes died {barren} times before running any task ({reason})"
+                )
+            pool.close(kill=True)
+            pool = _Pool(jobs, threads)
+            todo.extendleft(reversed(retry))
         finished = True
     finally:
-        for future in pending:
-            future.cancel()
-        if finished:
-            pool.shutdown(wait=True)
-        else:
-            _terminate(pool)
-
-
-def _terminate(pool: ProcessPoolExecutor) -> None:
-    """Stop a process pool now: cancel queued work and terminate running workers."""
-    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
-        pool.terminate_workers()
-        return
-    # Before 3.14 there is no public way; shutdown() forgets the processes, so take them first.
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.terminate()
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.join(timeout=5)
+        pool.close(kill=not finished)
 
 
 def _import_distributed() -> Any:

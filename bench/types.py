@@ -31,6 +31,10 @@ class ParamError(PoisonBenchError, ValueError):
         self.message = message
         super().__init__(f"{field}: {message}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable, so that one raised in a worker process reaches the parent as itself.
+        return (type(self), (self.field, self.message))
+
 
 class UnknownNameError(ParamError):
     """A name is not in a registry; the message lists the valid names."""
