@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -27,6 +28,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.grid import Cell
@@ -44,6 +46,9 @@ THREAD_VARS = (
 
 #: the executors ``poisonbench run --executor`` accepts
 EXECUTORS = ("local", "dask", "dask-local")
+#: where ``dask-local`` workers keep their scratch space (spilled data, locks), inside the run
+#: directory; removed when the run ends
+DASK_SCRATCH = "dask-scratch"
 
 #: pool breaks a task may live through on workers that did not die (it is rerun each time)
 #: before it is given up as lost: a guard against a task that breaks the pool some other way
@@ -368,18 +373,27 @@ def _import_distributed() -> Any:
     return distributed
 
 
-def local_cluster(workers: int) -> Any:
+def local_cluster(workers: int, local_directory: str | Path | None = None) -> Any:
     """A ``distributed.LocalCluster`` of ``workers`` processes, one thread each, bound to
-    127.0.0.1 with no dashboard (the scheduler's HTTP endpoints on a free localhost port)."""
+    127.0.0.1 with no dashboard (the scheduler's HTTP endpoints on a free localhost port).
+
+    ``local_directory``: where the workers keep their scratch space (Dask's default, None, is
+    the system temp dir).
+    """
     distributed = _import_distributed()
+    scheduler_kwargs: dict[str, Any] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+    if local_directory is not None:
+        local_directory = str(local_directory)
+        scheduler_kwargs["local_directory"] = local_directory  # the scheduler has one too
     return distributed.LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
-        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+        scheduler_kwargs=scheduler_kwargs,
         silence_logs=logging.ERROR,
+        local_directory=local_directory,
     )
 
 
@@ -389,13 +403,15 @@ def run_dask(
     scheduler: str | None = None,
     workers: int = 2,
     threads: int = 1,
+    scratch_dir: str | Path | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield each cell's record as it finishes on a Dask cluster.
 
     ``scheduler``: the address of a running scheduler (``tcp://host:8786``); the cluster may
     be local, Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes). Without it, a
     ``LocalCluster`` of ``workers`` processes (one thread each, bound to 127.0.0.1, no
-    dashboard) is started and shut down here. Workers need poisonbench installed, and
+    dashboard) is started and shut down here, its scratch space in ``scratch_dir`` (removed
+    afterwards; None: the system temp dir). Workers need poisonbench installed, and
     ``data_dir`` must be readable at the same path on every worker.
 
     Cells are submitted a few at a time (twice the cluster's current thread count) so that an
@@ -416,7 +432,7 @@ def run_dask(
     else:
         if workers < 1:
             raise ExecutorError(f"--workers must be >= 1, got {workers}")
-        cluster = local_cluster(workers)
+        cluster = local_cluster(workers, scratch_dir)
         client = distributed.Client(cluster)
     futures: dict[Any, tuple[Any, Cell]] = {}
     try:
@@ -460,6 +476,8 @@ def run_dask(
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=10)
+            if scratch_dir is not None:
+                shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
 def execute(
@@ -470,8 +488,13 @@ def execute(
     scheduler: str | None = None,
     workers: int | None = None,
     threads: int = 1,
+    run_dir: str | Path | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield the records of ``cells`` from the chosen executor (see :data:`EXECUTORS`)."""
+    """Yield the records of ``cells`` from the chosen executor (see :data:`EXECUTORS`).
+
+    ``run_dir``: the run directory; ``dask-local`` keeps its workers' scratch space in
+    ``run_dir/`` :data:`DASK_SCRATCH` (without it, in the system temp dir).
+    """
     if executor == "local":
         if scheduler:
             raise ExecutorError("--scheduler needs --executor dask")
@@ -488,5 +511,8 @@ def execute(
         if scheduler:
             raise ExecutorError("--scheduler needs --executor dask, not dask-local")
         _import_distributed()
-        return run_dask(cells, data_dir, workers=workers or jobs, threads=threads)
+        scratch = None if run_dir is None else Path(run_dir) / DASK_SCRATCH
+        return run_dask(
+            cells, data_dir, workers=workers or jobs, threads=threads, scratch_dir=scratch
+        )
     raise ExecutorError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")

@@ -180,7 +180,13 @@ def _run_locked(
             total=len(todo), desc=config.name, unit="cell", file=sys.stderr, dynamic_ncols=True
         )
     records_in = execute(
-        todo, config.data_dir, executor=executor, jobs=jobs, scheduler=scheduler, workers=workers
+        todo,
+        config.data_dir,
+        executor=executor,
+        jobs=jobs,
+        scheduler=scheduler,
+        workers=workers,
+        run_dir=out,
     )
     try:
         for record in records_in:

@@ -6,7 +6,8 @@ Layout of a run directory::
     RUN_DIR/cells/<id>.json    one record per cell (identity hash of its canonical spec)
     RUN_DIR/results.parquet    the long-format table (also results.csv)
     RUN_DIR/run.json           run metadata: versions, counts, wall time
-    RUN_DIR/report.md          the report
+    RUN_DIR/report.md          the report (and its plots, *.png)
+    RUN_DIR/dask-scratch/      scratch space of --executor dask-local workers, while it runs
 
 Records are JSON (never pickle), each with a checksum of its content. A record that cannot be
 read, has another schema version or identity than its file name says, or whose content no
