@@ -94,6 +94,9 @@ def _init_worker(threads: int, started: Any = None) -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     limit_threads(threads)
     _started = started
+    # A crash is reported in one line (the cell's record says how the worker died); loky would
+    # also dump every thread's stack to stderr. PYTHONFAULTHANDLER=1 brings the dump back.
+    os.environ.setdefault("PYTHONFAULTHANDLER", "")
 
 
 def _run(spec: dict[str, Any], data_dir: str | None) -> dict[str, Any]:

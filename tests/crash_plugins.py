@@ -14,6 +14,7 @@ registers nothing: a defense that ends its process must never reach the contract
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +29,10 @@ MARKER_ENV = "POISONBENCH_TEST_MARKER"
 
 
 def square_or_exit(x: int) -> int:
-    """``x²``; for a negative ``x``, end this process at once with exit code ``-x``."""
+    """``x²``; for a negative ``x``, end this process at once with exit code ``-x``, except
+    ``-11``: a segmentation fault (SIGSEGV), as a crashing C extension would."""
+    if x == -11:
+        os.kill(os.getpid(), signal.SIGSEGV)
     if x < 0:
         os._exit(-x)
     time.sleep(0.05)

@@ -162,20 +162,21 @@ def _crash_run(tmp_path: Path, defense, **env: str) -> tuple[list[str], Path, di
     return command, out, {**os.environ, **env}
 
 
-def test_run_tasks_hands_tasks_whose_worker_died_to_lost_and_goes_on():
+def test_run_tasks_hands_tasks_whose_worker_died_to_lost_and_goes_on(capfd):
     """The generic pool: a task that ends its worker process is given to ``lost`` with the
     exit status; tasks that were running on the other worker or queued still run, once."""
     from crash_plugins import square_or_exit
 
     from bench.executors import run_tasks
 
-    payloads = [1, 2, -3, 4, 5, 6, -7, 8, 9]
+    payloads = [1, 2, -3, 4, 5, 6, -11, 8, 9]
     out = list(run_tasks(square_or_exit, payloads, lost=lambda p, why: (p, why), jobs=2))
     assert sorted(r for r in out if isinstance(r, int)) == [1, 4, 16, 25, 36, 64, 81]
     assert sorted(r for r in out if isinstance(r, tuple)) == [
-        (-7, "worker died: exit code 7"),
+        (-11, "worker died: signal 11 (SIGSEGV)"),
         (-3, "worker died: exit code 3"),
     ]
+    assert "Fatal Python error" not in capfd.readouterr().err  # one line, no stack dump
 
 
 def test_an_error_raised_in_a_worker_reaches_the_caller_as_itself():
