@@ -195,13 +195,14 @@ def _alive(pid: int) -> bool:
 def death_reason(error: BaseException) -> str:
     """Why tasks were lost, from the error of a broken pool: ``worker died: signal 9
     (SIGKILL)`` or ``worker died: exit code 3`` (loky's ``TerminatedWorkerError`` lists the
-    exit codes of the workers it found dead), else the error's first line."""
+    exit codes of the workers it found dead), else ``worker pool broke: `` and the error's
+    first line."""
     text = str(error)
     found = re.search(r"exit codes of the workers are \{([^}]*)\}", text)
     codes = sorted({int(c) for c in re.findall(r"\((-?\d+)\)", found.group(1))}) if found else []
-    if not codes:
+    if not codes:  # broken some other way, e.g. a result that cannot be unpickled
         first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-        return f"worker died ({first})"
+        return f"worker pool broke: {first}"
     parts = []
     for code in codes:
         if code < 0:
@@ -351,7 +352,8 @@ def run_tasks(
                     if breaks[index] < MAX_BREAKS:
                         retry.append(index)
                     else:
-                        yield lost(payloads[index], f"{reason} (lost in {MAX_BREAKS} pool breaks)")
+                        why = f"lost in {MAX_BREAKS} pool breaks (the last: {reason})"
+                        yield lost(payloads[index], why)
             barren = 0 if pool.started else barren + 1
             if barren >= MAX_BARREN_BREAKS:
                 raise ExecutorError(

@@ -39,6 +39,22 @@ def square_or_exit(x: int) -> int:
     return x * x
 
 
+def _refuse() -> None:
+    raise RuntimeError("this result cannot be unpickled")
+
+
+class Unpicklable:
+    """A value that pickles but cannot be unpickled: it breaks a pool without killing a worker."""
+
+    def __reduce__(self) -> tuple:
+        return (_refuse, ())
+
+
+def unpicklable_result(x: int) -> Unpicklable:
+    """A result the parent cannot unpickle."""
+    return Unpicklable()
+
+
 def raise_param_error(x: int) -> int:
     """Raise a ParamError naming ``x[X]`` (a task error that must reach the caller as itself)."""
     raise ParamError(f"x[{x}]", "is bad")

@@ -179,6 +179,18 @@ def test_run_tasks_hands_tasks_whose_worker_died_to_lost_and_goes_on(capfd):
     assert "Fatal Python error" not in capfd.readouterr().err  # one line, no stack dump
 
 
+def test_a_task_that_breaks_the_pool_without_killing_its_worker_is_given_up():
+    """A result that cannot be unpickled breaks loky's pool with no worker dead: the task is
+    retried, and after MAX_BREAKS breaks it is given up, not retried forever."""
+    from crash_plugins import unpicklable_result
+
+    from bench.executors import MAX_BREAKS, run_tasks
+
+    out = list(run_tasks(unpicklable_result, [1], lost=lambda p, why: (p, why), jobs=2))
+    assert len(out) == 1 and out[0][0] == 1
+    assert out[0][1].startswith(f"lost in {MAX_BREAKS} pool breaks (the last: worker pool broke")
+
+
 def test_an_error_raised_in_a_worker_reaches_the_caller_as_itself():
     from crash_plugins import raise_param_error
 
