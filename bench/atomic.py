@@ -58,11 +58,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def is_temporary(path: str | Path) -> bool:
-    """Whether ``path`` is named like a temporary file of an atomic write."""
-    return Path(path).match(TEMP_GLOB)
-
-
 def remove_temporaries(folder: str | Path) -> int:
     """Delete the temporary files that killed writers left directly in ``folder``; return how
     many were deleted. Only call it while no writer is active there (under the run lock)."""
