@@ -22,6 +22,7 @@ from bench.types import (
     Poisoned,
     Registry,
     check_fraction,
+    check_range,
     exact_count,
 )
 
@@ -50,8 +51,7 @@ class Attack(Plugin):
 
     def check_provenance(self) -> None:
         """Raise ParamError naming the field unless ``1 <= poisoned_sources <= sources``."""
-        if self.sources < 1:
-            raise ParamError("sources", f"must be >= 1, got {self.sources}")
+        check_range(self.sources, "sources", 1, 10_000)
         if not 1 <= self.poisoned_sources <= self.sources:
             raise ParamError(
                 "poisoned_sources",

@@ -717,7 +717,8 @@ def write_baseline(run: str | Path, dest: str | Path) -> list[Path]:
     Only small files: ``results.parquet`` and ``run.json``, never the cell records. Returns the
     written paths.
     """
-    from bench.store import atomic_write_text, read_table, write_parquet
+    from bench.atomic import atomic_write_text
+    from bench.store import read_table, write_parquet
 
     run = Path(run)
     table = load_results(run)[0]

@@ -264,12 +264,18 @@ def _rate(value: Any, path: str) -> float:
     return float(value)
 
 
+#: the most seeds a config may ask for, as a count or as a list
+MAX_SEEDS = 10_000
+
+
 def _seeds(value: Any, path: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 1 <= value <= 10_000:
-            raise _fail(path, f"a seed count must be in 1..10000, got {value}")
+        if not 1 <= value <= MAX_SEEDS:
+            raise _fail(path, f"a seed count must be in 1..{MAX_SEEDS}, got {value}")
         return tuple(range(value))
     items = _list(value, path)
+    if len(items) > MAX_SEEDS:
+        raise _fail(path, f"a list of {len(items)} seeds; at most {MAX_SEEDS} are allowed")
     seeds = []
     for i, s in enumerate(items):
         if isinstance(s, bool) or not isinstance(s, int) or s < 0 or s >= 2**32:

@@ -30,12 +30,12 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from bench.datasets import DATASETS, Dataset, DatasetError, DatasetSource, data_root, make_dataset
-from bench.types import ParamError
+from bench.types import ParamError, check_range
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,8 +130,7 @@ def check_table_options(src: Any) -> None:
         raise ParamError("features", f"lists the target column {target!r}")
     if target and src.drop is not None and target in src.drop:
         raise ParamError("drop", f"lists the target column {target!r}")
-    if src.max_levels < 2:
-        raise ParamError("max_levels", f"must be >= 2, got {src.max_levels}")
+    check_range(src.max_levels, "max_levels", 2, 100_000)
 
 
 def _select_features(frame: pd.DataFrame, src: Any, label: str) -> pd.DataFrame:
@@ -351,6 +350,9 @@ class Table(DatasetSource):
     max_levels: most distinct values a non-numeric column may have.
     """
 
+    #: parameters that make a valid entry (the contract and fuzz tests start from them)
+    example_params: ClassVar[dict[str, Any]] = {"path": "data.csv", "target": "label"}
+
     path: str = ""
     target: str = ""
     features: tuple[str, ...] | None = None
@@ -457,6 +459,9 @@ class ImageFolder(DatasetSource):
     size: [height, width] to resize every image to (bilinear, antialiased; default: keep, all
     images must then share one size). grayscale: one channel (else RGB, three).
     """
+
+    #: parameters that make a valid entry (the contract and fuzz tests start from them)
+    example_params: ClassVar[dict[str, Any]] = {"path": "images"}
 
     path: str = ""
     size: tuple[int, ...] | None = None
@@ -589,6 +594,9 @@ class OpenML(DatasetSource):
     online run (or a copied cache folder) fills.
     """
 
+    #: parameters that make a valid entry (the contract and fuzz tests start from them)
+    example_params: ClassVar[dict[str, Any]] = {"dataset": "credit-g"}
+
     data_id: int | None = None
     dataset: str | None = None
     version: int | None = None
@@ -604,15 +612,14 @@ class OpenML(DatasetSource):
             raise ParamError(
                 "data_id", "give either data_id (e.g. 31) or dataset (e.g. credit-g), not both"
             )
-        if self.data_id is not None and self.data_id < 1:
-            raise ParamError("data_id", f"must be >= 1, got {self.data_id}")
+        if self.data_id is not None:
+            check_range(self.data_id, "data_id", 1, 10**9)
         if self.dataset is not None and not self.dataset:
             raise ParamError("dataset", "must name an OpenML dataset")
         if self.version is not None:
             if self.dataset is None:
                 raise ParamError("version", "goes with dataset (a data_id fixes the version)")
-            if self.version < 1:
-                raise ParamError("version", f"must be >= 1, got {self.version}")
+            check_range(self.version, "version", 1, 10**6)
         check_table_options(self)
 
     def label(self) -> str:

@@ -232,12 +232,39 @@ def _find_idx(folders: list[Path]) -> dict[str, Path] | None:
 
 
 def download_torchvision(dataset_class: str, root: Path) -> None:
-    """Download a torchvision MNIST-family dataset's raw files into ``root/<class>/raw``."""
+    """Download a torchvision MNIST-family dataset's raw files into ``root/<class>/raw``.
+
+    Nothing is created until a mirror answers: torchvision makes ``root/<class>/raw`` (and
+    every missing parent) before it tries the network, so an offline attempt used to leave
+    empty folders behind under whatever ``data_dir`` was given.
+    """
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, dataset_class)
+    _reach_a_mirror(cls)
     for train in (True, False):
         cls(str(root), train=train, download=True)
+
+
+def _reach_a_mirror(cls: Any, timeout: float = 30.0) -> None:
+    """Start downloading the dataset's first file from each of its mirrors in turn and stop at
+    the first that answers; raise OSError with every mirror's error when none does."""
+    import urllib.request
+
+    mirrors = getattr(cls, "mirrors", None)
+    resources = getattr(cls, "resources", None)
+    if not mirrors or not resources:
+        return  # a dataset class without that layout: leave it to torchvision
+    errors = []
+    for mirror in mirrors:
+        url = f"{mirror}{resources[0][0]}"
+        request = urllib.request.Request(url, headers={"User-Agent": "pytorch/vision"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                return
+        except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+            errors.append(f"{url}: {exc}")
+    raise OSError("no mirror answered (" + "; ".join(errors) + ")")
 
 
 def _load_idx_dataset(

@@ -9,23 +9,35 @@ fractions it still needs; it carries only their small JSON specs. Each worker pr
 dataset once, through the bounded per-process cache of :func:`bench.datasets.load_dataset`, and
 reuses it for every later task; dataset arrays never travel over the network. Every executor
 yields, per task, the list of its cells' records.
+
+A worker process that dies (kill -9, the OOM killer, a plug-in calling ``os._exit``) costs the
+task it was running, its cells recorded as failed by :func:`lost_task` (the next run retries
+them), never the run: see :func:`run_tasks`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import multiprocessing
 import os
+import re
+import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, TypeVar
 
 from bench.grid import Task
 from bench.types import PoisonBenchError
+
+P = TypeVar("P")
+R = TypeVar("R")
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -36,8 +48,18 @@ THREAD_VARS = (
 
 #: the executors ``poisonbench run --executor`` accepts
 EXECUTORS = ("local", "dask", "dask-local")
+#: where ``dask-local`` workers keep their scratch space (spilled data, locks), inside the run
+#: directory; removed when the run ends
+DASK_SCRATCH = "dask-scratch"
+
+#: pool breaks a task may live through on workers that did not die (it is rerun each time)
+#: before it is given up as lost: a guard against a task that breaks the pool some other way
+MAX_BREAKS = 3
+#: pool breaks in a row before any task started: then the workers cannot start at all
+MAX_BARREN_BREAKS = 3
 
 _limited_to: int | None = None  # per process: the thread limit already applied
+_started: Any = None  # in a local worker: the queue on which it says which task it starts
 
 
 class ExecutorError(PoisonBenchError):
@@ -65,17 +87,29 @@ def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
             os._exit(1)
 
 
-def _init_worker(threads: int) -> None:
-    # Ctrl-C reaches the whole process group; only the parent handles it (it stops the workers).
+def _init_worker(threads: int, started: Any = None) -> None:
+    """Set up a local worker process: SIGINT ignored (Ctrl-C reaches the whole process group;
+    only the parent handles it, by stopping the workers), exit when the parent dies, ``threads``
+    BLAS threads, and ``started``: the queue on which :func:`_call` reports each task."""
+    global _started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     limit_threads(threads)
+    _started = started
+    # A crash is reported in one line (the cell's record says how the worker died); loky would
+    # also dump every thread's stack to stderr. PYTHONFAULTHANDLER=1 brings the dump back.
+    os.environ.setdefault("PYTHONFAULTHANDLER", "")
 
 
 def _run(payload: list[Any], data_dir: str | None) -> list[dict[str, Any]]:
     from bench.runner import run_task
 
     return run_task(payload, data_dir)
+
+
+def _run_task(task: Task, data_dir: str | None) -> list[dict[str, Any]]:
+    """The local executor's task: the records of one task's cells, computed in a worker."""
+    return _run(task.payload(), data_dir)
 
 
 def _run_on_worker(payload: list[Any], data_dir: str | None, threads: int) -> list[dict[str, Any]]:
@@ -86,8 +120,13 @@ def _run_on_worker(payload: list[Any], data_dir: str | None, threads: int) -> li
 
 
 def lost_task(task: Task, error: str) -> list[dict[str, Any]]:
-    """The records of a task that could not run (its worker died): every cell ``failed`` with
-    ``error`` for the fractions it was to compute (retried on the next run)."""
+    """The records of a task that could not run: every cell ``failed`` with ``error`` for the
+    fractions it was to compute (retried on the next run).
+
+    The one place that turns a lost task into records: the local executor calls it with the
+    task it sent and why it was lost (``worker died: signal 9 (SIGKILL)``), the Dask executor
+    with the cluster's error.
+    """
     from bench.runner import failed_record
 
     return [failed_record(cell, fractions, error) for cell, fractions in task.items]
@@ -98,9 +137,9 @@ def run_local(
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes, from ``jobs`` worker processes.
 
-    ``jobs=1`` runs in this process (no start-up cost). Workers are started with ``spawn``:
-    a fork of a process that already holds BLAS or torch thread pools can deadlock. If the
-    caller stops early (Ctrl-C, ``close()``), running workers are terminated, not waited for.
+    ``jobs=1`` runs in this process (no start-up cost; a cell that kills its process ends the
+    run). With more, see :func:`run_tasks`: a task whose worker process dies comes back as
+    :func:`lost_task` records saying how the worker died, and the run goes on.
     """
     if jobs <= 1:
         from threadpoolctl import threadpool_limits
@@ -109,46 +148,216 @@ def run_local(
             for task in tasks:
                 yield _run(task.payload(), data_dir)
         return
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)
+    yield from run_tasks(
+        functools.partial(_run_task, data_dir=data_dir),
+        tasks,
+        lost=lost_task,
+        jobs=jobs,
+        threads=threads,
     )
-    pending: set[Future] = set()
-    queue = list(reversed(tasks))
+
+
+# ---------------------------------------------------------------------------------------------
+# A process pool that outlives its workers: loky, plus which task each worker started
+# ---------------------------------------------------------------------------------------------
+
+
+def _call(fn: Callable[[Any], Any], index: int, payload: Any) -> Any:
+    """In a worker: report that task ``index`` starts in this process, then run it."""
+    if _started is not None:
+        _started.put((index, os.getpid()))
+    return fn(payload)
+
+
+def _alive(pid: int) -> bool:
+    """Whether our child process ``pid`` is still running (a zombie is not)."""
+    if hasattr(os, "waitid"):  # Linux; does not reap, so loky still can
+        try:
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False  # reaped already: loky reaps the workers it finds dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def death_reason(error: BaseException) -> str:
+    """Why tasks were lost, from the error of a broken pool: ``worker died: signal 9
+    (SIGKILL)`` or ``worker died: exit code 3`` (loky's ``TerminatedWorkerError`` lists the
+    exit codes of the workers it found dead), else ``worker pool broke: `` and the error's
+    first line."""
+    text = str(error)
+    found = re.search(r"exit codes of the workers are \{([^}]*)\}", text)
+    codes = sorted({int(c) for c in re.findall(r"\((-?\d+)\)", found.group(1))}) if found else []
+    if not codes:  # broken some other way, e.g. a result that cannot be unpickled
+        first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+        return f"worker pool broke: {first}"
+    parts = []
+    for code in codes:
+        if code < 0:
+            try:
+                parts.append(f"signal {-code} ({signal.Signals(-code).name})")
+            except ValueError:
+                parts.append(f"signal {-code}")
+        else:
+            parts.append(f"exit code {code}")
+    return "worker died: " + " or ".join(parts)
+
+
+class _Pool:
+    """A loky process pool plus the channel on which its workers say which task they start.
+
+    When a worker dies, loky marks the pool broken: it fails every pending future, running and
+    queued alike, with the same error, and then kills the surviving workers. Loky does not say
+    which task ran on the dead worker, so each worker reports ``(task, pid)`` as it starts a
+    task, and the callback of the first failed future, which loky runs before it kills the
+    survivors, notes which of those workers are already gone.
+    """
+
+    def __init__(self, jobs: int, threads: int) -> None:
+        from joblib.externals.loky import ProcessPoolExecutor
+        from joblib.externals.loky.backend.context import get_context
+
+        # Fork + exec of a fresh interpreter (never a bare fork), which then imports the main
+        # module as spawn does: plug-ins a user's script registers exist in the workers too.
+        context = get_context("loky_init_main")
+        self._queue = context.SimpleQueue()  # a new one per pool: a killed writer may hold its lock
+        self.executor = ProcessPoolExecutor(
+            max_workers=jobs,
+            context=context,
+            initializer=_init_worker,
+            initargs=(threads, self._queue),
+        )
+        self.futures: dict[Future, int] = {}  # pending future -> task index
+        self.started: dict[int, int] = {}  # task index -> pid of the worker that started it
+        self.dead: set[int] = set()  # worker pids found dead when the pool broke
+        self.error: BaseException | None = None  # what broke the pool
+        self._noted = threading.Event()
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[Any], Any], index: int, payload: Any) -> None:
+        future = self.executor.submit(_call, fn, index, payload)
+        self.futures[future] = index
+        future.add_done_callback(self._on_done)
+
+    def drain(self) -> None:
+        """Read the workers' start reports (also so that their pipe never fills up)."""
+        with self._lock:
+            while not self._queue.empty():
+                index, pid = self._queue.get()
+                self.started[index] = pid
+
+    def _on_done(self, future: Future) -> None:
+        # Runs in loky's manager thread; for a broken pool, before it kills the survivors.
+        if self._noted.is_set() or not self.broken(future):
+            return
+        self.error = future.exception()
+        self.drain()
+        self.dead = {pid for pid in set(self.started.values()) if not _alive(pid)}
+        self._noted.set()
+
+    @staticmethod
+    def broken(future: Future) -> bool:
+        """Whether a finished future failed because its pool broke."""
+        return not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
+
+    def settle(self) -> None:
+        """Wait until a broken pool has failed every pending future and the dead are noted."""
+        if self.futures:  # (a pool that broke with nothing pending runs no callback)
+            wait(list(self.futures))
+            self._noted.wait(timeout=30)
+        self.drain()
+
+    def close(self, kill: bool) -> None:
+        """Shut the pool down; ``kill``: kill running workers now instead of waiting for them."""
+        with contextlib.suppress(Exception):
+            self.executor.shutdown(wait=True, kill_workers=kill)
+
+
+def run_tasks(
+    fn: Callable[[P], R],
+    payloads: Sequence[P],
+    lost: Callable[[P, str], R],
+    jobs: int = 2,
+    threads: int = 1,
+) -> Iterator[R]:
+    """Yield ``fn(payload)`` for every payload, in the order they finish, from ``jobs`` worker
+    processes; for a task whose worker process died under it, yield ``lost(payload, reason)``.
+
+    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); an
+    exception it raises propagates. Workers are started by loky (fork + exec of a fresh
+    interpreter: never a fork of a process that holds BLAS or torch threads), limited to
+    ``threads`` BLAS threads; they ignore SIGINT (the parent handles Ctrl-C) and exit when the
+    parent dies. At most ``2 × jobs`` tasks are in flight. When the caller stops early
+    (Ctrl-C, ``close()``), running workers are killed at once, not waited for.
+
+    When a worker dies (kill -9, the OOM killer, ``os._exit``), loky stops the whole pool. The
+    task that was running on the dead worker yields ``lost(payload, "worker died: signal 9
+    (SIGKILL)")``; the tasks running on the other workers and those still queued are submitted
+    again, first in line, to a new pool, and the run goes on. A task caught in
+    :data:`MAX_BREAKS` broken pools without its own worker dying is given up as lost too.
+    """
+    if not payloads:
+        return
+    todo = deque(range(len(payloads)))
+    breaks: Counter[int] = Counter()
+    barren = 0  # pool breaks in a row before any task started
+    pool = _Pool(jobs, threads)
     finished = False
     try:
-        # Keep a bounded number in flight so an interrupt loses little and memory stays flat.
-        while queue or pending:
-            while queue and len(pending) < 2 * jobs:
-                task = queue.pop()
-                pending.add(pool.submit(_run, task.payload(), data_dir))
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+        while todo or pool.futures:
+            broken = False
+            try:
+                while todo and len(pool.futures) < 2 * jobs:
+                    pool.submit(fn, todo[0], payloads[todo[0]])
+                    todo.popleft()
+            except BrokenProcessPool:
+                broken = True  # it broke while no task was pending (a worker died idle)
+            if not broken:
+                done, _ = wait(list(pool.futures), return_when=FIRST_COMPLETED)
+                pool.drain()
+                for future in done:
+                    if pool.broken(future):
+                        broken = True
+                        continue
+                    del pool.futures[future]
+                    barren = 0
+                    yield future.result()  # raises what fn raised
+                if not broken:
+                    continue
+            pool.settle()
+            reason = death_reason(pool.error) if pool.error is not None else "worker died"
+            retry: list[int] = []
+            for future, index in list(pool.futures.items()):
+                del pool.futures[future]
+                if not pool.broken(future):  # it finished before the break
+                    yield future.result()
+                elif index not in pool.started:
+                    retry.append(index)  # still queued: never ran
+                elif pool.started[index] in pool.dead:
+                    yield lost(payloads[index], reason)  # its worker died under it
+                else:
+                    breaks[index] += 1  # its worker was alive: loky killed it afterwards
+                    if breaks[index] < MAX_BREAKS:
+                        retry.append(index)
+                    else:
+                        why = f"lost in {MAX_BREAKS} pool breaks (the last: {reason})"
+                        yield lost(payloads[index], why)
+            barren = 0 if pool.started else barren + 1
+            if barren >= MAX_BARREN_BREAKS:
+                raise ExecutorError(
+                    f"the worker processes died {barren} times before running any task ({reason})"
+                )
+            pool.close(kill=True)
+            pool = _Pool(jobs, threads)
+            todo.extendleft(reversed(retry))
         finished = True
     finally:
-        for future in pending:
-            future.cancel()
-        if finished:
-            pool.shutdown(wait=True)
-        else:
-            _terminate(pool)
-
-
-def _terminate(pool: ProcessPoolExecutor) -> None:
-    """Stop a process pool now: cancel queued work and terminate running workers."""
-    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
-        pool.terminate_workers()
-        return
-    # Before 3.14 there is no public way; shutdown() forgets the processes, so take them first.
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.terminate()
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.join(timeout=5)
+        pool.close(kill=not finished)
 
 
 def _import_distributed() -> Any:
@@ -162,18 +371,27 @@ def _import_distributed() -> Any:
     return distributed
 
 
-def local_cluster(workers: int) -> Any:
+def local_cluster(workers: int, local_directory: str | Path | None = None) -> Any:
     """A ``distributed.LocalCluster`` of ``workers`` processes, one thread each, bound to
-    127.0.0.1 with no dashboard (the scheduler's HTTP endpoints on a free localhost port)."""
+    127.0.0.1 with no dashboard (the scheduler's HTTP endpoints on a free localhost port).
+
+    ``local_directory``: where the workers keep their scratch space (Dask's default, None, is
+    the system temp dir).
+    """
     distributed = _import_distributed()
+    scheduler_kwargs: dict[str, Any] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+    if local_directory is not None:
+        local_directory = str(local_directory)
+        scheduler_kwargs["local_directory"] = local_directory  # the scheduler has one too
     return distributed.LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
-        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+        scheduler_kwargs=scheduler_kwargs,
         silence_logs=logging.ERROR,
+        local_directory=local_directory,
     )
 
 
@@ -183,13 +401,15 @@ def run_dask(
     scheduler: str | None = None,
     workers: int = 2,
     threads: int = 1,
+    scratch_dir: str | Path | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes on a Dask cluster.
 
     ``scheduler``: the address of a running scheduler (``tcp://host:8786``); the cluster may
     be local, Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes). Without it, a
     ``LocalCluster`` of ``workers`` processes (one thread each, bound to 127.0.0.1, no
-    dashboard) is started and shut down here. Workers need poisonbench installed, and
+    dashboard) is started and shut down here, its scratch space in ``scratch_dir`` (removed
+    afterwards; None: the system temp dir). Workers need poisonbench installed, and
     ``data_dir`` must be readable at the same path on every worker.
 
     Tasks are submitted a few at a time (twice the cluster's current thread count) so that an
@@ -210,7 +430,7 @@ def run_dask(
     else:
         if workers < 1:
             raise ExecutorError(f"--workers must be >= 1, got {workers}")
-        cluster = local_cluster(workers)
+        cluster = local_cluster(workers, scratch_dir)
         client = distributed.Client(cluster)
     futures: dict[Any, tuple[Any, Task]] = {}
     try:
@@ -223,13 +443,12 @@ def run_dask(
 
         def submit() -> None:
             task = queue.pop()
-            first = task.items[0][0].cell_id
             future = client.submit(
                 _run_on_worker,
                 task.payload(),
                 data_dir,
                 threads,
-                key=f"poisonbench-task-{first}",  # a cell is in exactly one task
+                key=f"poisonbench-task-{task.items[0][0].cell_id}",  # a cell is in one task
             )
             futures[future.key] = (future, task)
             ready.add(future)
@@ -255,6 +474,8 @@ def run_dask(
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=10)
+            if scratch_dir is not None:
+                shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
 def execute(
@@ -265,8 +486,13 @@ def execute(
     scheduler: str | None = None,
     workers: int | None = None,
     threads: int = 1,
+    run_dir: str | Path | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`)."""
+    """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`).
+
+    ``run_dir``: the run directory; ``dask-local`` keeps its workers' scratch space in
+    ``run_dir/`` :data:`DASK_SCRATCH` (without it, in the system temp dir).
+    """
     if executor == "local":
         if scheduler:
             raise ExecutorError("--scheduler needs --executor dask")
@@ -283,5 +509,8 @@ def execute(
         if scheduler:
             raise ExecutorError("--scheduler needs --executor dask, not dask-local")
         _import_distributed()
-        return run_dask(tasks, data_dir, workers=workers or jobs, threads=threads)
+        scratch = None if run_dir is None else Path(run_dir) / DASK_SCRATCH
+        return run_dask(
+            tasks, data_dir, workers=workers or jobs, threads=threads, scratch_dir=scratch
+        )
     raise ExecutorError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")

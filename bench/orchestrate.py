@@ -150,8 +150,8 @@ def run_config(
         raise TypeError("run_config: give options or keyword arguments, not both")
     started = time.perf_counter()
     out = Path(out_dir)
-    grid = expand(config)
-    with RunLock(out):
+    with RunLock(out):  # first: a second run on this directory fails before loading any data
+        grid = expand(config)
         return _run_locked(config, out, grid, options, started)
 
 
@@ -212,6 +212,7 @@ def _run_locked(
         jobs=options.jobs,
         scheduler=options.scheduler,
         workers=options.workers,
+        run_dir=out,
     )
     try:
         for records in records_in:

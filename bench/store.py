@@ -7,7 +7,8 @@ Layout of a run directory::
                                one row per extra-clean fraction computed so far
     RUN_DIR/results.parquet    the long-format table (also results.csv)
     RUN_DIR/run.json           run metadata: versions, counts, wall time
-    RUN_DIR/report.md          the report
+    RUN_DIR/report.md          the report (and its plots, *.png)
+    RUN_DIR/dask-scratch/      scratch space of --executor dask-local workers, while it runs
 
 The stored and skipped unit is (cell, extra-clean fraction): a record holds the rows of the
 fractions computed so far, and a run with a longer grid computes only the new fractions and
@@ -28,7 +29,6 @@ import math
 import os
 import re
 import socket
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.atomic import atomic_path, atomic_write_text, remove_temporaries
 from bench.schema import (
     NESTED_COLUMNS,
     ROW_KEYS,
@@ -58,38 +59,16 @@ class RunLockedError(PoisonBenchError):
     """Another process holds the run directory's lock."""
 
 
-#: the names of half-written files: ``.<name>.<random>.tmp`` beside the file they become
-TEMP_GLOB = ".*.tmp"
-
-
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Create ``path`` through ``write(temporary path)`` and an atomic rename, so that readers
-    see the old file or the new one, never half of one. Every file a run writes goes through
-    here, so one pattern (:data:`TEMP_GLOB`) finds what a killed run left behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        write(Path(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
-    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    """Create ``path`` through ``write(temporary path)`` (see :func:`bench.atomic.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` as parquet to ``path`` atomically (see :func:`atomic_write`)."""
-    atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+    """Write ``df`` as parquet to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 @dataclass
@@ -138,14 +117,9 @@ class Store:
         return record
 
     def remove_temporaries(self) -> int:
-        """Delete half-written files left by a killed run; return how many (call under lock)."""
-        count = 0
-        for pattern in (TEMP_GLOB, f"cells/{TEMP_GLOB}"):
-            for tmp in self.root.glob(pattern):
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                    count += 1
-        return count
+        """Delete half-written files left by a killed run (records, tables, report, plots: see
+        :mod:`bench.atomic`); return how many (call under lock)."""
+        return remove_temporaries(self.root) + remove_temporaries(self.cells_dir)
 
     def done_fractions(self, cell_id: str) -> set[float]:
         """The extra-clean fractions a cell has finished rows for (``ok`` or ``skipped``;
@@ -260,14 +234,15 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.read(fd, 200).decode(errors="replace").split()
-            os.close(fd)
-            pid = holder[0] if holder else "unknown"
-            host = f" on {holder[1]}" if len(holder) > 1 else ""
+            try:
+                who = _describe_holder(fd)
+            finally:
+                os.close(fd)
             raise RunLockedError(
-                f"{self.root} is in use by another poisonbench run (PID {pid}{host}; "
-                f"lock file {self.path}). Wait for it to finish, stop it, or choose another --out."
+                f"{self.root} is in use by {who} (lock file {self.path}). "
+                "Wait for it to finish, stop it, or choose another --out."
             ) from None
+        # Only the holder writes its PID, and only once it holds the lock.
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
@@ -289,6 +264,60 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _flock_holders(fd: int) -> list[int]:
+    """PIDs holding a ``flock`` on the file open as ``fd``, from the kernel's ``/proc/locks``
+    (Linux); empty where that table does not exist or does not list the file."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        parts = line.split()
+        if "->" in parts or len(parts) < 6 or parts[1] != "FLOCK":
+            continue  # a process waiting for a lock, or a POSIX/OFD lock
+        with contextlib.suppress(ValueError):
+            if parts[5] == device and int(parts[4]) > 0:
+                pids.append(int(parts[4]))
+    return pids
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _describe_holder(fd: int) -> str:
+    """Who holds the lock open as ``fd``, for the error message: the holder the kernel names
+    (Linux), else the PID and host the last holder wrote, marked when it is no longer running
+    (the lock is then held by something that did not write its PID)."""
+    recorded = os.read(fd, 200).decode(errors="replace").split()
+    pid = recorded[0] if recorded and recorded[0].isdigit() else None
+    host = recorded[1] if len(recorded) > 1 else None
+    here = host is None or host == socket.gethostname()
+    holders = _flock_holders(fd)
+    if holders:
+        if pid is not None and int(pid) in holders:
+            return f"another poisonbench run, PID {pid}{f' on {host}' if host else ''}"
+        return f"another process, PID {', '.join(map(str, holders))}"
+    if pid is None:
+        return "another process"
+    if here and not _running(int(pid)):
+        return (
+            f"another process (last recorded holder: PID {pid}, not running any more; the "
+            "lock is held by something that did not record its PID)"
+        )
+    return f"another poisonbench run, PID {pid}{f' on {host}' if host else ''}"
 
 
 def records_to_table(

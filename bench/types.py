@@ -31,6 +31,10 @@ class ParamError(PoisonBenchError, ValueError):
         self.message = message
         super().__init__(f"{field}: {message}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable, so that one raised in a worker process reaches the parent as itself.
+        return (type(self), (self.field, self.message))
+
 
 class UnknownNameError(ParamError):
     """A name is not in a registry; the message lists the valid names."""
@@ -234,6 +238,16 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool)
+
+
+def _brief(value: Any) -> str:
+    """``repr(value)`` cut to 80 characters (a hostile config can hold a 400-digit number)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}...({len(text)} characters)"
+
+
 def _coerce(value: Any, tp: Any, field_path: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (bool, int, float, str, Literal, unions)."""
     origin = typing.get_origin(tp)
@@ -246,6 +260,7 @@ def _coerce(value: Any, tp: Any, field_path: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         errors = []
+        numeric: ParamError | None = None
         for arm in typing.get_args(tp):
             if arm is type(None):
                 if value is None:
@@ -255,8 +270,12 @@ def _coerce(value: Any, tp: Any, field_path: str) -> Any:
                 return _coerce(value, arm, field_path)
             except ParamError as exc:
                 errors.append(exc.message)
+                if arm in (int, float) and _is_number(value):
+                    numeric = exc  # the arm the value was meant for: its reason is the one
+        if numeric is not None:
+            raise numeric
         names = " or ".join(_type_name(a) for a in typing.get_args(tp))
-        raise ParamError(field_path, f"expected {names}, got {value!r}")
+        raise ParamError(field_path, f"expected {names}, got {_brief(value)}")
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise ParamError(field_path, f"expected a list, got {value!r}")
@@ -277,9 +296,14 @@ def _coerce(value: Any, tp: Any, field_path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
             raise ParamError(field_path, f"expected a number, got {value!r}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer literal beyond float range (YAML allows any length)
+            value = math.inf if value > 0 else -math.inf
         if math.isnan(value):
             raise ParamError(field_path, "expected a number, got NaN")
+        if math.isinf(value):  # cell identities are canonical JSON, which has no infinity
+            raise ParamError(field_path, f"expected a finite number, got {value}")
         return value
     if tp is str:
         if not isinstance(value, str):
@@ -328,6 +352,41 @@ def params_dict(obj: Any) -> dict[str, Any]:
         value = getattr(obj, f.name)
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def _number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def check_range(
+    value: float,
+    field: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise ParamError naming ``field`` unless ``low <= value <= high`` (``<`` on an open
+    side; None: unbounded); the message states the allowed range, e.g. ``must be in (0, 10]``.
+
+    Plug-ins call it in ``__post_init__`` for every numeric parameter with a natural range, so
+    an absurd value (``sigma: 1e308``, ``n_estimators: 0``) is a config error at load, not a
+    failure in every cell.
+    """
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above or value != value:  # NaN compares false both ways
+        if high is None:
+            allowed = f"{'>' if low_open else '>='} {_number(low)}" if low is not None else ""
+        elif low is None:
+            allowed = f"{'<' if high_open else '<='} {_number(high)}"
+        else:
+            allowed = (
+                f"in {'(' if low_open else '['}{_number(low)}, "
+                f"{_number(high)}{')' if high_open else ']'}"
+            )
+        raise ParamError(field, f"must be {allowed}, got {_number(value)}")
 
 
 def check_fraction(value: float, field: str, *, low_open: bool = False) -> None:

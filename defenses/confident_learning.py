@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bench.types import DefenseContext, ParamError, TrainingSet
+from bench.types import DefenseContext, TrainingSet, check_range
 from defenses.base import DEFENSES, Filter
 from defenses.classifiers import ClassifierName, make_classifier
 
@@ -32,7 +32,7 @@ FilterBy = Literal[
 class ConfidentLearning(Filter):
     """Remove the rows cleanlab's ``find_label_issues`` flags on out-of-fold probabilities.
 
-    folds: K of the stratified K-fold cross-validation, >= 2. When the smallest class has fewer
+    folds: K of the stratified K-fold cross-validation, 2..100. When the smallest class has fewer
         than K rows, K drops to that class's size; classes with a single row (or none) cannot be
         cross-validated: their rows are kept and scored 0.
     model: the classifier cross-validated: ``logreg`` (standardized features + logistic
@@ -49,8 +49,7 @@ class ConfidentLearning(Filter):
     filter_by: FilterBy = "prune_by_noise_rate"
 
     def __post_init__(self) -> None:
-        if self.folds < 2:
-            raise ParamError("folds", f"must be >= 2, got {self.folds}")
+        check_range(self.folds, "folds", 2, 100)
 
     def label(self) -> str:
         return (

@@ -14,13 +14,19 @@ models that can. Needs the ``dp`` extra (``pip install 'poisonbench[dp]'``, i.e.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from bench.types import DefenseContext, ParamError, PoisonBenchError, StepResult, TrainingSet
+from bench.types import (
+    DefenseContext,
+    ParamError,
+    PoisonBenchError,
+    StepResult,
+    TrainingSet,
+    check_range,
+)
 from defenses.base import DEFENSES, Defense
 
 
@@ -54,10 +60,10 @@ class DPSGD(Defense):
         if self.noise_multiplier is None and self.epsilon is None:
             # One spelling per behaviour, so one cell id: the default is written out.
             object.__setattr__(self, "noise_multiplier", 1.0)
-        for name in ("noise_multiplier", "epsilon", "max_grad_norm"):
+        for name, high in (("noise_multiplier", 1000), ("epsilon", 1e6), ("max_grad_norm", 1e6)):
             value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ParamError(name, f"must be a finite number > 0, got {value}")
+            if value is not None:
+                check_range(value, name, 0, high, low_open=True)
         if not 0 < self.delta < 1:
             raise ParamError("delta", f"{self.delta} is outside (0, 1)")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.types import DefenseContext, ParamError, StepResult, TrainingSet
+from bench.types import DefenseContext, StepResult, TrainingSet, check_range
 from defenses.base import DEFENSES, Defense
 
 
@@ -15,15 +15,15 @@ from defenses.base import DEFENSES, Defense
 class ExtraClean(Defense):
     """Append ``fraction × n_train`` rows from the clean pool (the defender trusts them).
 
-    fraction: extra rows as a multiple of the train set, >= 0. Rows are taken in the pool's
+    fraction: extra rows as a multiple of the train set, in [0, 1000]. Rows are taken in the pool's
     seeded order, so the recovery grid's extra rows continue after these.
     """
 
     fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        if not self.fraction >= 0:
-            raise ParamError("fraction", f"must be >= 0, got {self.fraction}")
+        # The same range as the recovery grid's fractions (multiples of n_train).
+        check_range(self.fraction, "fraction", 0, 1000)
 
     def label(self) -> str:
         return f"extra_clean({self.fraction:g}×)"

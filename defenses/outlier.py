@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, Literal
@@ -19,7 +18,14 @@ from scipy.stats import rankdata
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from bench.types import DatasetInfo, DefenseContext, ParamError, TrainingSet, check_fraction
+from bench.types import (
+    DatasetInfo,
+    DefenseContext,
+    ParamError,
+    TrainingSet,
+    check_fraction,
+    check_range,
+)
 from defenses.base import DEFENSES, Filter
 
 #: PyOD detectors offered by their own names; any other is reachable as ``pyod`` + ``detector``.
@@ -183,10 +189,14 @@ class OutlierFilter(Filter):
 @DEFENSES.register("iforest")
 @dataclass(frozen=True)
 class IsolationForestFilter(OutlierFilter):
-    """Isolation Forest (PyOD ``IForest``)."""
+    """Isolation Forest (PyOD ``IForest``). n_estimators: trees, 1..10000."""
 
     n_estimators: int = 100
     detector_name: ClassVar[str] = "iforest"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range(self.n_estimators, "n_estimators", 1, 10_000)
 
     def detector_kwargs(self) -> dict[str, Any]:
         return {"n_estimators": self.n_estimators}
@@ -195,15 +205,14 @@ class IsolationForestFilter(OutlierFilter):
 @DEFENSES.register("lof")
 @dataclass(frozen=True)
 class LOFFilter(OutlierFilter):
-    """Local Outlier Factor (PyOD ``LOF``)."""
+    """Local Outlier Factor (PyOD ``LOF``). n_neighbors: 1..10000."""
 
     n_neighbors: int = 20
     detector_name: ClassVar[str] = "lof"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n_neighbors < 1:
-            raise ParamError("n_neighbors", f"must be >= 1, got {self.n_neighbors}")
+        check_range(self.n_neighbors, "n_neighbors", 1, 10_000)
 
     def detector_kwargs(self) -> dict[str, Any]:
         return {"n_neighbors": self.n_neighbors}
@@ -222,7 +231,7 @@ class OCSVMFilter(OutlierFilter):
     approx: ``exact`` (libsvm, O(n²) and more: ~60 s on 60k × 50) or ``nystroem`` (an
         ``n_components``-term Nystroem map of the same RBF kernel + linear ``SGDOneClassSVM``,
         linear in n).
-    n_components: Nystroem features (``approx: nystroem`` only), >= 1.
+    n_components: Nystroem features (``approx: nystroem`` only), 1..100000.
     max_fit_rows: fit on at most this many rows (a seeded subsample per group), then score
         every row; null fits on all rows.
     The label says which was used, e.g. ``ocsvm(nystroem:300)`` or ``ocsvm(fit≤5000)``.
@@ -238,17 +247,16 @@ class OCSVMFilter(OutlierFilter):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_fraction(self.nu, "nu", low_open=True)
-        named = isinstance(self.gamma, str)
-        if (named and self.gamma not in ("scale", "auto")) or (
-            not named and not 0 < self.gamma < math.inf
-        ):
-            raise ParamError(
-                "gamma", f"must be 'scale', 'auto' or a number > 0, got {self.gamma!r}"
-            )
-        if self.n_components < 1:
-            raise ParamError("n_components", f"must be >= 1, got {self.n_components}")
-        if self.max_fit_rows is not None and self.max_fit_rows < 2:
-            raise ParamError("max_fit_rows", f"must be >= 2 or null, got {self.max_fit_rows}")
+        if isinstance(self.gamma, str):
+            if self.gamma not in ("scale", "auto"):
+                raise ParamError(
+                    "gamma", f"must be 'scale', 'auto' or a number, got {self.gamma!r}"
+                )
+        else:
+            check_range(self.gamma, "gamma", 0, 1e6, low_open=True)
+        check_range(self.n_components, "n_components", 1, 100_000)
+        if self.max_fit_rows is not None:
+            check_range(self.max_fit_rows, "max_fit_rows", 2, 10**9)
 
     def detector_kwargs(self) -> dict[str, Any]:
         return {"nu": self.nu}

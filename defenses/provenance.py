@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bench.types import DefenseContext, ParamError, StepResult, TrainingSet
+from bench.types import DefenseContext, StepResult, TrainingSet, check_range
 from defenses.base import DEFENSES, Filter, take_pool
 from defenses.classifiers import (
     ClassifierName,
@@ -61,8 +61,7 @@ class Provenance(Filter):
 
     def __post_init__(self) -> None:
         check_budget(self.budget)
-        if not self.k >= 0:
-            raise ParamError("k", f"must be >= 0, got {self.k}")
+        check_range(self.k, "k", 0, 100)
 
     def label(self) -> str:
         return f"provenance(b={self.budget:g})"

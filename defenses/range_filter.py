@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.types import DefenseContext, ParamError, PoisonBenchError, TrainingSet
+from bench.types import DefenseContext, PoisonBenchError, TrainingSet, check_range
 from defenses.base import DEFENSES, Filter
 
 
@@ -23,7 +23,7 @@ from defenses.base import DEFENSES, Filter
 class RangeFilter(Filter):
     """Remove rows with any feature outside the clean pool's ``[min − m·w, max + m·w]``.
 
-    margin: m >= 0, slack as a fraction of each feature's pool range w = max − min (0: exact
+    margin: m in [0, 1000], slack as a fraction of each feature's pool range w = max − min (0: exact
         min–max). A feature constant in the pool gets no slack: any other value is out of range.
     Score of a row: its largest out-of-range distance in units of the feature's range (0 when
     all values are within range; features with w = 0 use units of 1; rows with NaN or inf score above all others).
@@ -32,8 +32,7 @@ class RangeFilter(Filter):
     margin: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.margin >= 0:
-            raise ParamError("margin", f"must be >= 0, got {self.margin}")
+        check_range(self.margin, "margin", 0, 1000)
 
     def label(self) -> str:
         return f"range_filter(margin={self.margin:g})" if self.margin else "range_filter"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bench.types import DefenseContext, ParamError, StepResult, TrainingSet
+from bench.types import DefenseContext, ParamError, StepResult, TrainingSet, check_range
 from defenses.base import DEFENSES, Defense
 
 if TYPE_CHECKING:
@@ -176,8 +176,8 @@ class GeneralizedCrossEntropy(RobustLoss):
 class SymmetricCrossEntropy(RobustLoss):
     """Train a torch model with symmetric cross-entropy ``alpha·CE + beta·RCE``.
 
-    alpha, beta: weights >= 0, not both 0 (the paper's CIFAR-10 setting is 0.1 and 1.0).
-    log_zero: the value of ``log 0`` in the reverse term, < 0 (the paper's A = −4).
+    alpha, beta: weights in [0, 1000], not both 0 (the paper's CIFAR-10 setting is 0.1 and 1.0).
+    log_zero: the value of ``log 0`` in the reverse term, in [−100, 0) (the paper's A = −4).
     """
 
     alpha: float = 0.1
@@ -186,12 +186,10 @@ class SymmetricCrossEntropy(RobustLoss):
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta"):
-            if not getattr(self, name) >= 0:
-                raise ParamError(name, f"must be >= 0, got {getattr(self, name)}")
+            check_range(getattr(self, name), name, 0, 1000)
         if self.alpha == 0 and self.beta == 0:
             raise ParamError("beta", "alpha and beta cannot both be 0")
-        if not self.log_zero < 0:
-            raise ParamError("log_zero", f"must be < 0, got {self.log_zero}")
+        check_range(self.log_zero, "log_zero", -100, 0, high_open=True)
 
     def label(self) -> str:
         return f"sce(α={self.alpha:g}, β={self.beta:g})"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bench.types import DefenseContext, ParamError, StepResult, TrainingSet
+from bench.types import DefenseContext, ParamError, StepResult, TrainingSet, check_range
 from defenses.base import DEFENSES, Filter, take_pool
 from defenses.classifiers import (
     ClassifierName,
@@ -70,14 +70,11 @@ class RejectOnNegativeImpact(Filter):
 
     def __post_init__(self) -> None:
         check_budget(self.budget)
-        if self.chunk < 1:
-            raise ParamError("chunk", f"must be >= 1, got {self.chunk}")
+        check_range(self.chunk, "chunk", 1, 10**7)
         if not 0 < self.base < 1:
             raise ParamError("base", f"{self.base} is outside (0, 1)")
-        if self.repeats < 1:
-            raise ParamError("repeats", f"must be >= 1, got {self.repeats}")
-        if not self.k >= 0:
-            raise ParamError("k", f"must be >= 0, got {self.k}")
+        check_range(self.repeats, "repeats", 1, 1000)
+        check_range(self.k, "k", 0, 100)
 
     def label(self) -> str:
         return f"roni(b={self.budget:g}, chunk={self.chunk})"

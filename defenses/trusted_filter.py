@@ -10,21 +10,27 @@ its weakness is the opposite one: a small trusted set makes a weak judge.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from bench.types import DefenseContext, ParamError, StepResult, TrainingSet, exact_count
+from bench.types import (
+    DefenseContext,
+    ParamError,
+    StepResult,
+    TrainingSet,
+    check_range,
+    exact_count,
+)
 from defenses.base import DEFENSES, Filter, take_pool
 from defenses.classifiers import ClassifierName, fit_proba
 
 
 def check_budget(value: float, field: str = "budget") -> None:
-    """Raise ParamError naming ``field`` unless ``value`` is a finite fraction of n_train > 0."""
-    if not (value > 0 and math.isfinite(value)):
-        raise ParamError(field, f"must be a finite fraction of n_train > 0, got {value}")
+    """Raise ParamError naming ``field`` unless ``value`` (pool rows as a multiple of n_train)
+    is in (0, 100]."""
+    check_range(value, field, 0, 100, low_open=True)  # pool rows as a multiple of n_train
 
 
 @DEFENSES.register("trusted_filter")
@@ -67,8 +73,8 @@ class TrustedFilter(Filter):
             object.__setattr__(self, "contamination", 0.1)
         for name in ("contamination", "threshold"):
             value = getattr(self, name)
-            if value is not None and not 0 <= value <= 1:
-                raise ParamError(name, f"{value} is outside [0, 1]")
+            if value is not None:
+                check_range(value, name, 0, 1)
 
     def label(self) -> str:
         rule = f"c={self.contamination:g}" if self.threshold is None else f"t={self.threshold:g}"

@@ -6,6 +6,7 @@ default mnist-5k, by setting the page's session state before the first run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -768,6 +769,61 @@ def test_app_command_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["app", "--port", "0"]) == 2
     assert "--port" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_app_and_its_streamlit_child():
+    """``kill PID`` of ``poisonbench app`` used to end only the parent: its Streamlit child
+    went on serving the port."""
+    import signal
+    import subprocess
+    import time
+
+    require("streamlit")
+    psutil = require("psutil")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "app", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children = []
+    try:
+        deadline = time.monotonic() + 180
+        while not _listening(port) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _listening(port), "the app did not start"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, "the Streamlit child outlived the app"
+        assert not _listening(port)
+    finally:
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        proc.kill()
+        proc.wait()
 
 
 def test_missing_streamlit_is_a_clear_error(monkeypatch, capsys):

@@ -296,7 +296,8 @@ def test_label_flip_mode_errors(params, field, expected):
 @pytest.mark.parametrize(
     ("params", "field", "expected"),
     [
-        ({"sigma": 0}, "sigma", "must be > 0"),
+        ({"sigma": 0}, "sigma", "must be in (0, 1000], got 0"),
+        ({"sigma": 1e308}, "sigma", "must be in (0, 1000], got 1e+308"),
         ({"sigma": float("nan")}, "sigma", "NaN"),
         ({"mode": "salt"}, "mode", "'uniform', 'gaussian'"),
         ({"clip": "yes"}, "clip", "expected true or false"),

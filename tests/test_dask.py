@@ -149,6 +149,42 @@ def test_dask_local_through_the_cli(local_table, tmp_path, capsys, monkeypatch):
     assert "(0 run, 8 cached, 0 failed)" in capsys.readouterr().out
 
 
+def test_dask_local_keeps_its_scratch_space_in_the_run_directory(tmp_path, capsys, monkeypatch):
+    """dask-local workers' scratch space (spill files, locks) goes under the run directory, not
+    the system temp dir, and is removed when the run ends."""
+    require("distributed")
+    import tempfile
+
+    import yaml
+
+    import bench.executors
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    out = tmp_path / "run"
+    during: list[bool] = []
+    original = bench.executors.run_dask
+
+    def spying(*args, **kwargs):
+        for record in original(*args, **kwargs):
+            if not during:
+                scratch = out / bench.executors.DASK_SCRATCH
+                during.append(scratch.is_dir() and any(scratch.iterdir()))
+            yield record
+
+    monkeypatch.setattr(bench.executors, "run_dask", spying)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**RAW, "defenses": ["none"], "seeds": 1}))
+    argv = ["run", str(config), "--out", str(out), "--quiet", "--executor", "dask-local"]
+    assert main([*argv, "--workers", "1"]) == 0
+    assert "(2 run, 0 cached, 0 failed)" in capsys.readouterr().out
+    assert during == [True]  # the workers used it
+    assert sorted(p.name for p in system_tmp.iterdir()) == []
+    assert not (out / bench.executors.DASK_SCRATCH).exists()
+
+
 def test_missing_dask_is_a_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     tasks = make_tasks([(cell, [0.0]) for cell in expand(parse_config(RAW))])

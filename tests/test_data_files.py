@@ -282,7 +282,7 @@ CONFIG_ERRORS = [
     (
         {"name": "table", "path": "d.csv", "target": "y", "max_levels": 1},
         "datasets[0].max_levels",
-        ">= 2",
+        "in [2, 100000]",
     ),
     (
         {"name": "table", "path": "d.csv", "target": "y", "sep": ";"},
@@ -295,8 +295,12 @@ CONFIG_ERRORS = [
     ({"name": "openml"}, "datasets[0].data_id", "either"),
     ({"name": "openml", "data_id": 31, "dataset": "credit-g"}, "datasets[0].data_id", "not both"),
     ({"name": "openml", "data_id": 31, "version": 1}, "datasets[0].version", "goes with dataset"),
-    ({"name": "openml", "data_id": 0}, "datasets[0].data_id", ">= 1"),
-    ({"name": "openml", "dataset": "credit-g", "version": 0}, "datasets[0].version", ">= 1"),
+    ({"name": "openml", "data_id": 0}, "datasets[0].data_id", "in [1, 1000000000]"),
+    (
+        {"name": "openml", "dataset": "credit-g", "version": 0},
+        "datasets[0].version",
+        "in [1, 1000000]",
+    ),
 ]
 
 

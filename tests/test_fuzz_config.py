@@ -1,10 +1,12 @@
 """Hostile configs: every failure of the config loader is the project's own error naming a field.
 
 Hypothesis throws random structures, wrong types, unknown names, huge or negative sizes,
-NaN/inf rates, empty grids, non-string keys, deep nesting and YAML tags at ``parse_config``
-and ``load_config`` (and at grid expansion, which binds plug-ins to datasets). Anything but a
-:class:`~bench.config.ConfigError` (or another ``PoisonBenchError`` that names the field) is a
-bug: a traceback where the user should read which field is wrong.
+NaN/inf rates and parameters, empty grids, non-string keys, deep nesting and YAML tags at
+``parse_config`` and ``load_config``; every config that parses is then expanded into its grid
+(which binds plug-ins to datasets) and every cell's identity is hashed. Anything but a
+:class:`~bench.config.ConfigError` naming the field (or, from expansion, a
+:class:`~bench.datasets.DatasetError`) is a bug: a traceback where the user should read which
+field is wrong.
 
 ``POISONBENCH_FUZZ_EXAMPLES`` raises the number of examples per test (default 200).
 """
@@ -12,18 +14,25 @@ bug: a traceback where the user should read which field is wrong.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import re
+import types
+import typing
+from collections import Counter, defaultdict
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attacks import ATTACKS
 from bench.config import ConfigError, load_config, parse_config
+from bench.datasets import DATASETS, DatasetError
 from bench.grid import expand
-from bench.types import PoisonBenchError
+from bench.models import MODELS
+from defenses import DEFENSES
 
 EXAMPLES = int(os.environ.get("POISONBENCH_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(
@@ -48,7 +57,10 @@ VALID = {
     "recovery": {"fractions": [0, 0.5], "metric": "accuracy", "tolerance": 0.01},
 }
 
-TRIED = {"configs": 0, "errors": 0, "valid": 0}
+#: per fuzz test: configs tried, rejected (errors), parsed (valid), expanded, cells hashed
+TRIED: dict[str, Counter] = defaultdict(Counter)
+#: grids larger than this are parsed but not expanded (a hostile seed count makes them huge)
+MAX_EXPANDED_CELLS = 500
 
 # Values a YAML file can hold, and then some: NaN/inf, huge ints, bytes, nested containers.
 scalars = st.one_of(
@@ -124,8 +136,8 @@ def mutated(draw):
 
 def _check(exc: BaseException, expanding: bool = False) -> None:
     """A failure must be a ConfigError naming a field path (expansion, which loads datasets,
-    may also raise another PoisonBenchError such as DatasetError)."""
-    allowed = PoisonBenchError if expanding else ConfigError
+    may also raise a DatasetError); anything else escaping is a bug."""
+    allowed = (ConfigError, DatasetError) if expanding else ConfigError
     assert isinstance(exc, allowed), f"{type(exc).__name__} escaped: {exc!r}"
     if isinstance(exc, ConfigError):
         assert exc.field and FIELD.match(exc.field), f"no field path in {exc!r}"
@@ -133,22 +145,36 @@ def _check(exc: BaseException, expanding: bool = False) -> None:
         assert len(str(exc)) < 2000, "error message is not short"
 
 
-def _parse(raw, bind: bool = False):
-    TRIED["configs"] += 1
+def _expand(config, tried: Counter) -> None:
+    """Expand a parsed config's grid and hash every cell (identities are canonical JSON, which
+    has no inf or NaN); only a ConfigError or a DatasetError may escape."""
+    if _grid_size(config) > MAX_EXPANDED_CELLS:
+        tried["too big to expand"] += 1
+        return
+    try:
+        cells = expand(config)  # binds attacks/models/defenses to each dataset
+        ids = [cell.cell_id for cell in cells]
+    except Exception as exc:
+        tried["errors"] += 1
+        _check(exc, expanding=True)
+        return
+    assert len(set(ids)) == len(ids) == len(cells)
+    tried["expanded"] += 1
+    tried["cells"] += len(ids)
+
+
+def _parse(raw, test: str):
+    """Parse ``raw``; if it parses, expand its grid and hash its cells (see :func:`_expand`)."""
+    tried = TRIED[test]
+    tried["configs"] += 1
     try:
         config = parse_config(raw)
     except Exception as exc:
-        TRIED["errors"] += 1
+        tried["errors"] += 1
         _check(exc)
         return None
-    if bind and _grid_size(config) <= 500:
-        try:
-            expand(config)  # binds attacks/models/defenses to each dataset
-        except Exception as exc:
-            TRIED["errors"] += 1
-            _check(exc, expanding=True)
-            return None
-    TRIED["valid"] += 1
+    tried["valid"] += 1
+    _expand(config, tried)
     return config
 
 
@@ -165,13 +191,13 @@ def _grid_size(config) -> int:
 @FUZZ
 @given(values)
 def test_random_structures_fail_with_a_config_error(raw):
-    _parse(raw)
+    _parse(raw, "random structures")
 
 
 @FUZZ
 @given(mutated())
 def test_mutated_configs_fail_with_a_config_error(raw):
-    _parse(raw, bind=True)
+    _parse(raw, "mutated")
 
 
 @FUZZ
@@ -184,17 +210,22 @@ def test_mutated_configs_through_yaml(tmp_path_factory, raw):
         return  # not representable as YAML (e.g. bytes keys): not a file a user could write
     path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
     path.write_text(text)
-    _load_and_check(path)
+    _load_and_check(path, "mutated through YAML")
 
 
-def _load_and_check(path) -> None:
-    """Load a config file; any failure must be the project's own error naming a field."""
-    TRIED["configs"] += 1
+def _load_and_check(path, test: str) -> None:
+    """Load a config file; any failure must be the project's own error naming a field. A
+    config that loads is expanded and its cells hashed (see :func:`_expand`)."""
+    tried = TRIED[test]
+    tried["configs"] += 1
     try:
-        load_config(path)
+        config = load_config(path)
     except Exception as exc:
-        TRIED["errors"] += 1
+        tried["errors"] += 1
         _check(exc)
+        return
+    tried["valid"] += 1
+    _expand(config, tried)
 
 
 YAML_PIECES = [
@@ -230,7 +261,7 @@ YAML_PIECES = [
 def test_random_yaml_text_fails_with_a_config_error(tmp_path_factory, pieces):
     path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
     path.write_text("".join(pieces), errors="surrogatepass")
-    _load_and_check(path)
+    _load_and_check(path, "random YAML text")
 
 
 @pytest.mark.parametrize(
@@ -298,6 +329,7 @@ def test_binary_and_missing_files_are_config_errors(tmp_path):
         ({"rates": []}, "rates"),
         ({"seeds": -1}, "seeds"),
         ({"seeds": 10**12}, "seeds"),
+        ({"seeds": list(range(10_001))}, "seeds"),  # the same limit as a count
         ({"models": ["nope"]}, "models[0]"),
         ({"datasets": [{"name": "iris", "split": {"train": -5}}]}, "datasets[0].split.train"),
         ({"datasets": [{"name": "iris", "split": {"test": math.inf}}]}, "datasets[0].split.test"),
@@ -315,10 +347,169 @@ def test_specific_hostile_values_name_their_field(change, field):
     assert info.value.field == field, str(info.value)
 
 
-def test_report_how_many_configs_were_fuzzed():
-    """Runs last in this file (pytest keeps file order): prints the count for the issue note."""
-    print(
-        f"\nfuzzed configs: {TRIED['configs']} tried, {TRIED['errors']} rejected with a "
-        f"ConfigError/PoisonBenchError, {TRIED['valid']} valid, 0 tracebacks"
+# ---------------------------------------------------------------------------------------------
+# Plug-in parameters: every registered plug-in, hostile values for its own fields
+# ---------------------------------------------------------------------------------------------
+
+#: config section -> registry; datasets only those that load offline (no download when expanded)
+REGISTRIES = {"models": MODELS, "attacks": ATTACKS, "defenses": DEFENSES, "datasets": DATASETS}
+OFFLINE_DATASETS = ("iris", "wine", "breast_cancer", "digits")
+
+HOSTILE_NUMBERS = [
+    math.inf,
+    -math.inf,
+    math.nan,
+    1e308,
+    -1e308,
+    1e-320,
+    0,
+    -1,
+    2**63,
+    10**400,  # a YAML integer literal this long is legal; float() of it overflows
+    -(10**30),
+]
+
+
+def _arms(tp) -> tuple:
+    """The types an annotation accepts (the arms of a union; a tuple's element type)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(a for arm in typing.get_args(tp) for a in _arms(arm))
+    if origin in (tuple, list):
+        return _arms(typing.get_args(tp)[0])
+    return (tp,)
+
+
+def plugin_fields(kind: type) -> list[tuple[str, str, str]]:
+    """(section, plug-in name, field) for every init field of every registered plug-in whose
+    annotation accepts ``kind`` (``float``, or ``int`` but not also ``str``: class names)."""
+    out = []
+    for section, registry in REGISTRIES.items():
+        for name, cls in registry.items():
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                arms = _arms(hints.get(f.name))
+                if f.init and kind in arms and str not in arms:
+                    out.append((section, name, f.name))
+    return out
+
+
+def _with_plugin(section: str, entry: dict) -> dict:
+    """The valid config with ``section`` holding the one plug-in ``entry``."""
+    raw = copy.deepcopy(VALID)
+    cls = REGISTRIES[section].get(entry["name"])
+    entry = {**getattr(cls, "example_params", {}), **entry}  # required parameters filled in
+    if section == "datasets":
+        entry = {**entry, "split": {"train": 0.5, "test": 0.3}}
+    if section == "attacks":
+        raw["rates"] = [0, 0.1]
+    raw[section] = [entry]
+    return raw
+
+
+@st.composite
+def plugin_params(draw):
+    """The valid config with one registered plug-in given one or two hostile parameters."""
+    section = draw(st.sampled_from(sorted(REGISTRIES)))
+    names = OFFLINE_DATASETS if section == "datasets" else list(REGISTRIES[section])
+    name = draw(st.sampled_from(sorted(names)))
+    fields = [f.name for f in dataclasses.fields(REGISTRIES[section].get(name)) if f.init]
+    entry = {"name": name}
+    hostile = st.one_of(
+        st.sampled_from(HOSTILE_NUMBERS), scalars, st.lists(st.sampled_from(HOSTILE_NUMBERS))
     )
-    assert TRIED["configs"] == 0 or TRIED["errors"] > 0
+    for field in draw(st.lists(st.sampled_from(fields), max_size=2, unique=True)) if fields else []:
+        entry[field] = draw(hostile)
+    return _with_plugin(section, entry)
+
+
+@FUZZ
+@given(plugin_params())
+def test_hostile_plugin_parameters_fail_with_a_config_error(raw):
+    _parse(raw, "plug-in parameters")
+
+
+FLOAT_FIELDS = plugin_fields(float)
+INT_FIELDS = plugin_fields(int)
+
+
+def test_the_plugin_field_lists_are_not_empty():
+    assert ("models", "logreg", "C") in FLOAT_FIELDS
+    assert ("attacks", "feature_noise", "sigma") in FLOAT_FIELDS
+    assert ("defenses", "iforest", "n_estimators") in INT_FIELDS
+    assert not any(f in ("source", "target") for _, _, f in INT_FIELDS)  # class references
+
+
+def _rejected(section: str, name: str, field: str, value) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with_plugin(section, {"name": name, field: value}))
+    _check(info.value)
+    assert info.value.field == f"{section}[0].{field}", str(info.value)
+    return info.value
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize(("section", "name", "field"), FLOAT_FIELDS)
+def test_non_finite_float_parameters_are_config_errors(section, name, field, value):
+    """Cell identities are canonical JSON, which has no inf or NaN: such a value used to pass
+    validation and crash while hashing the cell (``Out of range float values``)."""
+    _rejected(section, name, field, value)
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300, 10**400], ids=["1e300", "-1e300", "10**400"])
+@pytest.mark.parametrize(("section", "name", "field"), FLOAT_FIELDS)
+def test_absurd_float_parameters_are_config_errors(section, name, field, value):
+    """Every float parameter has a natural range; beyond it every cell would fail later (e.g.
+    ``sigma: 1e308`` overflows the noised features). The message states the allowed range."""
+    error = _rejected(section, name, field, value)
+    assert re.search(r"[\[(].*, .*[\])]|finite", error.message), error.message
+
+
+@pytest.mark.parametrize("value", [-1, 10**12], ids=["-1", "1e12"])
+@pytest.mark.parametrize(("section", "name", "field"), INT_FIELDS)
+def test_out_of_range_integer_parameters_are_config_errors(section, name, field, value):
+    """Counts (trees, epochs, neighbours, folds, layer sizes...) have a natural lower bound and a
+    sane upper one: ``n_estimators: 0`` or ``-1`` used to pass and fail every cell."""
+    if field == "hidden":
+        value = [value]
+    _rejected(section, name, field, value)
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "field", "value", "allowed"),
+    [
+        ("attacks", "feature_noise", "sigma", 1e308, "(0, 1000]"),
+        ("models", "logreg", "C", 1e7, "(0, 1e+06]"),
+        ("models", "torch-mlp", "lr", 100.0, "(0, 10]"),
+        ("models", "torch-mlp", "epochs", 10**6, "[1, 10000]"),
+        ("defenses", "iforest", "n_estimators", 0, "[1, 10000]"),
+        ("defenses", "extra_clean", "fraction", 1e4, "[0, 1000]"),
+        ("models", "mlp", "alpha", -1.0, "[0, 1000]"),
+    ],
+)
+def test_range_errors_say_the_allowed_range(section, name, field, value, allowed):
+    error = _rejected(section, name, field, value)
+    assert allowed in error.message, error.message
+
+
+def test_non_finite_parameter_through_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    raw = _with_plugin("models", {"name": "logreg", "C": 1.0})
+    path.write_text(yaml.safe_dump(raw).replace("C: 1.0", "C: .inf"))
+    with pytest.raises(ConfigError, match=r"^models\[0\]\.C: expected a finite number, got inf"):
+        load_config(path)
+
+
+def test_the_fuzzing_above_was_not_vacuous():
+    """Runs last in this file (pytest keeps file order): each fuzz test that ran tried configs,
+    and those built from the valid one were also expanded and hashed. Prints the counts."""
+    if not TRIED:
+        pytest.skip("no fuzz test ran before this one (run the whole file)")
+    for test, tried in sorted(TRIED.items()):
+        print(f"\nfuzzed ({test}): {dict(tried)}")
+    total = sum(TRIED.values(), Counter())
+    assert total["configs"] > 0 and total["errors"] > 0
+    for test in ("mutated", "mutated through YAML", "plug-in parameters"):
+        if test in TRIED:
+            assert TRIED[test]["errors"] > 0, test
+            assert TRIED[test]["expanded"] > 0 and TRIED[test]["cells"] > 0, test

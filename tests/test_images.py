@@ -65,6 +65,30 @@ def test_missing_mnist_offline_says_where_to_put_the_files(tmp_path, no_download
     assert no_download == [("MNIST", tmp_path)]
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_offline_load_writes_nothing_when_no_download_starts(tmp_path, monkeypatch, name):
+    """Offline, the real download path (torchvision's, with the network call failing as it does
+    offline) must leave no trace: no ``ROOT/MNIST/raw`` and no missing parents created."""
+    require("torchvision")
+    import urllib.error
+    import urllib.request
+
+    tried: list[str] = []
+
+    def offline(request, *args, **kwargs):
+        tried.append(getattr(request, "full_url", request))
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", str(tmp_path / "no-debian-package"))
+    root = tmp_path / "not" / "there" / "yet"
+    with pytest.raises(DatasetError, match="download failed") as err:
+        load_dataset(name, str(root))
+    assert tried and all(url.startswith("http") for url in tried)  # a download was tried
+    assert "name resolution" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # and nothing was created
+
+
 def test_missing_mnist_through_the_cli_is_a_clean_error(tmp_path, no_download, capsys):
     config = tmp_path / "full.yaml"
     config.write_text(

@@ -133,6 +133,144 @@ def test_kill_9_at_random_points_then_resume_loses_nothing(tmp_path, reference):
 
 
 # ---------------------------------------------------------------------------------------------
+# A worker process dies: one failed cell, not a dead run
+# ---------------------------------------------------------------------------------------------
+
+#: the CLI with the defenses of tests/crash_plugins.py registered (in the workers too)
+CRASH_CLI = [sys.executable, str(Path(__file__).with_name("crash_plugins.py"))]
+
+
+def _records(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+
+
+def _defense_of(record: dict) -> str:
+    return "+".join(step["name"] for step in record["spec"]["defense"])
+
+
+def _crash_run(tmp_path: Path, defense, **env: str) -> tuple[list[str], Path, dict[str, str]]:
+    raw = {
+        **SMALL,
+        "name": "crash",
+        "rates": [0, 0.1],
+        "defenses": ["none", "random_filter", defense],
+        "seeds": 1,
+    }  # (1 clean + 1 poisoned) × 3 defenses × 1 seed = 6 cells, 2 with the crashing defense
+    config = _write_config(tmp_path / "crash.yaml", raw)
+    out = tmp_path / "run"
+    command = [*CRASH_CLI, "run", str(config), "--out", str(out), "--quiet", "--jobs", "2"]
+    return command, out, {**os.environ, **env}
+
+
+def test_run_tasks_hands_tasks_whose_worker_died_to_lost_and_goes_on(capfd):
+    """The generic pool: a task that ends its worker process is given to ``lost`` with the
+    exit status; tasks that were running on the other worker or queued still run, once."""
+    from crash_plugins import square_or_exit
+
+    from bench.executors import run_tasks
+
+    payloads = [1, 2, -3, 4, 5, 6, -11, 8, 9]
+    out = list(run_tasks(square_or_exit, payloads, lost=lambda p, why: (p, why), jobs=2))
+    assert sorted(r for r in out if isinstance(r, int)) == [1, 4, 16, 25, 36, 64, 81]
+    assert sorted(r for r in out if isinstance(r, tuple)) == [
+        (-11, "worker died: signal 11 (SIGSEGV)"),
+        (-3, "worker died: exit code 3"),
+    ]
+    assert "Fatal Python error" not in capfd.readouterr().err  # one line, no stack dump
+
+
+def test_a_task_that_breaks_the_pool_without_killing_its_worker_is_given_up():
+    """A result that cannot be unpickled breaks loky's pool with no worker dead: the task is
+    retried, and after MAX_BREAKS breaks it is given up, not retried forever."""
+    from crash_plugins import unpicklable_result
+
+    from bench.executors import MAX_BREAKS, run_tasks
+
+    out = list(run_tasks(unpicklable_result, [1], lost=lambda p, why: (p, why), jobs=2))
+    assert len(out) == 1 and out[0][0] == 1
+    assert out[0][1].startswith(f"lost in {MAX_BREAKS} pool breaks (the last: worker pool broke")
+
+
+def test_an_error_raised_in_a_worker_reaches_the_caller_as_itself():
+    from crash_plugins import raise_param_error
+
+    from bench.executors import run_tasks
+    from bench.types import ParamError
+
+    with pytest.raises(ParamError) as info:
+        list(run_tasks(raise_param_error, [5], lost=lambda p, why: pytest.fail(why), jobs=2))
+    assert (info.value.field, info.value.message) == ("x[5]", "is bad")
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_worker_fails_its_cell_and_the_run_goes_on(tmp_path):
+    marker = tmp_path / "worker.pid"
+    command, out, env = _crash_run(
+        tmp_path, "wait_to_be_killed", POISONBENCH_TEST_MARKER=str(marker)
+    )
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marker.exists(), "no cell reached the waiting defense"
+        victim = int(marker.read_text())
+        assert victim != proc.pid
+        os.kill(victim, signal.SIGKILL)  # the worker running that cell, mid-cell
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenProcessPool" not in stderr
+    assert "(6 run, 0 cached, 1 failed)" in stdout
+    assert (out / "results.parquet").exists() and (out / "report.md").exists()
+    records = _records(out)
+    failed = {k: r for k, r in records.items() if r["status"] == "failed"}
+    assert len(records) == 6 and len(failed) == 1
+    ((cell_id, record),) = failed.items()
+    assert _defense_of(record) == "wait_to_be_killed"
+    assert record["rows"][0]["error"] == "worker died: signal 9 (SIGKILL)"
+    assert f"failed: {cell_id}: worker died: signal 9 (SIGKILL)" in stderr
+    table = pd.read_parquet(out / "results.parquet")
+    assert set(table.loc[table["status"] == "failed", "cell_id"]) == {cell_id}
+
+    # The rerun computes exactly the failed cell (the waiting defense now lets it through).
+    finished = {k: v for k, v in _snapshot(out).items() if k != f"{cell_id}.json"}
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "(1 run, 5 cached, 0 failed)" in rerun.stdout
+    after = _snapshot(out)
+    assert {k: after[k] for k in finished} == finished
+    assert _records(out)[cell_id]["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_a_defense_that_exits_its_process_fails_only_its_cell(tmp_path):
+    command, out, env = _crash_run(tmp_path, {"name": "exit_process", "code": 3})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "(6 run, 0 cached, 1 failed)" in done.stdout
+    assert (out / "results.parquet").exists() and (out / "report.md").exists()
+    records = _records(out)
+    assert len(records) == 6
+    for record in records.values():  # the others, also those the pool break interrupted, ran
+        if _defense_of(record) == "exit_process" and record["spec"]["rate"] > 0:
+            assert record["status"] == "failed"
+            assert record["rows"][0]["error"] == "worker died: exit code 3"
+        else:
+            assert record["status"] == "ok", record["rows"][0].get("error")
+    finished = {k: v for k, v in _snapshot(out).items() if records[k[:-5]]["status"] == "ok"}
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "(1 run, 5 cached, 1 failed)" in rerun.stdout  # exactly the failed one, again
+    after = _snapshot(out)
+    assert {k: after[k] for k in finished} == finished
+
+
+# ---------------------------------------------------------------------------------------------
 # Ctrl-C
 # ---------------------------------------------------------------------------------------------
 
@@ -207,13 +345,25 @@ def test_stop_handlers_are_restored_after_an_in_process_run(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_second_run_on_a_locked_directory_fails_at_once(tmp_path, capsys):
+def test_second_run_on_a_locked_directory_fails_at_once(tmp_path, capsys, monkeypatch):
+    import bench.datasets
+
+    loaded: list[str] = []
+    load = bench.datasets.load_dataset
+
+    def spy(name, *args, **kwargs):
+        loaded.append(name)
+        return load(name, *args, **kwargs)
+
+    monkeypatch.setattr(bench.datasets, "load_dataset", spy)
     config = _write_config(tmp_path / "small.yaml", SMALL)
     out = tmp_path / "run"
     with RunLock(out):
         started = time.monotonic()
         assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
         assert time.monotonic() - started < 30  # failed, did not wait
+    # Refused before any dataset was loaded (a big one takes many seconds to load and check).
+    assert loaded == []
     err = capsys.readouterr().err
     assert str(out / ".lock") in err
     assert f"PID {os.getpid()}" in err
@@ -246,6 +396,85 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_lock_message_names_the_real_holder_not_a_stale_pid(tmp_path, monkeypatch):
+    """Something holds the lock (a copy of a run directory in use, a shell's ``flock``) but the
+    lock file still names an earlier holder that is gone: the message must not blame that PID."""
+    import socket
+
+    out = tmp_path / "run"
+    out.mkdir()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = int(gone.stdout)
+    (out / ".lock").write_text(f"{stale} {socket.gethostname()}\n")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)",
+            str(out / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError) as info:
+            RunLock(out).acquire()
+        message = str(info.value)
+        assert str(out / ".lock") in message
+        if f"PID {stale}" in message:  # only as the last recorded holder, said to be gone
+            assert f"last recorded holder: PID {stale}" in message and "not running" in message
+        if Path("/proc/locks").exists():  # Linux: the kernel says who holds it
+            assert f"PID {holder.pid}" in message, message
+        # Where the kernel does not say (no /proc/locks), the stale PID is named as such.
+        import bench.store
+
+        monkeypatch.setattr(bench.store, "_flock_holders", lambda fd: [])
+        with pytest.raises(RunLockedError) as info:
+            RunLock(out).acquire()
+        assert f"last recorded holder: PID {stale}, not running" in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(out):  # and the lock file then names the new holder
+        assert (out / ".lock").read_text().split()[0] == str(os.getpid())
+
+
+def test_every_atomic_write_uses_a_temporary_name_the_cleanup_removes(tmp_path, monkeypatch):
+    """A kill -9 in the middle of any write of a run (records, tables, run.json, config.yaml,
+    report.md, plots) leaves that writer's temporary file; the next run must find and delete
+    it, so every writer names it by the one scheme the cleanup matches."""
+    renamed: list[tuple[Path, Path]] = []
+    replace = os.replace
+
+    def spy(src, dst, *args, **kwargs):
+        renamed.append((Path(src), Path(dst)))
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", spy)
+    config = _write_config(tmp_path / "small.yaml", SMALL)
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    monkeypatch.undo()
+    written = {dst.name for _, dst in renamed}
+    assert {"results.parquet", "results.csv", "run.json", "config.yaml", "report.md"} <= written
+    assert any(name.endswith(".png") for name in written), written  # the report's plots
+    assert sum(dst.parent == out / "cells" for _, dst in renamed) == 18
+    for src, dst in renamed:
+        assert src.parent == dst.parent, (src, dst)  # same folder: the rename is atomic
+        src.write_bytes(b"half-written")  # what a kill -9 during this write would leave
+    # The cleanup a run does under its lock (a rerun would rewrite only some of these names).
+    assert Store(out).remove_temporaries() == len({src for src, _ in renamed})
+    assert [src.name for src, _ in renamed if src.exists()] == []
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,12 +8,27 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from bench.models.base import MODELS, Estimator, ModelSpec, SklearnClassifier
-from bench.types import DatasetInfo, ParamError
+from bench.types import DatasetInfo, ParamError, check_range
+
+#: the largest iteration / epoch count and regularization constant a config may ask for
+MAX_ITER = 100_000
+MAX_C = 1e6
 
 
-def _positive(value: float, field: str) -> None:
-    if not value > 0:
-        raise ParamError(field, f"must be > 0, got {value}")
+def _positive(value: float, field: str, high: float) -> None:
+    """``value`` in (0, high] (integers: [1, high])."""
+    if isinstance(value, int):
+        check_range(value, field, 1, high)
+    else:
+        check_range(value, field, 0, high, low_open=True)
+
+
+def _layer_sizes(hidden: tuple[int, ...]) -> None:
+    if not hidden or len(hidden) > 100 or any(not 1 <= h <= 100_000 for h in hidden):
+        raise ParamError(
+            "hidden",
+            f"must be a list of 1 to 100 layer sizes in [1, 100000], got {list(hidden)}",
+        )
 
 
 @MODELS.register("logreg")
@@ -21,15 +36,15 @@ def _positive(value: float, field: str) -> None:
 class LogReg(ModelSpec):
     """Standardized features + multinomial logistic regression (lbfgs).
 
-    C: inverse regularization strength, > 0. max_iter: solver iterations.
+    C: inverse regularization strength, in (0, 1e6]. max_iter: solver iterations, 1..100000.
     """
 
     C: float = 1.0
     max_iter: int = 1000
 
     def __post_init__(self) -> None:
-        _positive(self.C, "C")
-        _positive(self.max_iter, "max_iter")
+        _positive(self.C, "C", MAX_C)
+        _positive(self.max_iter, "max_iter", MAX_ITER)
 
     def build(self, info: DatasetInfo, seed: int) -> Estimator:
         from sklearn.linear_model import LogisticRegression
@@ -46,15 +61,15 @@ class LogReg(ModelSpec):
 @MODELS.register("random_forest")
 @dataclass(frozen=True)
 class RandomForest(ModelSpec):
-    """Random forest. n_estimators: trees, > 0. max_depth: depth limit (null: unlimited)."""
+    """Random forest. n_estimators: trees, 1..10000. max_depth: 1..1000 (null: unlimited)."""
 
     n_estimators: int = 100
     max_depth: int | None = None
 
     def __post_init__(self) -> None:
-        _positive(self.n_estimators, "n_estimators")
+        _positive(self.n_estimators, "n_estimators", 10_000)
         if self.max_depth is not None:
-            _positive(self.max_depth, "max_depth")
+            _positive(self.max_depth, "max_depth", 1000)
 
     def build(self, info: DatasetInfo, seed: int) -> Estimator:
         from sklearn.ensemble import RandomForestClassifier
@@ -68,12 +83,12 @@ class RandomForest(ModelSpec):
 @MODELS.register("svm")
 @dataclass(frozen=True)
 class SVM(ModelSpec):
-    """Standardized features + RBF-kernel SVC with (weighted) Platt-scaled probabilities. C > 0."""
+    """Standardized features + RBF-kernel SVC with (weighted) Platt-scaled probabilities. C in (0, 1e6]."""
 
     C: float = 1.0
 
     def __post_init__(self) -> None:
-        _positive(self.C, "C")
+        _positive(self.C, "C", MAX_C)
 
     def build(self, info: DatasetInfo, seed: int) -> Estimator:
         from sklearn.pipeline import make_pipeline
@@ -133,11 +148,9 @@ class MLP(ModelSpec):
     alpha: float = 1e-4
 
     def __post_init__(self) -> None:
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ParamError(
-                "hidden", f"must be a non-empty list of positive sizes, got {self.hidden}"
-            )
-        _positive(self.max_iter, "max_iter")
+        _layer_sizes(self.hidden)
+        _positive(self.max_iter, "max_iter", MAX_ITER)
+        check_range(self.alpha, "alpha", 0, 1000)
 
     def build(self, info: DatasetInfo, seed: int) -> Estimator:
         from sklearn.neural_network import MLPClassifier
@@ -165,7 +178,8 @@ class RobustLinear(ModelSpec):
     probabilities (one-vs-rest, normalized). Averaged SGD with a small constant step and
     stopping on a loss plateau (``tol=1e-4``) keeps it from chasing the flipped rows; on digits
     (300 train rows) it loses ~2 points of clean accuracy to ``logreg`` but ~8 fewer points at
-    20% random flips. alpha: L2 penalty, > 0. eta0: step size, > 0. max_iter: epochs, > 0.
+    20% random flips. alpha: L2 penalty, in (0, 1000]. eta0: step size, in (0, 100].
+    max_iter: epochs, 1..100000.
     """
 
     alpha: float = 0.01
@@ -173,9 +187,9 @@ class RobustLinear(ModelSpec):
     max_iter: int = 1000
 
     def __post_init__(self) -> None:
-        _positive(self.alpha, "alpha")
-        _positive(self.eta0, "eta0")
-        _positive(self.max_iter, "max_iter")
+        _positive(self.alpha, "alpha", 1000)
+        _positive(self.eta0, "eta0", 100)
+        _positive(self.max_iter, "max_iter", MAX_ITER)
 
     def build(self, info: DatasetInfo, seed: int) -> Estimator:
         from sklearn.linear_model import SGDClassifier

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from bench.models.base import MODELS, Estimator, ModelSpec
-from bench.types import DatasetInfo, ParamError, PoisonBenchError
+from bench.types import DatasetInfo, ParamError, PoisonBenchError, check_range
 
 #: image datasets shipped with the harness (named in the error for a CNN on tabular data)
 IMAGE_DATASETS = "mnist-5k, mnist, fashion-mnist"
@@ -64,9 +64,9 @@ def resolve_device(device: str, field: str = "device") -> Any:
 class TorchModel(ModelSpec):
     """Common parameters of the torch models (all take ``gce``, ``sce``, ``glc``, ``dp_sgd``).
 
-    epochs: passes over the training set, >= 1. batch_size: rows per step, >= 1.
-    optimizer: ``adam`` or ``sgd`` (momentum 0.9). lr: learning rate, > 0.
-    weight_decay: L2 penalty, >= 0. device: ``auto`` (cuda when available), ``cpu`` or ``cuda``.
+    epochs: passes over the training set, 1..10000. batch_size: rows per step, 1..1000000.
+    optimizer: ``adam`` or ``sgd`` (momentum 0.9). lr: learning rate, in (0, 10].
+    weight_decay: L2 penalty, in [0, 10]. device: ``auto`` (cuda when available), ``cpu`` or ``cuda``.
     """
 
     epochs: int = 5
@@ -83,14 +83,10 @@ class TorchModel(ModelSpec):
     channels_last: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ParamError("epochs", f"must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ParamError("batch_size", f"must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ParamError("lr", f"must be > 0, got {self.lr}")
-        if not self.weight_decay >= 0:
-            raise ParamError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check_range(self.epochs, "epochs", 1, 10_000)
+        check_range(self.batch_size, "batch_size", 1, 1_000_000)
+        check_range(self.lr, "lr", 0, 10, low_open=True)
+        check_range(self.weight_decay, "weight_decay", 0, 10)
 
     def bind(self, info: DatasetInfo, path: str = "") -> TorchModel:
         """Check the dataset's input shape and, for ``device: cuda``, that CUDA is there."""
@@ -464,16 +460,21 @@ class CNNLarge(ImageModel):
 class TorchMLP(TorchModel):
     """Standardized, flattened rows → ReLU hidden layers → k. Tabular data or images.
 
-    hidden: sizes of the hidden layers (each >= 1).
+    hidden: sizes of the hidden layers (1 to 100 layers, each 1..100000).
     """
 
     hidden: tuple[int, ...] = (256,)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.hidden or any(h < 1 for h in self.hidden):
+        if (
+            not self.hidden
+            or len(self.hidden) > 100
+            or any(not 1 <= h <= 100_000 for h in self.hidden)
+        ):
             raise ParamError(
-                "hidden", f"must be a non-empty list of positive sizes, got {list(self.hidden)}"
+                "hidden",
+                f"must be a list of 1 to 100 layer sizes in [1, 100000], got {list(self.hidden)}",
             )
 
     def network(self, info: DatasetInfo) -> Any:
