@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from bench.atomic import check_writable
 from bench.config import Config
 from bench.grid import Cell, expand, make_tasks
 from bench.schema import SCHEMA_VERSION
@@ -151,6 +152,7 @@ def run_config(
     started = time.perf_counter()
     out = Path(out_dir)
     with RunLock(out):  # first: a second run on this directory fails before loading any data
+        check_writable(out)  # a filesystem fault stops the run before any work, not after
         grid = expand(config)
         return _run_locked(config, out, grid, options, started)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.atomic import atomic_path, atomic_write_text, remove_temporaries
+from bench.atomic import WriteError, atomic_path, atomic_write_text, remove_temporaries
 from bench.schema import (
     NESTED_COLUMNS,
     ROW_KEYS,
@@ -102,6 +102,8 @@ class Store:
         path = self.path(cell_id)
         if not path.exists():
             return None
+        if path.is_dir():  # it could never be replaced by the record: stop before computing
+            raise WriteError(path, "Is a directory (a record file is expected here)")
         record, problem = None, None
         try:
             record = json.loads(path.read_text())
@@ -229,8 +231,11 @@ class RunLock:
         """Take the lock or raise :class:`RunLockedError` at once (never waits)."""
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WriteError.from_os_error(self.path, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

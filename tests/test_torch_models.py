@@ -200,3 +200,63 @@ def test_worker_thread_setting_is_applied(blobs, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Common random numbers: the model's seed is keyed by (dataset, model, seed) only
+# ---------------------------------------------------------------------------------------------
+
+NO_OPS = [
+    "none",
+    {"name": "random_filter", "contamination": 0.0},
+    {"name": "extra_clean", "fraction": 0.0},
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("dataset", "model"),
+    [
+        ({"name": "digits", "split": {"train": 200, "test": 200}},
+         {"name": "torch-mlp", "epochs": 3, "hidden": [32], "device": "cpu"}),
+        ({"name": "mnist-5k", "split": {"train": 200, "test": 200}},
+         {"name": "cnn", "epochs": 1, "batch_size": 32, "device": "cpu"}),
+    ],
+    ids=["torch-mlp", "cnn"],
+)  # fmt: skip
+def test_identical_training_sets_give_identical_models(dataset, model, monkeypatch):
+    """Defenses that change nothing (none, a 0 % random filter, 0× extra data) train on the
+    same rows; with the model seed keyed by (dataset, model, seed) their models, and so every
+    metric, are identical at every extra-clean fraction. Another seed differs (the control)."""
+    require("torch")
+    monkeypatch.setenv("POISONBENCH_THREADS", "1")
+    from bench.config import parse_config
+    from bench.grid import expand
+    from bench.runner import StageCache, run_cell
+
+    config = parse_config(
+        {
+            "name": "crn",
+            "datasets": [dataset],
+            "models": [model],
+            "attacks": [{"name": "label_flip", "mode": "random"}],
+            "rates": [0.2],
+            "defenses": NO_OPS,
+            "seeds": [0, 1],
+        }
+    )
+    cells = [c for c in expand(config) if c.spec["rate"] > 0]
+    cache = StageCache()
+    rows = {
+        (c.spec["defense"][0]["name"], c.seed): run_cell(c, [0.0, 0.5], cache=cache)["rows"]
+        for c in cells
+    }
+    metrics = ("accuracy", "macro_f1", "log_loss", "confusion")
+
+    def values(key):
+        return [[r[m] for m in metrics] for r in rows[key]]
+
+    for name in ("random_filter", "extra_clean"):
+        assert values((name, 0)) == values(("none", 0)), name
+        assert values((name, 1)) == values(("none", 1)), name
+    assert values(("none", 0)) != values(("none", 1))  # the seed does change the model
