@@ -48,8 +48,7 @@ from bench.schema import (
     DEFAULT_TOLERANCE,
     DIRECTIONS,
     GROUP_KEYS,
-    GROUP_LABELS,
-    ROW_KEYS,
+    REQUIRED_COLUMNS,
     SEED_KEYS,
     SchemaError,
     check_table,
@@ -71,7 +70,7 @@ DEFAULT_K = 3.0
 #: the fraction at which per-seed metrics are judged (the curve is judged through f_needed)
 JUDGED_FRACTION = 0.0
 #: columns every compared table must have
-REQUIRED = (*ROW_KEYS, *[c for c in GROUP_LABELS if c != "rate"], "status")
+REQUIRED = REQUIRED_COLUMNS
 
 
 class CompareError(PoisonBenchError):
@@ -308,11 +307,6 @@ def load_results(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     try:
         table = read_table(path)
         meta = read_run_meta(path)
-        if "attack_id" not in table and "attack_params" in table:
-            raise CompareError(
-                f"{path}: a results table written before configuration ids (schema 1); rerun "
-                "its config, or refresh the baseline with `poisonbench baseline RUN_DIR DEST`"
-            )
         check_table(table, REQUIRED, str(path))
     except SchemaError as exc:
         raise CompareError(str(exc)) from None
@@ -659,7 +653,9 @@ def settings_from(
     floors: dict[str, float] | None = None,
 ) -> Settings:
     """Settings with the recovery metric and tolerance of a run's ``run.json`` (``meta``)."""
-    recovery = meta.get("recovery") if isinstance(meta.get("recovery"), dict) else {}
+    recovery = meta.get("recovery", {})
+    if not isinstance(recovery, dict):
+        raise CompareError(f"run.json: recovery must be a mapping, got {recovery!r:.80}")
     merged = dict(DEFAULT_FLOORS)
     merged.update(floors or {})
     try:

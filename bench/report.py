@@ -35,10 +35,13 @@ from bench.schema import (
     NO_ATTACK_ID,
     NO_DEFENSE_ID,
     POOL_EXHAUSTED,
+    RECOVERY_METRICS,
     SYMMETRIC_LABEL_NOISE,
+    check_table,
     higher_is_better,
 )
 from bench.store import atomic_write_text, read_run_config, read_run_meta, read_table
+from bench.types import PoisonBenchError
 
 #: The commonly quoted rule of thumb: poison rate → (low, high) extra clean data needed (× n).
 #: "~10 %" at 5 % poisoning is read as the range 0.05–0.2×.
@@ -674,9 +677,29 @@ def report_settings(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, A
         "bootstrap": DEFAULT_BOOTSTRAP,
         "early_stop": False,
     }
-    for source in (config.get("recovery"), meta.get("recovery")):
+    for where, source in (
+        ("config.yaml", config.get("recovery")),
+        ("run.json", meta.get("recovery")),
+    ):
         if isinstance(source, dict):
             rec.update({k: v for k, v in source.items() if k in rec})
+        elif source is not None:
+            raise PoisonBenchError(f"{where}: recovery must be a mapping, got {source!r:.80}")
+    try:
+        rec["tolerance"] = float(rec["tolerance"])
+        rec["bootstrap"] = int(rec["bootstrap"])
+        if not (math.isfinite(rec["tolerance"]) and rec["tolerance"] >= 0):
+            raise ValueError(rec["tolerance"])
+    except (TypeError, ValueError):
+        raise PoisonBenchError(
+            f"run.json / config.yaml: recovery.tolerance and .bootstrap must be numbers, got "
+            f"{rec['tolerance']!r:.40} and {rec['bootstrap']!r:.40}"
+        ) from None
+    if rec["metric"] not in RECOVERY_METRICS:
+        raise PoisonBenchError(
+            f"run.json / config.yaml: recovery.metric {rec['metric']!r:.40} is not one of "
+            f"{', '.join(RECOVERY_METRICS)}"
+        )
     return rec
 
 
@@ -703,7 +726,12 @@ def header_section(
     """The run header: counts, time and efficiency, seeds, settings, datasets, versions, config."""
     section = Section("Run")
     summary = meta.get("summary")
-    if isinstance(summary, dict) and {"cells", "run", "cached", "failed"} <= set(summary):
+    numbers = ("cells", "run", "cached", "failed")
+    if isinstance(summary, dict) and not all(
+        isinstance(summary.get(k), int | float) for k in numbers
+    ):
+        summary = None  # a run.json of another shape: say nothing rather than something wrong
+    if isinstance(summary, dict):
         text = (
             f"{summary['cells']} cells: **{summary['run']} run, {summary['cached']} cached, "
             f"{summary['failed']} failed**"
@@ -717,7 +745,8 @@ def header_section(
         if isinstance(wall, int | float):
             text += f"; wall time {wall:.1f} s"
         compute = summary.get("compute_seconds")
-        if isinstance(compute, int | float) and summary.get("efficiency") is not None:
+        efficiency = summary.get("efficiency")
+        if isinstance(compute, int | float) and isinstance(efficiency, int | float):
             text += (
                 f"; the cells' compute {compute:.1f} s on {summary.get('workers', 1)} worker(s): "
                 f"efficiency {summary['efficiency']:.2f} (compute / workers / wall)"
@@ -1048,7 +1077,10 @@ def load_report_inputs(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any
     """A run directory's results table, ``run.json`` and ``config.yaml`` (PoisonBenchError
     naming the file when one is unusable)."""
     run_dir = Path(run_dir)
-    return read_table(run_dir), read_run_meta(run_dir), read_run_config(run_dir)
+    table = read_table(run_dir)
+    if not table.empty:
+        check_table(table, where=str(run_dir))
+    return table, read_run_meta(run_dir), read_run_config(run_dir)
 
 
 def render_report(run_dir: str | Path, plots: Sequence[Plot] | None = None) -> str:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.types import PoisonBenchError
+
 #: bump when the meaning of a record's fields changes; records of another version are
 #: recomputed (with a warning), never misread. 2: ids and labels, (cell, f) as the stored unit,
 #: common random numbers for the model.
@@ -422,17 +424,30 @@ def coerce_table(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-class SchemaError(ValueError):
+class SchemaError(PoisonBenchError, ValueError):
     """A table lacks columns the caller needs, or holds values of the wrong type."""
 
 
-def check_table(table: pd.DataFrame, required: Iterable[str], where: str = "table") -> None:
-    """Raise :class:`SchemaError` naming the missing columns, or a required numeric column
-    whose values are not numbers."""
+#: the columns every consumer of a results table (report, compare, app) needs
+REQUIRED_COLUMNS = (*ROW_KEYS, "dataset_label", "model_label", "attack_label", "defense_label",
+                    "attack", "defense", "status")  # fmt: skip
+
+
+def check_table(
+    table: pd.DataFrame, required: Iterable[str] = REQUIRED_COLUMNS, where: str = "table"
+) -> None:
+    """Raise :class:`SchemaError` naming the missing columns, or any numeric column of the
+    schema whose values are not numbers (a table of another shape, a hand-edited CSV)."""
+    if "attack_id" not in table.columns and "attack_params" in table.columns:
+        raise SchemaError(
+            f"{where}: a results table written before configuration ids (schema 1); rerun its "
+            "config (finished cells are recomputed once), or refresh a baseline with "
+            "`poisonbench baseline RUN_DIR DEST`"
+        )
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise SchemaError(f"{where}: results table lacks columns {', '.join(missing)}")
-    for name in required:
+    for name in table.columns:
         column = COLUMN_BY_NAME.get(name)
         if column is None or column.dtype not in ("float64", "int64", "Int64"):
             continue
