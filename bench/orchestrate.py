@@ -53,6 +53,9 @@ class RunOptions:
     ``scheduler``) or ``dask-local`` (a LocalCluster of ``workers`` processes).
     on_warning: called with each problem found in stored records (as found).
     on_record: called with each new record once stored (e.g. MLflow tracking).
+    share_stages: run the cells of one poisoned training set as one task, so its split, attack
+    output and defense-step outputs are computed once (False: one cell per task, every stage
+    recomputed; the table is the same, only slower: for measuring what sharing saves).
     """
 
     jobs: int = 1
@@ -63,6 +66,7 @@ class RunOptions:
     workers: int | None = None
     on_warning: Callable[[str], None] | None = None
     on_record: Callable[[dict[str, Any]], None] | None = None
+    share_stages: bool = True
 
     @property
     def n_workers(self) -> int:
@@ -206,7 +210,7 @@ def _run_locked(
         bar = tqdm(
             total=len(todo), desc=config.name, unit="cell", file=sys.stderr, dynamic_ncols=True
         )
-    tasks = make_tasks(todo, MAX_TASK_CELLS)
+    tasks = make_tasks(todo, MAX_TASK_CELLS if options.share_stages else 1)
     records_in = execute(
         tasks,
         config.data_dir,

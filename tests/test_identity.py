@@ -412,3 +412,25 @@ def test_labels_are_unique_by_construction_even_when_parameters_do_not_separate_
     d = plugin_id("z", {"p": [1, 2]})
     e = plugin_id("z", {"p": (1, 2), "q": None})
     assert len(set(unique_labels("attack", {d: "z", e: "z"}).values())) == 2
+
+
+def test_sharing_stages_within_a_task_leaves_the_table_unchanged(tmp_path):
+    """Two models, a filter alone and the same filter followed by another step: shared stages
+    (split, attack, the filter's output) are computed once per task; the table is the one that
+    recomputing every stage for every cell gives."""
+    raw = {
+        **EXTEND,
+        "models": ["logreg", {"name": "logreg", "C": 0.1}],
+        "defenses": ["none", "iforest", ["iforest", {"name": "label_smoothing"}]],
+    }
+    shared = run_config(parse_config(raw), tmp_path / "shared", progress=False)
+    alone = run_config(parse_config(raw), tmp_path / "alone", progress=False, share_stages=False)
+    assert shared.n_cells == alone.n_cells
+    a = pd.read_parquet(tmp_path / "shared" / "results.parquet")
+    b = pd.read_parquet(tmp_path / "alone" / "results.parquet")
+    keep = [c for c in a.columns if not c.startswith("t_")]
+    pd.testing.assert_frame_equal(a[keep], b[keep])
+    # and sharing did skip work: with it, some cells report no defense time of their own
+    forests = a[(a["defense"] != "none") & (a["extra_fraction"] == 0)]
+    assert (forests["t_defense"] == 0).any()
+    assert (b.loc[(b["defense"] != "none") & (b["extra_fraction"] == 0), "t_defense"] > 0).all()
