@@ -117,7 +117,7 @@ def _run_command(args: argparse.Namespace) -> int:
         return exit_status(stop.signum)
     for problem in summary.problems:
         warn(problem)
-    report = write_report(out)
+    report = None if args.no_report else write_report(out)
     if tracker is not None:
         tracker.finish()  # logs cached cells, the report and the table on the parent run
         print(f"mlflow: {tracker.tracking_uri} (experiment {tracker.experiment_name!r})")
@@ -132,7 +132,9 @@ def _run_command(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    print(f"table:  {out / 'results.parquet'}\nreport: {report}")
+    print(f"table:  {out / 'results.parquet'}")
+    if report is not None:
+        print(f"report: {report}")
     reasons = summary.failure_reasons()
     for reason, count in reasons[:10]:
         print(f"failed: {count} cell(s): {reason}", file=sys.stderr)
@@ -255,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="recompute every cell")
     run.add_argument("--data-dir", help="where image datasets live (default $POISONBENCH_DATA)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write the table only, not report.md and its plots (`poisonbench report` later)",
+    )
     run.add_argument(
         "--executor",
         choices=("local", "dask", "dask-local"),
