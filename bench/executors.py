@@ -101,6 +101,33 @@ def _init_worker(threads: int, started: Any = None) -> None:
     os.environ.setdefault("PYTHONFAULTHANDLER", "")
 
 
+def _warm(datasets: Sequence[tuple[str, dict[str, Any]]], data_dir: str | None) -> None:
+    """In a fresh worker: import the runner (scikit-learn, PyOD, the plug-ins) and load the
+    datasets now, while the parent is still expanding the grid, not on the first task."""
+    from bench.datasets import load_dataset
+    from bench.runner import run_task  # noqa: F401  (the import is the point)
+
+    for name, params in datasets:
+        with contextlib.suppress(Exception):  # a dataset that fails is the parent's to report
+            load_dataset(name, data_dir, params)
+
+
+def start_pool(
+    jobs: int,
+    threads: int = 1,
+    datasets: Sequence[tuple[str, dict[str, Any]]] = (),
+    data_dir: str | None = None,
+) -> _Pool:
+    """A local worker pool started now, each worker importing the runner and loading
+    ``datasets`` in the background (:func:`_warm`): hand it to :func:`execute` so that worker
+    start-up overlaps the parent's grid expansion instead of following it."""
+    pool = _Pool(jobs, threads)
+    for _ in range(jobs):
+        with contextlib.suppress(Exception):  # a pool that cannot start says so when used
+            pool.executor.submit(_warm, list(datasets), data_dir)
+    return pool
+
+
 def _run(payload: list[Any], data_dir: str | None) -> list[dict[str, Any]]:
     from bench.runner import run_task
 
@@ -133,7 +160,11 @@ def lost_task(task: Task, error: str) -> list[dict[str, Any]]:
 
 
 def run_local(
-    tasks: list[Task], data_dir: str | None = None, jobs: int = 1, threads: int = 1
+    tasks: list[Task],
+    data_dir: str | None = None,
+    jobs: int = 1,
+    threads: int = 1,
+    pool: _Pool | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes, from ``jobs`` worker processes.
 
@@ -154,6 +185,7 @@ def run_local(
         lost=lost_task,
         jobs=jobs,
         threads=threads,
+        pool=pool,
     )
 
 
@@ -284,6 +316,7 @@ def run_tasks(
     lost: Callable[[P, str], R],
     jobs: int = 2,
     threads: int = 1,
+    pool: _Pool | None = None,
 ) -> Iterator[R]:
     """Yield ``fn(payload)`` for every payload, in the order they finish, from ``jobs`` worker
     processes; for a task whose worker process died under it, yield ``lost(payload, reason)``.
@@ -292,7 +325,8 @@ def run_tasks(
     exception it raises propagates. Workers are started by loky (fork + exec of a fresh
     interpreter: never a fork of a process that holds BLAS or torch threads), limited to
     ``threads`` BLAS threads; they ignore SIGINT (the parent handles Ctrl-C) and exit when the
-    parent dies. At most ``2 × jobs`` tasks are in flight. When the caller stops early
+    parent dies. ``pool``: one :func:`start_pool` started earlier (closed here when done).
+    At most ``2 × jobs`` tasks are in flight. When the caller stops early
     (Ctrl-C, ``close()``), running workers are killed at once, not waited for.
 
     When a worker dies (kill -9, the OOM killer, ``os._exit``), loky stops the whole pool. The
@@ -302,11 +336,13 @@ def run_tasks(
     :data:`MAX_BREAKS` broken pools without its own worker dying is given up as lost too.
     """
     if not payloads:
+        if pool is not None:
+            pool.close(kill=True)
         return
     todo = deque(range(len(payloads)))
     breaks: Counter[int] = Counter()
     barren = 0  # pool breaks in a row before any task started
-    pool = _Pool(jobs, threads)
+    pool = pool if pool is not None else _Pool(jobs, threads)
     finished = False
     try:
         while todo or pool.futures:
@@ -487,16 +523,18 @@ def execute(
     workers: int | None = None,
     threads: int = 1,
     run_dir: str | Path | None = None,
+    pool: _Pool | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`).
 
     ``run_dir``: the run directory; ``dask-local`` keeps its workers' scratch space in
-    ``run_dir/`` :data:`DASK_SCRATCH` (without it, in the system temp dir).
+    ``run_dir/`` :data:`DASK_SCRATCH` (without it, in the system temp dir). ``pool``: local
+    workers started earlier by :func:`start_pool` (the local executor with ``jobs > 1``).
     """
     if executor == "local":
         if scheduler:
             raise ExecutorError("--scheduler needs --executor dask")
-        return run_local(tasks, data_dir, jobs=jobs, threads=threads)
+        return run_local(tasks, data_dir, jobs=jobs, threads=threads, pool=pool)
     if executor == "dask":
         if not scheduler:
             raise ExecutorError(

@@ -157,8 +157,24 @@ def run_config(
     out = Path(out_dir)
     with RunLock(out):  # first: a second run on this directory fails before loading any data
         check_writable(out)  # a filesystem fault stops the run before any work, not after
-        grid = expand(config)
-        return _run_locked(config, out, grid, options, started)
+        pool = _early_pool(config, options)
+        try:
+            grid = expand(config)
+            return _run_locked(config, out, grid, options, started, pool)
+        finally:
+            if pool is not None:
+                pool.close(kill=True)  # a no-op when the run used and closed it
+
+
+def _early_pool(config: Config, options: RunOptions) -> Any:
+    """Local workers started before the grid is expanded, so that their start-up (imports,
+    dataset loads) overlaps the expansion; None for one process or another executor."""
+    if options.executor != "local" or options.jobs <= 1:
+        return None
+    from bench.executors import start_pool
+
+    datasets = [(ds.name, ds.params) for ds in config.datasets]
+    return start_pool(options.jobs, datasets=datasets, data_dir=config.data_dir)
 
 
 def _todo(
@@ -178,7 +194,7 @@ def _todo(
 
 
 def _run_locked(
-    config: Config, out: Path, grid: Any, options: RunOptions, started: float
+    config: Config, out: Path, grid: Any, options: RunOptions, started: float, pool: Any = None
 ) -> RunSummary:
     from bench.executors import execute
 
@@ -219,6 +235,7 @@ def _run_locked(
         scheduler=options.scheduler,
         workers=options.workers,
         run_dir=out,
+        pool=pool,
     )
     try:
         for records in records_in:
