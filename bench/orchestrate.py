@@ -156,10 +156,10 @@ def run_config(
     started = time.perf_counter()
     out = Path(out_dir)
     with RunLock(out):  # first: a second run on this directory fails before loading any data
-        check_writable(out)  # a filesystem fault stops the run before any work, not after
         pool = _early_pool(config, options)
         try:
-            grid = expand(config)
+            grid = expand(config)  # validates; writes nothing
+            check_writable(out)  # a filesystem fault stops the run before any work, not after
             return _run_locked(config, out, grid, options, started, pool)
         finally:
             if pool is not None:
