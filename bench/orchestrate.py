@@ -18,6 +18,7 @@ import yaml
 
 from bench.config import Config
 from bench.grid import Cell, expand, make_tasks
+from bench.plugins import check_workers_see, plugin_origins
 from bench.schema import SCHEMA_VERSION
 from bench.store import (
     RunLock,
@@ -172,6 +173,11 @@ def _run_locked(
     store.remove_temporaries()
     cells = grid.cells
     todo = _todo(store, cells, grid.fractions, options.fresh)
+    if todo and (options.executor != "local" or options.jobs > 1):
+        workers = (
+            f"{options.jobs} worker processes" if options.executor == "local" else "Dask workers"
+        )
+        check_workers_see(config, workers)  # before any cell: a worker would fail every one
     n_fits = len(cells) * len(grid.fractions)
     fits_todo = sum(len(f) for _, f in todo)
     summary = RunSummary(
@@ -204,6 +210,7 @@ def _run_locked(
         jobs=options.jobs,
         scheduler=options.scheduler,
         workers=options.workers,
+        plugins=tuple(getattr(config, "plugins", ()) or ()),
     )
     try:
         for records in records_in:
@@ -262,4 +269,8 @@ def run_meta(config: Config, grid: Any, summary: RunSummary) -> dict[str, Any]:
             "early_stop": config.recovery.early_stop,
         },
         "seeds": list(config.seeds),
+        "plugins": {
+            "modules": list(getattr(config, "plugins", ()) or ()),
+            "used": plugin_origins(config),
+        },
     }
