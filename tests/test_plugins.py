@@ -6,6 +6,8 @@ names a plug-in worker processes cannot see."""
 from __future__ import annotations
 
 import importlib.metadata
+import re
+import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -201,7 +203,7 @@ def test_an_entry_point_may_not_take_a_builtin_name(site):
     assert reg.origin("none") == f"python: {__name__}"
 
 
-def test_a_config_naming_a_broken_entry_point_names_it(site, monkeypatch):
+def test_a_config_naming_a_broken_entry_point_names_it(site, monkeypatch, capsys):
     write_distribution(
         site, "pbtest-broken-defense", "poisonbench.defenses", {"shiny": "pbtest_nothere:X"}
     )
@@ -212,10 +214,45 @@ def test_a_config_naming_a_broken_entry_point_names_it(site, monkeypatch):
         assert info.value.field == "defenses[1]"
         assert "entry point 'shiny' = 'pbtest_nothere:X'" in info.value.message
         assert "distribution pbtest-broken-defense 0.3" in info.value.message
+        assert main(["list"]) == 2  # the others are listed, the broken one named
+        out, err = capsys.readouterr()
+        assert re.search(r"^\s+iforest\s.*\[builtin\]$", out, re.M)
+        assert err.startswith("error: entry point 'shiny' = 'pbtest_nothere:X'")
     finally:
         monkeypatch.undo()  # the distribution leaves sys.path
         DEFENSES.load_entry_points(refresh=True)
     assert "shiny" not in DEFENSES.entry_point_errors
+
+
+def test_plain_name_configs_never_read_entry_points():
+    """Parsing, expanding and running a config of built-in names scans no installed
+    distribution (entry points are read only for a name the registries lack)."""
+    code = textwrap.dedent(
+        """
+        import importlib.metadata
+
+        real = importlib.metadata.entry_points
+
+        def refuse(**kwargs):  # other libraries (narwhals, via scikit-learn) read their own
+            if str(kwargs.get("group", "")).startswith("poisonbench."):
+                raise AssertionError(f"entry points were read: {kwargs}")
+            return real(**kwargs)
+
+        importlib.metadata.entry_points = refuse
+        from bench.config import load_config
+        from bench.grid import expand
+        from bench.runner import run_cell
+
+        grid = expand(load_config("configs/quick.yaml"))
+        record = run_cell(grid.cells[-1], [0.0])
+        print("STATUS", record["status"], record.get("error"))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    assert out.returncode == 0, out.stderr
+    assert "STATUS ok" in out.stdout
 
 
 # ---------------------------------------------------------------------------------------------
