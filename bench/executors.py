@@ -72,34 +72,17 @@ def _init_worker(threads: int) -> None:
     limit_threads(threads)
 
 
-def _run(
-    payload: list[Any], data_dir: str | None, plugins: tuple[str, ...] = ()
-) -> list[dict[str, Any]]:
-    """Run one task after importing the config's ``plugins:`` modules (once per process: a
-    fresh worker knows only the built-ins and installed entry points). A module the worker
-    cannot import fails the task's cells with the reason (retried on the next run)."""
-    from bench.runner import failed_record, run_task
+def _run(payload: list[Any], data_dir: str | None) -> list[dict[str, Any]]:
+    from bench.runner import run_task
 
-    if plugins:
-        from bench.grid import Cell
-        from bench.plugins import import_plugins
-        from bench.types import ParamError
-
-        try:
-            import_plugins(plugins)
-        except ParamError as exc:
-            error = f"worker (pid {os.getpid()}): {exc} (every worker must be able to import it)"
-            return [failed_record(Cell(spec), fractions, error) for spec, fractions in payload]
     return run_task(payload, data_dir)
 
 
-def _run_on_worker(
-    payload: list[Any], data_dir: str | None, threads: int, plugins: tuple[str, ...] = ()
-) -> list[dict[str, Any]]:
+def _run_on_worker(payload: list[Any], data_dir: str | None, threads: int) -> list[dict[str, Any]]:
     """Run one task on a Dask worker, limiting the worker's threads on its first task."""
     if _limited_to != threads:
         limit_threads(threads)
-    return _run(payload, data_dir, plugins)
+    return _run(payload, data_dir)
 
 
 def lost_task(task: Task, error: str) -> list[dict[str, Any]]:
@@ -111,15 +94,9 @@ def lost_task(task: Task, error: str) -> list[dict[str, Any]]:
 
 
 def run_local(
-    tasks: list[Task],
-    data_dir: str | None = None,
-    jobs: int = 1,
-    threads: int = 1,
-    plugins: tuple[str, ...] = (),
+    tasks: list[Task], data_dir: str | None = None, jobs: int = 1, threads: int = 1
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes, from ``jobs`` worker processes.
-
-    plugins: the config's ``plugins:`` modules, imported by each worker before its first task.
 
     ``jobs=1`` runs in this process (no start-up cost). Workers are started with ``spawn``:
     a fork of a process that already holds BLAS or torch thread pools can deadlock. If the
@@ -130,7 +107,7 @@ def run_local(
 
         with threadpool_limits(limits=threads):
             for task in tasks:
-                yield _run(task.payload(), data_dir, plugins)
+                yield _run(task.payload(), data_dir)
         return
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
@@ -144,7 +121,7 @@ def run_local(
         while queue or pending:
             while queue and len(pending) < 2 * jobs:
                 task = queue.pop()
-                pending.add(pool.submit(_run, task.payload(), data_dir, plugins))
+                pending.add(pool.submit(_run, task.payload(), data_dir))
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
@@ -206,7 +183,6 @@ def run_dask(
     scheduler: str | None = None,
     workers: int = 2,
     threads: int = 1,
-    plugins: tuple[str, ...] = (),
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes on a Dask cluster.
 
@@ -214,8 +190,7 @@ def run_dask(
     be local, Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes). Without it, a
     ``LocalCluster`` of ``workers`` processes (one thread each, bound to 127.0.0.1, no
     dashboard) is started and shut down here. Workers need poisonbench installed, and
-    ``data_dir`` must be readable at the same path on every worker; ``plugins`` (the config's
-    ``plugins:`` modules) must be importable there, and each worker imports them before a task.
+    ``data_dir`` must be readable at the same path on every worker.
 
     Tasks are submitted a few at a time (twice the cluster's current thread count) so that an
     interrupt loses little and the scheduler never holds the whole grid. A task whose worker
@@ -254,7 +229,6 @@ def run_dask(
                 task.payload(),
                 data_dir,
                 threads,
-                plugins,
                 key=f"poisonbench-task-{first}",  # a cell is in exactly one task
             )
             futures[future.key] = (future, task)
@@ -291,16 +265,12 @@ def execute(
     scheduler: str | None = None,
     workers: int | None = None,
     threads: int = 1,
-    plugins: tuple[str, ...] = (),
 ) -> Iterator[list[dict[str, Any]]]:
-    """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`).
-
-    plugins: modules every process that runs a task imports first (a config's ``plugins:``).
-    """
+    """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`)."""
     if executor == "local":
         if scheduler:
             raise ExecutorError("--scheduler needs --executor dask")
-        return run_local(tasks, data_dir, jobs=jobs, threads=threads, plugins=plugins)
+        return run_local(tasks, data_dir, jobs=jobs, threads=threads)
     if executor == "dask":
         if not scheduler:
             raise ExecutorError(
@@ -308,10 +278,10 @@ def execute(
                 "(or use --executor dask-local to start a local cluster)"
             )
         _import_distributed()
-        return run_dask(tasks, data_dir, scheduler=scheduler, threads=threads, plugins=plugins)
+        return run_dask(tasks, data_dir, scheduler=scheduler, threads=threads)
     if executor == "dask-local":
         if scheduler:
             raise ExecutorError("--scheduler needs --executor dask, not dask-local")
         _import_distributed()
-        return run_dask(tasks, data_dir, workers=workers or jobs, threads=threads, plugins=plugins)
+        return run_dask(tasks, data_dir, workers=workers or jobs, threads=threads)
     raise ExecutorError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")

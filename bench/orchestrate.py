@@ -202,7 +202,7 @@ def _run_locked(
         bar = tqdm(
             total=len(todo), desc=config.name, unit="cell", file=sys.stderr, dynamic_ncols=True
         )
-    tasks = make_tasks(todo, MAX_TASK_CELLS)
+    tasks = make_tasks(todo, MAX_TASK_CELLS, getattr(config, "plugins", ()))
     records_in = execute(
         tasks,
         config.data_dir,
@@ -210,7 +210,6 @@ def _run_locked(
         jobs=options.jobs,
         scheduler=options.scheduler,
         workers=options.workers,
-        plugins=tuple(getattr(config, "plugins", ()) or ()),
     )
     try:
         for records in records_in:

@@ -315,11 +315,14 @@ def test_the_plugin_list_is_not_part_of_cell_identity(isolated):
 
 
 def test_a_worker_that_cannot_import_a_plugin_fails_its_cells_with_the_reason(isolated):
-    from bench.executors import _run
+    from bench.runner import run_task
 
     grid = expand(parse_config(tiny_config()))
-    (task,) = make_tasks([(grid.cells[0], (0.0,))])
-    (record,) = _run(task.payload(), None, ("pbtest_not_on_this_worker",))
+    (task,) = make_tasks([(grid.cells[0], (0.0,))], plugins=["pbtest_not_on_this_worker"])
+    payload = task.payload()
+    assert payload["plugins"] == ["pbtest_not_on_this_worker"]
+    assert [spec for spec, _ in payload["cells"]] == [grid.cells[0].spec]
+    (record,) = run_task(payload)
     assert record["status"] == "failed"
     assert "plugins[0]: no module named 'pbtest_not_on_this_worker'" in record["error"]
     assert "every worker must be able to import it" in record["error"]
