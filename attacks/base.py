@@ -26,7 +26,7 @@ from bench.types import (
     exact_count,
 )
 
-ATTACKS: Registry[Attack] = Registry("attack")
+ATTACKS: Registry[Attack] = Registry("attack", group="poisonbench.attacks")
 
 
 @dataclass(frozen=True, kw_only=True)

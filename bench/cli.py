@@ -162,9 +162,9 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return launch(args.run_dir, port=args.port)
 
 
-def _describe(cls: type) -> list[str]:
+def _describe(cls: type, origin: str = "builtin") -> list[str]:
     doc = (cls.__doc__ or "").strip().splitlines()
-    lines = [f"  {cls.name:<18} {doc[0] if doc else ''}"]  # type: ignore[attr-defined]
+    lines = [f"  {cls.name:<18} {doc[0] if doc else ''} [{origin}]"]  # type: ignore[attr-defined]
     hints = typing.get_type_hints(cls)
     for f in init_fields(cls) if dataclasses.is_dataclass(cls) else []:
         default = f.default if f.default is not dataclasses.MISSING else "(required)"
@@ -181,6 +181,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from bench.models import MODELS
     from defenses import DEFENSES
 
+    if args.config:
+        _import_config_plugins(args.config)
+    broken = []
     for title, registry in (
         ("datasets", DATASETS),
         ("models", MODELS),
@@ -188,9 +191,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
         ("defenses", DEFENSES),
     ):
         print(f"{title}:")
-        for _, cls in registry.items():
-            print("\n".join(_describe(cls)))
-    return 0
+        for name, cls in registry.items():
+            print("\n".join(_describe(cls, registry.origin(name))))
+        broken += registry.entry_point_errors.values()
+    for error in broken:  # the others are listed; these are named, one line each
+        print(f"error: {error}", file=sys.stderr)
+    return 2 if broken else 0
+
+
+def _import_config_plugins(path: str) -> None:
+    """Import the ``plugins:`` modules of the config at ``path`` (nothing else is checked)."""
+    from bench.config import parse_plugins, read_config
+
+    raw = read_config(path)
+    if isinstance(raw, dict):
+        parse_plugins(raw.get("plugins"))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -290,7 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_cmd_run)
 
-    lst = sub.add_parser("list", help="datasets, models, attacks and defenses with parameters")
+    lst = sub.add_parser(
+        "list",
+        help="datasets, models, attacks and defenses with parameters and where each comes from",
+    )
+    lst.add_argument(
+        "--config", help="also import this config's plugins: modules (their code runs)"
+    )
     lst.set_defaults(func=_cmd_list)
 
     rep = sub.add_parser("report", help="(re)write report.md for a run directory")

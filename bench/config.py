@@ -10,6 +10,10 @@ Example (see ``configs/quick.yaml``)::
     defenses: [none, iforest, [iforest, label_smoothing]]
     seeds: 3
     recovery: {fractions: [0, 0.5, 1], metric: accuracy, tolerance: 0.005}
+    plugins: [mypkg.poisonbench_plugins]   # optional: modules that register plug-ins
+
+A config's ``plugins:`` modules are imported when it is parsed (before any name is looked up),
+so a config that lists modules runs their code: the trust model of any Python config system.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import yaml
 from attacks import ATTACKS
 from bench.datasets import DATASETS
 from bench.models import MODELS
+from bench.plugins import check_module_names, import_plugins
 from bench.schema import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_FRACTIONS,
@@ -98,6 +103,8 @@ class Config:
     recovery: RecoverySpec = field(default_factory=RecoverySpec)
     description: str = ""
     data_dir: str | None = None
+    #: modules imported for their plug-ins (``plugins:``); not part of any cell's identity
+    plugins: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -112,6 +119,7 @@ TOP_LEVEL = {
     "seeds",
     "recovery",
     "data_dir",
+    "plugins",
 }
 
 
@@ -242,10 +250,14 @@ def _dataset(entry: Any, path: str) -> DatasetSpec:
         entry = {"name": entry}
     entry = _mapping(entry, path)
     name = entry.get("name")
-    if not isinstance(name, str) or name not in DATASETS:
+    if not isinstance(name, str):
         raise _fail(
             f"{path}.name", f"unknown dataset {_short(name)} (valid: {', '.join(DATASETS)})"
         )
+    try:
+        DATASETS.get(name, f"{path}.name")  # an installed entry point loads here
+    except ParamError as exc:
+        raise _fail(exc.field, exc.message) from None
     params = {k: v for k, v in entry.items() if k not in ("name", "split")}
     source = _plugin({"name": name, **params}, DATASETS, path)
     split = _mapping(entry.get("split", {}) or {}, f"{path}.split", {"train", "test", "pool"})
@@ -345,6 +357,18 @@ def _recovery(value: Any, path: str) -> RecoverySpec:
     return RecoverySpec(**kwargs)
 
 
+def parse_plugins(value: Any) -> tuple[str, ...]:
+    """``plugins: [module, ...]``: validated and imported (ConfigError naming ``plugins[i]``)."""
+    if value is None:
+        return ()
+    try:
+        modules = check_module_names(value, "plugins")
+        import_plugins(modules, "plugins")
+    except ParamError as exc:
+        raise ConfigError(exc.field, exc.message) from exc.__cause__
+    return modules
+
+
 def parse_config(raw: Any, default_name: str = "run") -> Config:
     """Validate a config mapping (as loaded from YAML) into a :class:`Config`."""
     raw = _mapping(raw, "", TOP_LEVEL) if raw is not None else {}
@@ -357,6 +381,7 @@ def parse_config(raw: Any, default_name: str = "run") -> Config:
     for key in ("datasets", "models", "attacks", "rates", "defenses"):
         if key not in raw:
             raise _fail(key, "missing (required keys: datasets, models, attacks, rates, defenses)")
+    plugins = parse_plugins(raw.get("plugins", []))  # first: what they register, the rest may name
     datasets = tuple(
         _dataset(e, f"datasets[{i}]") for i, e in enumerate(_list(raw["datasets"], "datasets"))
     )
@@ -401,12 +426,18 @@ def parse_config(raw: Any, default_name: str = "run") -> Config:
         seeds=_seeds(raw.get("seeds", 3), "seeds"),
         recovery=_recovery(raw.get("recovery"), "recovery"),
         data_dir=data_dir,
+        plugins=plugins,
         raw=raw,
     )
 
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file (``yaml.safe_load``: configs are data)."""
+    return parse_config(read_config(path), default_name=Path(path).stem)
+
+
+def read_config(path: str | Path) -> Any:
+    """The YAML data of a config file, not yet validated (ConfigError when unreadable)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -423,4 +454,4 @@ def load_config(path: str | Path) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError("config", f"{path} is not valid YAML{where}: {problem}") from None
-    return parse_config(raw, default_name=path.stem)
+    return raw

@@ -112,7 +112,7 @@ class DatasetSource(Plugin):
         return ""
 
 
-DATASETS: Registry[DatasetSource] = Registry("dataset")
+DATASETS: Registry[DatasetSource] = Registry("dataset", group="poisonbench.datasets")
 
 
 def dataset_label(name: str, params: Mapping[str, Any] | None = None) -> str:

@@ -101,11 +101,22 @@ def _init_worker(threads: int, started: Any = None) -> None:
     os.environ.setdefault("PYTHONFAULTHANDLER", "")
 
 
-def _warm(datasets: Sequence[tuple[str, dict[str, Any]]], data_dir: str | None) -> None:
-    """In a fresh worker: import the runner (scikit-learn, PyOD, the plug-ins) and load the
-    datasets now, while the parent is still expanding the grid, not on the first task."""
+def _warm(
+    datasets: Sequence[tuple[str, dict[str, Any]]],
+    data_dir: str | None,
+    plugins: Sequence[str] = (),
+) -> None:
+    """In a fresh worker: import the runner (scikit-learn, PyOD, the plug-ins, the config's
+    ``plugins:`` modules) and load the datasets now, while the parent is still expanding the
+    grid, not on the first task. Failures are left for the tasks to report."""
     from bench.datasets import load_dataset
     from bench.runner import run_task  # noqa: F401  (the import is the point)
+
+    if plugins:
+        from bench.plugins import import_plugins
+
+        with contextlib.suppress(Exception):
+            import_plugins(plugins)
 
     for name, params in datasets:
         with contextlib.suppress(Exception):  # a dataset that fails is the parent's to report
@@ -117,6 +128,7 @@ def start_pool(
     threads: int = 1,
     datasets: Sequence[tuple[str, dict[str, Any]]] = (),
     data_dir: str | None = None,
+    plugins: Sequence[str] = (),
 ) -> _Pool:
     """A local worker pool started now, each worker importing the runner and loading
     ``datasets`` in the background (:func:`_warm`): hand it to :func:`execute` so that worker
@@ -124,7 +136,7 @@ def start_pool(
     pool = _Pool(jobs, threads)
     for _ in range(jobs):
         with contextlib.suppress(Exception):  # a pool that cannot start says so when used
-            pool.executor.submit(_warm, list(datasets), data_dir)
+            pool.executor.submit(_warm, list(datasets), data_dir, list(plugins))
     return pool
 
 

@@ -76,17 +76,27 @@ class Cell:
 
 @dataclass(frozen=True)
 class Task:
-    """Cells that share a poisoned training set, each with the fractions still to compute."""
+    """Cells that share a poisoned training set, each with the fractions still to compute.
+
+    ``plugins``: the config's ``plugins:`` modules, which the process that runs the task
+    imports first (a fresh worker knows only the built-ins and installed entry points). They
+    travel with the task, not in the cells' specs: they are no part of any cell's identity.
+    """
 
     items: tuple[tuple[Cell, tuple[float, ...]], ...]
+    plugins: tuple[str, ...] = ()
 
     @property
     def cells(self) -> list[Cell]:
         return [cell for cell, _ in self.items]
 
-    def payload(self) -> list[tuple[dict[str, Any], list[float]]]:
-        """The JSON-able form sent to a worker."""
-        return [(cell.spec, list(fractions)) for cell, fractions in self.items]
+    def payload(self) -> dict[str, Any]:
+        """The JSON-able form sent to a worker: ``{"cells": [(spec, fractions), ...],
+        "plugins": [module, ...]}`` (see :func:`bench.runner.run_task`)."""
+        return {
+            "cells": [(cell.spec, list(fractions)) for cell, fractions in self.items],
+            "plugins": list(self.plugins),
+        }
 
 
 @dataclass
@@ -106,11 +116,14 @@ class Grid:
 
 
 def make_tasks(
-    todo: Sequence[tuple[Cell, Sequence[float]]], max_cells: int | None = None
+    todo: Sequence[tuple[Cell, Sequence[float]]],
+    max_cells: int | None = None,
+    plugins: Sequence[str] = (),
 ) -> list[Task]:
     """Group ``(cell, fractions)`` pairs by poisoned training set, in first-seen order.
 
     max_cells: split larger groups (None: no limit) so one task never holds too much work.
+    plugins: the modules each task's worker imports first (a config's ``plugins:``).
     """
     groups: dict[tuple[str, ...], list[tuple[Cell, tuple[float, ...]]]] = {}
     for cell, fractions in todo:
@@ -119,7 +132,7 @@ def make_tasks(
     for items in groups.values():
         step = max_cells or len(items)
         for start in range(0, len(items), step):
-            tasks.append(Task(tuple(items[start : start + step])))
+            tasks.append(Task(tuple(items[start : start + step]), tuple(plugins)))
     return tasks
 
 

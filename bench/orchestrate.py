@@ -19,6 +19,7 @@ import yaml
 from bench.atomic import check_writable
 from bench.config import Config
 from bench.grid import Cell, expand, make_tasks
+from bench.plugins import check_workers_see, plugin_origins
 from bench.schema import SCHEMA_VERSION
 from bench.store import (
     RunLock,
@@ -174,7 +175,8 @@ def _early_pool(config: Config, options: RunOptions) -> Any:
     from bench.executors import start_pool
 
     datasets = [(ds.name, ds.params) for ds in config.datasets]
-    return start_pool(options.jobs, datasets=datasets, data_dir=config.data_dir)
+    plugins = tuple(getattr(config, "plugins", ()))
+    return start_pool(options.jobs, datasets=datasets, data_dir=config.data_dir, plugins=plugins)
 
 
 def _todo(
@@ -202,6 +204,11 @@ def _run_locked(
     store.remove_temporaries()
     cells = grid.cells
     todo = _todo(store, cells, grid.fractions, options.fresh)
+    if todo and (options.executor != "local" or options.jobs > 1):
+        workers = (
+            f"{options.jobs} worker processes" if options.executor == "local" else "Dask workers"
+        )
+        check_workers_see(config, workers)  # before any cell: a worker would fail every one
     n_fits = len(cells) * len(grid.fractions)
     fits_todo = sum(len(f) for _, f in todo)
     summary = RunSummary(
@@ -226,7 +233,9 @@ def _run_locked(
         bar = tqdm(
             total=len(todo), desc=config.name, unit="cell", file=sys.stderr, dynamic_ncols=True
         )
-    tasks = make_tasks(todo, MAX_TASK_CELLS if options.share_stages else 1)
+    tasks = make_tasks(
+        todo, MAX_TASK_CELLS if options.share_stages else 1, getattr(config, "plugins", ())
+    )
     records_in = execute(
         tasks,
         config.data_dir,
@@ -294,4 +303,8 @@ def run_meta(config: Config, grid: Any, summary: RunSummary) -> dict[str, Any]:
             "early_stop": config.recovery.early_stop,
         },
         "seeds": list(config.seeds),
+        "plugins": {
+            "modules": list(getattr(config, "plugins", ()) or ()),
+            "used": plugin_origins(config),
+        },
     }

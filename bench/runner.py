@@ -15,10 +15,11 @@ the forest once, and a grid with two models filters once. Only the fits are per 
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,12 +201,31 @@ def failed_record(cell: Cell, fractions: Sequence[float], error: str) -> dict[st
 
 
 def run_task(
-    payload: Sequence[tuple[dict[str, Any], Sequence[float]]], data_dir: str | None = None
+    payload: Mapping[str, Any] | Sequence[tuple[dict[str, Any], Sequence[float]]],
+    data_dir: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run a task's cells (``[(spec, fractions), ...]``, see :class:`bench.grid.Task`) with one
-    shared :class:`StageCache`; returns one record per cell."""
+    """Run a task's cells with one shared :class:`StageCache`; returns one record per cell.
+
+    payload: :meth:`bench.grid.Task.payload` (``{"cells": [(spec, fractions), ...],
+    "plugins": [module, ...]}``), or the bare list of ``(spec, fractions)``. The ``plugins``
+    modules are imported first (once per process); one this process cannot import fails every
+    cell of the task with the reason (retried on the next run).
+    """
+    if isinstance(payload, Mapping):
+        items, plugins = payload["cells"], tuple(payload.get("plugins") or ())
+    else:
+        items, plugins = payload, ()
+    if plugins:
+        from bench.plugins import import_plugins
+        from bench.types import ParamError
+
+        try:
+            import_plugins(plugins)
+        except ParamError as exc:
+            error = f"worker (pid {os.getpid()}): {exc} (every worker must be able to import it)"
+            return [failed_record(Cell(spec), fractions, error) for spec, fractions in items]
     cache = StageCache()
-    return [run_cell(Cell(spec), fractions, data_dir, cache) for spec, fractions in payload]
+    return [run_cell(Cell(spec), fractions, data_dir, cache) for spec, fractions in items]
 
 
 def run_cell(

@@ -6,6 +6,8 @@ nothing else from the project, so plug-ins never depend on the runner, the store
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import types
@@ -402,19 +404,81 @@ def check_fraction(value: float, field: str, *, low_open: bool = False) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+#: the origin of a plug-in that ships with poisonbench (see :meth:`Registry.origin`)
+BUILTIN = "builtin"
+#: the project's own packages: whatever registers from a module under them is built in
+_PROJECT_PACKAGES = frozenset({"attacks", "defenses", "bench"})
+#: where registrations come from right now (set by :func:`registering_from`); None: from code
+_ORIGIN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "poisonbench_plugin_origin", default=None
+)
+
+
+class PluginLoadError(ParamError):
+    """An installed entry-point plug-in could not be loaded; the message names the entry point
+    and its distribution and says why (``field`` is where the plug-in was asked for)."""
+
+
+@contextlib.contextmanager
+def registering_from(origin: str) -> Iterator[None]:
+    """Within the block, plug-ins that register (outside the project's own packages) are
+    recorded as coming from ``origin``: ``entry point <dist>`` or ``plugins: <module>``."""
+    token = _ORIGIN.set(origin)
+    try:
+        yield
+    finally:
+        _ORIGIN.reset(token)
+
+
+def _origin_of(cls: type) -> str:
+    module = getattr(cls, "__module__", None) or "?"
+    if module.partition(".")[0] in _PROJECT_PACKAGES:
+        return BUILTIN
+    return _ORIGIN.get() or f"python: {module}"
+
+
+def _same_definition(old: type, new: type) -> bool:
+    """Whether ``new`` re-runs the definition of ``old`` (a notebook cell run again, a reload)."""
+    return (old.__module__, old.__qualname__) == (new.__module__, new.__qualname__)
+
+
 class Registry(Generic[T]):
-    """An explicit ``name -> class`` table filled by a ``@register(name)`` decorator."""
+    """An explicit ``name -> class`` table filled by a ``@register(name)`` decorator.
 
-    def __init__(self, kind: str) -> None:
+    Besides the built-ins, a registry holds the plug-ins of installed distributions that
+    declare entry points in its ``group`` (``poisonbench.defenses``, ...). They are imported
+    lazily, once per process: when the registry is asked for a name it lacks, or listed. A
+    lookup of a built-in name never scans them, so configs of plain names stay cheap.
+    Every name keeps its origin (``builtin``, ``entry point <dist>``, ``plugins: <module>``,
+    or ``python: <module>`` for code that registered directly).
+    """
+
+    def __init__(self, kind: str, group: str | None = None) -> None:
         self.kind = kind
+        self.group = group
         self._items: dict[str, type[T]] = {}
+        self._origins: dict[str, str] = {}
+        self._entry_points_loaded = group is None
+        self._entry_point_errors: dict[str, str] = {}
 
-    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+    def register(self, name: str, origin: str | None = None) -> Callable[[type[T]], type[T]]:
+        """A decorator that registers a class as ``name``.
+
+        A second class under a taken name is an error, except a re-run of the same definition
+        (same module and qualified name: a notebook cell run twice), which replaces it.
+        """
+
         def decorate(cls: type[T]) -> type[T]:
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            where = origin or _origin_of(cls)
+            old = self._items.get(name)
+            if old is not None and not _same_definition(old, cls):
+                raise ValueError(
+                    f"{self.kind} {name!r} is registered twice "
+                    f"(first from {self._origins[name]}, again from {where})"
+                )
             cls.name = name  # type: ignore[attr-defined]
             self._items[name] = cls
+            self._origins[name] = where
             return cls
 
         return decorate
@@ -422,23 +486,110 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         """Remove ``name`` (tests and notebooks that register a plug-in for a while)."""
         self._items.pop(name, None)
+        self._origins.pop(name, None)
+
+    def origin(self, name: str) -> str:
+        """Where ``name`` came from: ``builtin``, ``entry point <dist>``, ``plugins: <module>``
+        or ``python: <module>``."""
+        self.get(name)
+        if self._origins[name].startswith("python: "):
+            # imported directly before the entry points were read: one of them may claim it
+            self.load_entry_points()
+        return self._origins[name]
 
     def get(self, name: str, field: str | None = None) -> type[T]:
         try:
             return self._items[name]
         except (KeyError, TypeError):
-            raise UnknownNameError(
-                field or self.kind,
-                f"unknown {self.kind} {name!r} (valid: {', '.join(sorted(self._items))})",
-            ) from None
+            pass
+        if isinstance(name, str) and not self._entry_points_loaded:
+            self.load_entry_points()
+            if name in self._items:
+                return self._items[name]
+        if isinstance(name, str) and name in self._entry_point_errors:
+            raise PluginLoadError(field or self.kind, self._entry_point_errors[name])
+        broken = ""
+        if self._entry_point_errors:
+            broken = f"; entry points that failed to load: {', '.join(self._entry_point_errors)}"
+        raise UnknownNameError(
+            field or self.kind,
+            f"unknown {self.kind} {name!r} (valid: {', '.join(sorted(self._items))}{broken})",
+        )
+
+    # ------------------------------------------------------------------ entry points
+
+    def load_entry_points(self, refresh: bool = False) -> None:
+        """Import the plug-ins installed in this registry's entry-point group (once; again with
+        ``refresh``, e.g. after ``pip install`` in a running notebook).
+
+        An entry point names a plug-in class (``name = package.module:Class``; registered as
+        ``name`` unless its module's import already registered it under that name) or a module
+        whose import registers plug-ins with the decorators. One that fails is kept as an error
+        naming the entry point and its distribution (:attr:`entry_point_errors`), raised when
+        its name is asked for; the others load.
+        """
+        if self.group is None or (self._entry_points_loaded and not refresh):
+            return
+        self._entry_point_errors = {}
+        self._entry_points_loaded = True  # first: a plug-in's import may consult the registry
+        from importlib.metadata import entry_points
+
+        for ep in sorted(entry_points(group=self.group), key=lambda e: (e.name, e.value)):
+            error = self._load_entry_point(ep)
+            if error is not None:
+                self._entry_point_errors.setdefault(ep.name, error)
+
+    def _load_entry_point(self, ep: Any) -> str | None:
+        dist = getattr(ep, "dist", None)
+        dist_name = getattr(dist, "name", None) or "an unnamed distribution"
+        version = getattr(dist, "version", None)
+        where = (
+            f"entry point {ep.name!r} = {ep.value!r} (group {self.group}) of distribution "
+            f"{dist_name}{f' {version}' if version else ''}"
+        )
+        origin = f"entry point {dist_name}"
+        try:
+            with registering_from(origin):
+                obj = ep.load()
+        except Exception as exc:  # a plug-in's own code: one line that says whose it is
+            return f"{where} failed to load: {type(exc).__name__}: {exc}"
+        if isinstance(obj, types.ModuleType):
+            return None  # its import registered what it holds
+        if not isinstance(obj, type):
+            return f"{where}: expected a plug-in class or a module, got {type(obj).__name__}"
+        names = [name for name, cls in self._items.items() if cls is obj]
+        if not names:
+            try:
+                self.register(ep.name, origin)(obj)
+            except ValueError as exc:
+                return f"{where}: {exc}"
+        elif ep.name not in names:
+            return f"{where}: the class registered itself as {names[0]!r}; name the entry point so"
+        elif self._origins[ep.name].startswith("python: "):
+            self._origins[ep.name] = origin  # its module was imported before the entry points
+        return None
+
+    @property
+    def entry_point_errors(self) -> dict[str, str]:
+        """``{entry point name: why it failed to load}`` for this registry's group."""
+        self.load_entry_points()
+        return dict(self._entry_point_errors)
+
+    # ------------------------------------------------------------------ container
 
     def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if name not in self._items:
+            self.load_entry_points()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
+        self.load_entry_points()
         return iter(sorted(self._items))
 
     def items(self) -> list[tuple[str, type[T]]]:
+        self.load_entry_points()
         return sorted(self._items.items())
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from bench.types import DefenseContext, Plugin, Registry, StepResult, TrainingSet
 
-DEFENSES: Registry[Defense] = Registry("defense")
+DEFENSES: Registry[Defense] = Registry("defense", group="poisonbench.defenses")
 
 
 class Defense(Plugin):

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(60)  # build + install + two subprocesses: keep it quick
-PACKAGES = ("bench", "attacks", "defenses")
+PACKAGES = ("bench", "attacks", "defenses", "poisonbench")
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -83,8 +83,9 @@ def test_installed_poisonbench_list_names_every_plugin(installed, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONPATH"] = str(installed)
     where = _run(
-        [sys.executable, "-c", "import bench, attacks, defenses; "
-         "print(bench.__file__); print(attacks.__file__); print(defenses.__file__)"],
+        [sys.executable, "-c", "import bench, attacks, defenses, poisonbench; "
+         "print(bench.__file__); print(attacks.__file__); print(defenses.__file__); "
+         "print(poisonbench.__file__)"],
         cwd=tmp_path,
         env=env,
     )  # fmt: skip

@@ -14,7 +14,7 @@ import numpy as np
 
 from bench.types import DatasetInfo, Plugin, PoisonBenchError, Registry
 
-MODELS: Registry[ModelSpec] = Registry("model")
+MODELS: Registry[ModelSpec] = Registry("model", group="poisonbench.models")
 
 
 class Estimator(Protocol):
