@@ -208,7 +208,8 @@ def _run_locked(
         workers = (
             f"{options.jobs} worker processes" if options.executor == "local" else "Dask workers"
         )
-        check_workers_see(config, workers)  # before any cell: a worker would fail every one
+        # before any cell: a worker would fail every one
+        check_workers_see(config, workers, local=options.executor == "local")
     n_fits = len(cells) * len(grid.fractions)
     fits_todo = sum(len(f) for _, f in todo)
     summary = RunSummary(

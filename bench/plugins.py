@@ -122,14 +122,24 @@ def _listed(module: str, plugins: Sequence[str]) -> bool:
     return any(module == m or module.startswith(f"{m}.") for m in plugins)
 
 
-def check_workers_see(config: Any, workers: str) -> None:
+def _main_script_reloads(local: bool) -> bool:
+    """Whether local workers re-import this process's ``__main__``: they do (as
+    ``__mp_main__``, the way ``spawn`` does) when it is a script file, not a notebook or REPL."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    return local and bool(getattr(main, "__file__", None))
+
+
+def check_workers_see(config: Any, workers: str, local: bool = True) -> None:
     """Raise ConfigError unless every plug-in ``config`` names is visible to fresh worker
     processes: built in, an installed entry point, or defined under a module of the config's
     ``plugins:`` list. ``workers`` says which (``2 worker processes``) for the message.
 
-    A plug-in registered by the running code itself (a notebook cell, a script's ``__main__``,
-    an imported module the config does not list) exists only in this process; a spawned local
-    worker or a Dask worker starts fresh and would fail every such cell.
+    A plug-in registered by the running code itself (a notebook cell, an imported module the
+    config does not list) exists only in this process; a spawned local worker or a Dask worker
+    starts fresh and would fail every such cell. One exception: local workers (``local``)
+    re-import a main *script* file, so plug-ins it registers reach them (not Dask workers).
     """
     from bench.config import ConfigError
 
@@ -144,6 +154,8 @@ def check_workers_see(config: Any, workers: str) -> None:
         if origin.startswith("plugins: ") and _listed(origin.removeprefix("plugins: "), plugins):
             continue
         if _listed(module, plugins):
+            continue
+        if module in ("__main__", "__mp_main__") and _main_script_reloads(local):
             continue
         if module in ("__main__", "__mp_main__"):
             fix = (

@@ -385,7 +385,9 @@ def estimate_recovery(
         (lower is better for the latter and ``log_loss``).
     tolerance: how close to the reference counts as recovered, in the metric's units
         (0.005 = half a percentage point of accuracy).
-    n_boot: seed-bootstrap resamples for ``[f_low, f_high]`` (0: no interval, NaN).
+    n_boot: 0 for no interval (``f_low``/``f_high`` NaN); otherwise the interval of
+        :func:`bench.stats.crossing_bounds` (t-test inversion, which draws no resamples: the
+        count matters only for the bootstrap methods of that function).
     seed: seeds the bootstrap (each group draws from its own stream keyed by its identity,
         so a group's interval does not depend on which other groups are in the table).
 

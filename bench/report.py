@@ -758,7 +758,13 @@ def header_section(
     grid = sorted(df["extra_fraction"].dropna().unique()) if "extra_fraction" in df else []
     section.paragraphs.append(
         f"Recovery: metric `{settings['metric']}`, tolerance {float(settings['tolerance']):g}, "
-        f"{settings['bootstrap']} seed-bootstrap resamples, early stop "
+        + (
+            "intervals: 95 % t-test inversion over paired seeds (the per-seed range with fewer "
+            "than 3 seeds)"
+            if int(settings["bootstrap"]) > 0
+            else "no intervals (recovery.bootstrap: 0)"
+        )
+        + ", early stop "
         f"{'on' if settings['early_stop'] else 'off'}; grid "
         f"{', '.join(fmt_multiple(f) for f in grid)} × n_train."
     )

@@ -203,7 +203,7 @@ def test_an_error_raised_in_a_worker_reaches_the_caller_as_itself():
 
 
 @pytest.mark.slow
-def test_kill_9_of_a_worker_fails_its_cell_and_the_run_goes_on(tmp_path):
+def test_kill_9_of_a_worker_fails_its_task_and_the_run_goes_on(tmp_path):
     marker = tmp_path / "worker.pid"
     command, out, env = _crash_run(
         tmp_path, "wait_to_be_killed", POISONBENCH_TEST_MARKER=str(marker)
@@ -224,40 +224,44 @@ def test_kill_9_of_a_worker_fails_its_cell_and_the_run_goes_on(tmp_path):
         proc.kill()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr and "BrokenProcessPool" not in stderr
-    assert "(6 run, 0 cached, 1 failed)" in stdout
+    # The worker was running one task: the cells of one poisoned training set (the three
+    # defenses of one attack and rate). Those are lost, the other task's cells are not.
+    assert "(6 run, 0 cached, 3 failed)" in stdout
     assert (out / "results.parquet").exists() and (out / "report.md").exists()
     records = _records(out)
     failed = {k: r for k, r in records.items() if r["status"] == "failed"}
-    assert len(records) == 6 and len(failed) == 1
-    ((cell_id, record),) = failed.items()
-    assert _defense_of(record) == "wait_to_be_killed"
-    assert record["rows"][0]["error"] == "worker died: signal 9 (SIGKILL)"
-    assert f"failed: {cell_id}: worker died: signal 9 (SIGKILL)" in stderr
+    assert len(records) == 6 and len(failed) == 3
+    assert len({(r["spec"]["attack"]["name"], r["spec"]["rate"]) for r in failed.values()}) == 1
+    assert "wait_to_be_killed" in {_defense_of(r) for r in failed.values()}
+    for record in failed.values():
+        assert record["rows"][0]["error"] == "worker died: signal 9 (SIGKILL)"
+    assert "failed: 3 cell(s): worker died: signal 9 (SIGKILL)" in stderr
     table = pd.read_parquet(out / "results.parquet")
-    assert set(table.loc[table["status"] == "failed", "cell_id"]) == {cell_id}
+    assert set(table.loc[table["status"] == "failed", "cell_id"]) == set(failed)
 
-    # The rerun computes exactly the failed cell (the waiting defense now lets it through).
-    finished = {k: v for k, v in _snapshot(out).items() if k != f"{cell_id}.json"}
+    # The rerun computes exactly the failed cells (the waiting defense now lets them through).
+    finished = {k: v for k, v in _snapshot(out).items() if k[:-5] not in failed}
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert rerun.returncode == 0, rerun.stderr
-    assert "(1 run, 5 cached, 0 failed)" in rerun.stdout
+    assert "(3 run, 3 cached, 0 failed)" in rerun.stdout
     after = _snapshot(out)
     assert {k: after[k] for k in finished} == finished
-    assert _records(out)[cell_id]["status"] == "ok"
+    assert all(_records(out)[cell_id]["status"] == "ok" for cell_id in failed)
 
 
 @pytest.mark.slow
-def test_a_defense_that_exits_its_process_fails_only_its_cell(tmp_path):
+def test_a_defense_that_exits_its_process_fails_only_its_task(tmp_path):
     command, out, env = _crash_run(tmp_path, {"name": "exit_process", "code": 3})
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert "(6 run, 0 cached, 1 failed)" in done.stdout
+    # the poisoned task (none, random_filter, exit_process at rate 0.1) lost its worker
+    assert "(6 run, 0 cached, 3 failed)" in done.stdout
     assert (out / "results.parquet").exists() and (out / "report.md").exists()
     records = _records(out)
     assert len(records) == 6
-    for record in records.values():  # the others, also those the pool break interrupted, ran
-        if _defense_of(record) == "exit_process" and record["spec"]["rate"] > 0:
+    for record in records.values():  # the clean task, which the pool break interrupted, ran
+        if record["spec"]["rate"] > 0:
             assert record["status"] == "failed"
             assert record["rows"][0]["error"] == "worker died: exit code 3"
         else:
@@ -265,7 +269,7 @@ def test_a_defense_that_exits_its_process_fails_only_its_cell(tmp_path):
     finished = {k: v for k, v in _snapshot(out).items() if records[k[:-5]]["status"] == "ok"}
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert rerun.returncode == 0, rerun.stderr
-    assert "(1 run, 5 cached, 1 failed)" in rerun.stdout  # exactly the failed one, again
+    assert "(3 run, 3 cached, 3 failed)" in rerun.stdout  # exactly the failed ones, again
     after = _snapshot(out)
     assert {k: after[k] for k in finished} == finished
 
