@@ -310,8 +310,8 @@ def test_a_defense_asking_for_more_pool_rows_than_are_left_gets_the_rest_and_say
         ("provenance", {"k": -0.5}, "k", "in [0, 100]"),
         ("dp_sgd", {"noise_multiplier": 1.0, "epsilon": 2.0}, "epsilon", "not both"),
         ("dp_sgd", {"noise_multiplier": 0}, "noise_multiplier", "in (0, 1000]"),
-        ("dp_sgd", {"epsilon": -1}, "epsilon", "in (0, 1000000]"),
-        ("dp_sgd", {"max_grad_norm": 0}, "max_grad_norm", "in (0, 1000000]"),
+        ("dp_sgd", {"epsilon": -1}, "epsilon", "in (0, 1e+06]"),
+        ("dp_sgd", {"max_grad_norm": 0}, "max_grad_norm", "in (0, 1e+06]"),
         ("dp_sgd", {"delta": 1.0}, "delta", "outside (0, 1)"),
     ],
 )
