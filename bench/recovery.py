@@ -61,8 +61,10 @@ from bench.stats import (
     DEFAULT_METHOD,
     crossing_bounds,
     crossing_difference_interval,
+    first_crossing,
     interval_label,
 )
+from bench.stats import f_needed as stats_f_needed
 
 #: descriptive columns carried from the table into each output row (constant within a group)
 CARRIED = ("attack", "defense", "defense_reference", "source_class", "target_class", "theory")
@@ -112,35 +114,6 @@ def recovered(value: float, reference: float, tolerance: float, higher: bool = T
     return value >= reference - tolerance if higher else value <= reference + tolerance
 
 
-def _crossings(
-    fractions: np.ndarray, values: np.ndarray, targets: np.ndarray, higher: bool
-) -> np.ndarray:
-    """Vectorised :func:`crossing_point` over the rows of ``values`` (B×F) and ``targets`` (B)."""
-    values = np.atleast_2d(np.asarray(values, dtype=float))
-    targets = np.broadcast_to(np.asarray(targets, dtype=float), (values.shape[0],))
-    with np.errstate(invalid="ignore"):
-        ok = values >= targets[:, None] if higher else values <= targets[:, None]
-    ok &= np.isfinite(values)
-    out = np.full(values.shape[0], np.inf)
-    hit = ok.any(axis=1)
-    first = ok.argmax(axis=1)
-    at_start = hit & (first == 0)
-    out[at_start] = fractions[0]
-    inner = np.flatnonzero(hit & (first > 0))
-    if len(inner):
-        j = first[inner]
-        f0, f1 = fractions[j - 1], fractions[j]
-        v0, v1 = values[inner, j - 1], values[inner, j]
-        t = targets[inner]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            share = (t - v0) / (v1 - v0)
-        # v0 is on the wrong side of the target and v1 on the right one, so share is in (0, 1];
-        # an unknown previous point (NaN) gives the grid point itself (no interpolation).
-        share = np.where(np.isfinite(share), np.clip(share, 0.0, 1.0), 1.0)
-        out[inner] = f0 + share * (f1 - f0)
-    return out
-
-
 def crossing_point(
     fractions: Sequence[float],
     values: Sequence[float],
@@ -167,7 +140,8 @@ def crossing_point(
         return math.inf
     if np.any(np.diff(f) <= 0):
         raise ValueError("fractions must be strictly increasing")
-    return float(_crossings(f, v[None, :], np.array([target]), higher_is_better)[0])
+    margins = v - target if higher_is_better else target - v
+    return float(first_crossing(f, margins))
 
 
 def bootstrap_crossing(
@@ -458,8 +432,7 @@ def estimate_recovery(
         if seeds and len(grid):
             reference = float(references.mean())
             curve = values.mean(axis=0)
-            target = reference - tolerance if higher else reference + tolerance
-            f_needed = float(_crossings(grid, curve[None, :], np.array([target]), higher)[0])
+            f_needed = stats_f_needed(grid, values, references, tolerance, higher)
             rng = stage_rng_for(seed, key)
             f_low, f_high = bootstrap_crossing(
                 grid, values, references, tolerance, higher, n_boot, rng
