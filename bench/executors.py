@@ -317,9 +317,28 @@ class _Pool:
         self.drain()
 
     def close(self, kill: bool) -> None:
-        """Shut the pool down; ``kill``: kill running workers now instead of waiting for them."""
-        with contextlib.suppress(Exception):
-            self.executor.shutdown(wait=True, kill_workers=kill)
+        """Shut the pool down; ``kill``: kill running workers now instead of waiting for them.
+
+        Loky's shutdown with ``kill_workers`` drops its pending work items while ids of items
+        not yet handed to a worker are still queued, and its manager thread then dies with a
+        ``KeyError`` on one of them: harmless (the pool is going away), but the thread's
+        traceback would be printed on stderr. It is silenced here, for the time of the
+        shutdown only (``wait=True`` joins that thread)."""
+        previous = threading.excepthook
+
+        def quiet(args: Any) -> None:
+            if not (
+                args.exc_type is KeyError and "ExecutorManager" in getattr(args.thread, "name", "")
+            ):
+                previous(args)
+
+        if kill:
+            threading.excepthook = quiet
+        try:
+            with contextlib.suppress(Exception):
+                self.executor.shutdown(wait=True, kill_workers=kill)
+        finally:
+            threading.excepthook = previous
 
 
 def run_tasks(
@@ -543,24 +562,29 @@ def execute(
     ``run_dir/`` :data:`DASK_SCRATCH` (without it, in the system temp dir). ``pool``: local
     workers started earlier by :func:`start_pool` (the local executor with ``jobs > 1``).
     """
+    check_executor(executor, scheduler)
     if executor == "local":
-        if scheduler:
-            raise ExecutorError("--scheduler needs --executor dask")
         return run_local(tasks, data_dir, jobs=jobs, threads=threads, pool=pool)
     if executor == "dask":
-        if not scheduler:
-            raise ExecutorError(
-                "--executor dask needs --scheduler tcp://HOST:8786 "
-                "(or use --executor dask-local to start a local cluster)"
-            )
-        _import_distributed()
         return run_dask(tasks, data_dir, scheduler=scheduler, threads=threads)
-    if executor == "dask-local":
-        if scheduler:
-            raise ExecutorError("--scheduler needs --executor dask, not dask-local")
-        _import_distributed()
-        scratch = None if run_dir is None else Path(run_dir) / DASK_SCRATCH
-        return run_dask(
-            tasks, data_dir, workers=workers or jobs, threads=threads, scratch_dir=scratch
+    scratch = None if run_dir is None else Path(run_dir) / DASK_SCRATCH
+    return run_dask(tasks, data_dir, workers=workers or jobs, threads=threads, scratch_dir=scratch)
+
+
+def check_executor(executor: str, scheduler: str | None = None) -> None:
+    """Raise :class:`ExecutorError` unless ``executor`` (one of :data:`EXECUTORS`) can run with
+    ``scheduler`` here (the dask executors need the optional ``distributed`` package). Called
+    before a run writes anything, and again by :func:`execute`."""
+    if executor not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")
+    if executor == "local" and scheduler:
+        raise ExecutorError("--scheduler needs --executor dask")
+    if executor == "dask" and not scheduler:
+        raise ExecutorError(
+            "--executor dask needs --scheduler tcp://HOST:8786 "
+            "(or use --executor dask-local to start a local cluster)"
         )
-    raise ExecutorError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")
+    if executor == "dask-local" and scheduler:
+        raise ExecutorError("--scheduler needs --executor dask, not dask-local")
+    if executor != "local":
+        _import_distributed()

@@ -156,6 +156,9 @@ def run_config(
         raise TypeError("run_config: give options or keyword arguments, not both")
     started = time.perf_counter()
     out = Path(out_dir)
+    from bench.executors import check_executor
+
+    check_executor(options.executor, options.scheduler)  # before the run directory is made
     with RunLock(out):  # first: a second run on this directory fails before loading any data
         pool = _early_pool(config, options)
         try:

@@ -120,6 +120,8 @@ def mutated(draw):
             parent[last]  # still there after an earlier mutation?
         except (KeyError, IndexError, TypeError):
             continue
+        if not isinstance(parent, (dict, list)):
+            continue  # an earlier mutation put a string (which indexes) where a mapping was
         action = draw(st.sampled_from(["replace", "delete", "stray", "empty"]))
         if action == "replace":
             parent[last] = draw(values)

@@ -191,6 +191,25 @@ def test_a_task_that_breaks_the_pool_without_killing_its_worker_is_given_up():
     assert out[0][1].startswith(f"lost in {MAX_BREAKS} pool breaks (the last: worker pool broke")
 
 
+def test_stopping_early_with_tasks_queued_prints_no_thread_traceback(monkeypatch):
+    """Ctrl-C while tasks are queued shuts the pool down with its workers killed; loky's
+    manager thread then trips over the dropped work items (a ``KeyError``), which must not
+    reach stderr as an 'Exception in thread' traceback (it did, in CI, after a Ctrl-C)."""
+    import threading
+
+    from bench.executors import _Pool
+
+    caught: list[str] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(repr(args.exc_value)))
+    for _ in range(3):
+        pool = _Pool(jobs=2, threads=1)
+        for index in range(8):  # more than the workers and loky's call queue take at once
+            pool.submit(time.sleep, index, 1.0)
+        time.sleep(1.5)  # workers up, two tasks running, the rest queued
+        pool.close(kill=True)  # what run_tasks does when its consumer stops (Ctrl-C)
+    assert caught == []
+
+
 def test_an_error_raised_in_a_worker_reaches_the_caller_as_itself():
     from crash_plugins import raise_param_error
 
