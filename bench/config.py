@@ -10,6 +10,7 @@ Example (see ``configs/quick.yaml``)::
     defenses: [none, iforest, [iforest, label_smoothing]]
     seeds: 3
     recovery: {fractions: [0, 0.5, 1], metric: accuracy, tolerance: 0.005}
+    exclude: [{model: logreg, defense: glc}]   # cells the grid leaves out (see ExcludeRule)
 """
 
 from __future__ import annotations
@@ -87,6 +88,46 @@ class RecoverySpec:
 
 
 @dataclass(frozen=True)
+class ExcludeRule:
+    """Cells the grid leaves out: those matching *every* key the rule gives.
+
+    Each key holds a set of registered names (seeds: integers); None means the key is not part
+    of the rule. ``defense`` matches a pipeline when any of its steps has one of the names, so
+    ``{model: logreg, defense: glc}`` drops every pipeline with a ``glc`` step on ``logreg``.
+    Rate-0 cells run as attack ``none``: a rule naming another attack never drops them.
+    """
+
+    dataset: frozenset[str] | None = None
+    model: frozenset[str] | None = None
+    attack: frozenset[str] | None = None
+    defense: frozenset[str] | None = None
+    seed: frozenset[int] | None = None
+
+    def matches(self, **names: Any) -> bool:
+        """Whether a cell with these names matches (``defense``: its list of step names).
+
+        Keys the rule gives but ``names`` lacks do not match, so ``covers`` can ask whether a
+        partial description (e.g. a dataset and a model) is excluded whatever the rest is.
+        """
+        for key in ("dataset", "model", "attack", "defense", "seed"):
+            wanted = getattr(self, key)
+            if wanted is None:
+                continue
+            if key not in names:
+                return False
+            value = names[key]
+            if key == "defense":
+                if not wanted.intersection(value):
+                    return False
+            elif value not in wanted:
+                return False
+        return True
+
+
+EXCLUDE_KEYS = {"dataset": DATASETS, "model": MODELS, "attack": ATTACKS, "defense": DEFENSES}
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     datasets: tuple[DatasetSpec, ...]
@@ -99,6 +140,13 @@ class Config:
     description: str = ""
     data_dir: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    exclude: tuple[ExcludeRule, ...] = ()
+
+    def excluded(self, **names: Any) -> bool:
+        """Whether an ``exclude`` rule drops the cells described by ``names`` (see
+        :meth:`ExcludeRule.matches`; a partial description is excluded when a rule that names
+        only those keys matches it)."""
+        return any(rule.matches(**names) for rule in self.exclude)
 
 
 TOP_LEVEL = {
@@ -112,6 +160,7 @@ TOP_LEVEL = {
     "seeds",
     "recovery",
     "data_dir",
+    "exclude",
 }
 
 
@@ -339,6 +388,38 @@ def _recovery(value: Any, path: str) -> RecoverySpec:
     return RecoverySpec(**kwargs)
 
 
+def _exclude(value: Any, path: str) -> tuple[ExcludeRule, ...]:
+    """``exclude: [{dataset: digits, model: cnn}, {model: logreg, defense: [glc, dp_sgd]}]``."""
+    if value is None or value == []:
+        return ()
+    rules = []
+    for i, entry in enumerate(_list(value, path)):
+        where = f"{path}[{i}]"
+        entry = _mapping(entry, where, {*EXCLUDE_KEYS, "seed"})
+        if not entry:
+            keys = ", ".join([*EXCLUDE_KEYS, "seed"])
+            raise _fail(where, f"an empty rule would drop every cell (keys: {keys})")
+        kwargs: dict[str, Any] = {}
+        for key, values in entry.items():
+            items = _list(values, f"{where}.{key}", allow_scalar=True)
+            if key == "seed":
+                for j, s in enumerate(items):
+                    if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                        raise _fail(f"{where}.seed[{j}]", f"expected a seed >= 0, got {_short(s)}")
+                kwargs["seed"] = frozenset(int(s) for s in items)
+                continue
+            registry = EXCLUDE_KEYS[key]
+            for j, name in enumerate(items):
+                if not isinstance(name, str) or name not in registry:
+                    raise _fail(
+                        f"{where}.{key}" if len(items) == 1 else f"{where}.{key}[{j}]",
+                        f"unknown {key} {_short(name)} (valid: {', '.join(registry)})",
+                    )
+            kwargs[key] = frozenset(items)
+        rules.append(ExcludeRule(**kwargs))
+    return tuple(rules)
+
+
 def parse_config(raw: Any, default_name: str = "run") -> Config:
     """Validate a config mapping (as loaded from YAML) into a :class:`Config`."""
     raw = _mapping(raw, "", TOP_LEVEL) if raw is not None else {}
@@ -396,6 +477,7 @@ def parse_config(raw: Any, default_name: str = "run") -> Config:
         recovery=_recovery(raw.get("recovery"), "recovery"),
         data_dir=data_dir,
         raw=raw,
+        exclude=_exclude(raw.get("exclude"), "exclude"),
     )
 
 

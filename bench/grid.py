@@ -127,7 +127,9 @@ def iter_specs(config: Any, dataset_keys: Sequence[dict[str, Any]]) -> Iterator[
 
     A rate-0 cell poisons nothing whatever the attack, so it is one ``none`` attack cell per
     (dataset, model, defense, seed): the clean reference is computed once, not once per attack.
+    Cells an ``exclude`` rule of the config matches are left out.
     """
+    excluded = getattr(config, "excluded", None)
     early_stop = None
     if getattr(config.recovery, "early_stop", False):
         # Early stop decides which rows a cell trains from the grid, so the grid is part of it.
@@ -143,6 +145,14 @@ def iter_specs(config: Any, dataset_keys: Sequence[dict[str, Any]]) -> Iterator[
             for seed in config.seeds:
                 for model in config.models:
                     for steps in config.defenses:
+                        if excluded is not None and excluded(
+                            dataset=dataset_key["name"],
+                            model=model.name,
+                            attack=attack["name"],
+                            defense=[s.name for s in steps],
+                            seed=seed,
+                        ):
+                            continue
                         spec = {
                             "dataset": dataset_key,
                             "model": model.canonical(),
@@ -199,12 +209,23 @@ def expand(config: Any) -> Grid:
                 f"{info.n_classes} classes of {ds.name}; a train set needs at least one row of "
                 "every class"
             )
+
+        def away(ds: Any = ds, **names: Any) -> bool:
+            """Whether an exclude rule keeps a plug-in away from this dataset whatever the rest
+            of the cell is (then it is not bound to it: a CNN cannot take tabular rows)."""
+            excluded = getattr(config, "excluded", None)
+            return excluded is not None and excluded(dataset=ds.name, **names)
+
         try:
             for i, a in enumerate(config.attacks):
-                ATTACKS.get(a.name).from_params(a.params).bind(info, f"attacks[{i}]")
+                if not away(attack=a.name):
+                    ATTACKS.get(a.name).from_params(a.params).bind(info, f"attacks[{i}]")
             for i, m in enumerate(config.models):
-                MODELS.get(m.name).from_params(m.params).bind(info, f"models[{i}]")
+                if not away(model=m.name):
+                    MODELS.get(m.name).from_params(m.params).bind(info, f"models[{i}]")
             for i, steps in enumerate(config.defenses):
+                if away(defense=[s.name for s in steps]):
+                    continue
                 for j, s in enumerate(steps):
                     DEFENSES.get(s.name).from_params(s.params).bind(info, f"defenses[{i}][{j}]")
         except ParamError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,6 +22,11 @@ class Defense(Plugin):
     """
 
     reference: ClassVar[bool] = False
+    #: which keys of ``StepResult.details`` become results-table columns: details key → column
+    #: (a ``step`` column of ``bench/schema.py``, which says what it means and how values of
+    #: several steps combine). The runner copies the keys a step's details hold into every row
+    #: of the cell; other details stay out of the table.
+    recorded: ClassVar[Mapping[str, str]] = {}
 
     def apply(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
@@ -66,6 +72,11 @@ class NoDefense(Defense):
         return StepResult(train=train)
 
 
+#: the details :func:`take_pool` writes, as table columns: the rows a step read to learn from
+#: (``n_trusted_read``) and the rows it wanted but the pool lacked (``pool_short``)
+POOL_COLUMNS: Mapping[str, str] = {"pool_rows": "n_trusted_read", "pool_short": "pool_short"}
+
+
 def take_pool(
     ctx: DefenseContext, fraction: float
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
@@ -73,7 +84,10 @@ def take_pool(
 
     When the pool holds fewer, the step gets what is left and the details say so: ``pool_wanted``
     (rows asked for), ``pool_rows`` (rows got: the step's ``pool_used``), ``pool_short``
-    (the difference). The runner's budget accounting starts the recovery rows after them.
+    (the difference). The runner's budget accounting starts the recovery rows after them, and
+    a cell whose steps were short of rows is a ``pool_exhausted`` row (its budget is not what
+    its parameters say). A step that learns from the rows it takes declares
+    :data:`POOL_COLUMNS` in its ``recorded``.
     """
     wanted = int(round(fraction * ctx.n_train))
     X, y = ctx.pool_rows(wanted)

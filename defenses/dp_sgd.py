@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -35,6 +37,11 @@ class DPSGD(Defense):
     max_grad_norm: per-row gradient clipping norm, > 0.
     delta: the δ of (ε, δ)-DP, in (0, 1); it should be well below 1/n_train.
     """
+
+    recorded: ClassVar[Mapping[str, str]] = {
+        "max_grad_norm": "dp_max_grad_norm",
+        "epsilon": "dp_target_epsilon",
+    }
 
     noise_multiplier: float | None = None
     epsilon: float | None = None

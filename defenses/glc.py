@@ -12,12 +12,14 @@ the trusted rows, which the step appends to the training set.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from bench.types import DefenseContext, PoisonBenchError, StepResult, TrainingSet
-from defenses.base import DEFENSES, Defense, take_pool
+from defenses.base import DEFENSES, POOL_COLUMNS, Defense, take_pool
 from defenses.classifiers import ClassifierName, fit_proba
 from defenses.trusted_filter import check_budget
 
@@ -62,6 +64,8 @@ class GoldLossCorrection(Defense):
     (``{"name": "glc", "C": ...}``). Only models that take a training loss (the torch models)
     can fit the result; the others refuse it with an error naming those that can.
     """
+
+    recorded: ClassVar[Mapping[str, str]] = {**POOL_COLUMNS, "C": "glc_corruption"}
 
     budget: float = 0.1
     model: ClassifierName = "logreg"

@@ -1,0 +1,79 @@
+"""A config's ``exclude`` rules: cells the grid leaves out (a CNN on tabular rows, glc on an
+sklearn model, fewer seeds for an expensive model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.config import ConfigError, parse_config
+from bench.grid import expand
+
+BASE = {
+    "name": "t",
+    "datasets": [{"name": "iris", "split": {"train": 0.5, "test": 0.3}}],
+    "models": ["logreg", {"name": "torch-mlp", "epochs": 1}],
+    "attacks": [{"name": "label_flip", "mode": "random"}],
+    "rates": [0, 0.2],
+    "defenses": ["none", {"name": "glc", "budget": 0.1}, [{"name": "glc"}, "label_smoothing"]],
+    "seeds": 3,
+}
+
+
+def cells(**extra):
+    return [
+        (
+            c.spec["model"]["name"],
+            c.spec["attack"]["name"],
+            "+".join(s["name"] for s in c.spec["defense"]),
+            c.seed,
+        )
+        for c in expand(parse_config({**BASE, **extra}))
+    ]
+
+
+def test_a_rule_drops_exactly_the_cells_matching_every_key_it_gives():
+    everything = cells()
+    kept = cells(exclude=[{"model": "logreg", "defense": "glc"}])
+    dropped = set(everything) - set(kept)
+    assert dropped == {c for c in everything if c[0] == "logreg" and "glc" in c[2].split("+")}
+    assert len(dropped) == 2 * 2 * 3  # two glc pipelines × (clean, attacked) × 3 seeds
+    assert all(c in kept for c in everything if c[0] == "torch-mlp")
+
+
+def test_attack_rules_leave_the_clean_reference_and_seed_rules_thin_a_model_out():
+    kept = cells(exclude=[{"attack": "label_flip", "defense": "glc"}])
+    assert ("logreg", "none", "glc", 0) in kept  # rate 0 runs as attack none
+    assert ("logreg", "label_flip", "glc", 0) not in kept
+    kept = cells(exclude=[{"model": "torch-mlp", "seed": [1, 2]}])
+    assert {c[3] for c in kept if c[0] == "torch-mlp"} == {0}
+    assert {c[3] for c in kept if c[0] == "logreg"} == {0, 1, 2}
+
+
+def test_a_model_kept_away_from_a_dataset_is_not_bound_to_it():
+    config = {**BASE, "models": ["logreg", "cnn"], "defenses": ["none"]}
+    with pytest.raises(ConfigError, match=r"models\[1\]"):
+        expand(parse_config(config))  # a CNN cannot take iris' tabular rows
+    grid = expand(parse_config({**config, "exclude": [{"dataset": "iris", "model": "cnn"}]}))
+    assert {c.spec["model"]["name"] for c in grid} == {"logreg"}
+    # a rule that also names an attack does not keep the model away: it is still bound
+    narrower = {**config, "exclude": [{"model": "cnn", "attack": "label_flip"}]}
+    with pytest.raises(ConfigError, match=r"models\[1\]"):
+        expand(parse_config(narrower))
+
+
+@pytest.mark.parametrize(
+    ("rules", "field", "message"),
+    [
+        ([{"model": "nosuch"}], "exclude[0].model", "unknown model 'nosuch' (valid: "),
+        ([{"defense": ["none", "glcc"]}], "exclude[0].defense[1]", "unknown defense 'glcc'"),
+        ([{}], "exclude[0]", "an empty rule would drop every cell"),
+        ([{"seed": -1}], "exclude[0].seed[0]", "expected a seed >= 0"),
+        ([{"rate": 0.2}], "exclude[0].rate", "unknown key"),
+        ({"model": "cnn"}, "exclude", "expected a list"),
+    ],
+)
+def test_rules_are_validated_naming_the_field(rules, field, message):
+    with pytest.raises(ConfigError) as exc:
+        parse_config({**BASE, "exclude": rules})
+    assert exc.value.field == field
+    assert message in exc.value.message
