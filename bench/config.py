@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import reprlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from bench.schema import (
     DEFAULT_METRIC,
     DEFAULT_TOLERANCE,
     RECOVERY_METRICS,
+    plugin_id,
 )
 from bench.types import ParamError, Plugin, Registry
 from defenses import DEFENSES
@@ -91,10 +93,13 @@ class RecoverySpec:
 class ExcludeRule:
     """Cells the grid leaves out: those matching *every* key the rule gives.
 
-    Each key holds a set of registered names (seeds: integers); None means the key is not part
-    of the rule. ``defense`` matches a pipeline when any of its steps has one of the names, so
-    ``{model: logreg, defense: glc}`` drops every pipeline with a ``glc`` step on ``logreg``.
-    Rate-0 cells run as attack ``none``: a rule naming another attack never drops them.
+    Each key holds the tokens it matches (None: the key is not part of the rule). A cell
+    offers per key the tokens that identify it: a dataset its name; a model or an attack its
+    name and its id (``schema.plugin_id``: the name and every parameter), so a rule may name a
+    plug-in (every configuration of it) or give one configuration in full; a defense the names
+    of its steps (a rule naming ``glc`` drops every pipeline with a ``glc`` step); a seed and a
+    rate their values. Rate-0 cells run as attack ``none``: a rule naming another attack never
+    drops them.
     """
 
     dataset: frozenset[str] | None = None
@@ -102,29 +107,43 @@ class ExcludeRule:
     attack: frozenset[str] | None = None
     defense: frozenset[str] | None = None
     seed: frozenset[int] | None = None
+    rate: frozenset[float] | None = None
 
-    def matches(self, **names: Any) -> bool:
-        """Whether a cell with these names matches (``defense``: its list of step names).
-
-        Keys the rule gives but ``names`` lacks do not match, so ``covers`` can ask whether a
-        partial description (e.g. a dataset and a model) is excluded whatever the rest is.
-        """
-        for key in ("dataset", "model", "attack", "defense", "seed"):
+    def matches(self, **tokens: Iterable[Any]) -> bool:
+        """Whether cells offering these ``tokens`` per key match: for every key of the rule,
+        one of its tokens is offered. A key the rule gives but ``tokens`` lacks does not match,
+        so a partial description (a dataset and a model) matches only the rules about it."""
+        for key in EXCLUDE_FIELDS:
             wanted = getattr(self, key)
             if wanted is None:
                 continue
-            if key not in names:
-                return False
-            value = names[key]
-            if key == "defense":
-                if not wanted.intersection(value):
-                    return False
-            elif value not in wanted:
+            if key not in tokens or not wanted.intersection(tokens[key]):
                 return False
         return True
 
 
+#: the keys of an exclude rule: registered names (or, for models and attacks, full configurations)
 EXCLUDE_KEYS = {"dataset": DATASETS, "model": MODELS, "attack": ATTACKS, "defense": DEFENSES}
+EXCLUDE_FIELDS = (*EXCLUDE_KEYS, "seed", "rate")
+
+
+def cell_tokens(
+    dataset: str,
+    model: PluginSpec,
+    attack: PluginSpec,
+    defense: Iterable[str],
+    seed: int,
+    rate: float,
+) -> dict[str, set[Any]]:
+    """What identifies a cell to an :class:`ExcludeRule` (see there)."""
+    return {
+        "dataset": {dataset},
+        "model": {model.name, plugin_id(model.name, model.params)},
+        "attack": {attack.name, plugin_id(attack.name, attack.params)},
+        "defense": set(defense),
+        "seed": {seed},
+        "rate": {float(rate)},
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -142,11 +161,10 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     exclude: tuple[ExcludeRule, ...] = ()
 
-    def excluded(self, **names: Any) -> bool:
-        """Whether an ``exclude`` rule drops the cells described by ``names`` (see
-        :meth:`ExcludeRule.matches`; a partial description is excluded when a rule that names
-        only those keys matches it)."""
-        return any(rule.matches(**names) for rule in self.exclude)
+    def excluded(self, **tokens: Iterable[Any]) -> bool:
+        """Whether an ``exclude`` rule drops the cells offering ``tokens`` (see
+        :meth:`ExcludeRule.matches` and :func:`cell_tokens`)."""
+        return any(rule.matches(**tokens) for rule in self.exclude)
 
 
 TOP_LEVEL = {
@@ -389,35 +407,50 @@ def _recovery(value: Any, path: str) -> RecoverySpec:
 
 
 def _exclude(value: Any, path: str) -> tuple[ExcludeRule, ...]:
-    """``exclude: [{dataset: digits, model: cnn}, {model: logreg, defense: [glc, dp_sgd]}]``."""
+    """``exclude: [{dataset: digits, model: cnn}, {model: logreg, defense: [glc, dp_sgd]},
+    {attack: {name: label_flip, mode: random, sources: 5}, rate: 0.5}]``."""
     if value is None or value == []:
         return ()
     rules = []
     for i, entry in enumerate(_list(value, path)):
         where = f"{path}[{i}]"
-        entry = _mapping(entry, where, {*EXCLUDE_KEYS, "seed"})
+        entry = _mapping(entry, where, set(EXCLUDE_FIELDS))
         if not entry:
-            keys = ", ".join([*EXCLUDE_KEYS, "seed"])
+            keys = ", ".join(EXCLUDE_FIELDS)
             raise _fail(where, f"an empty rule would drop every cell (keys: {keys})")
         kwargs: dict[str, Any] = {}
         for key, values in entry.items():
-            items = _list(values, f"{where}.{key}", allow_scalar=True)
+            one = isinstance(values, dict)  # one configuration given in full
+            items = [values] if one else _list(values, f"{where}.{key}", allow_scalar=True)
+            at = [
+                f"{where}.{key}" if len(items) == 1 else f"{where}.{key}[{j}]"
+                for j in range(len(items))
+            ]
             if key == "seed":
                 for j, s in enumerate(items):
                     if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                        raise _fail(f"{where}.seed[{j}]", f"expected a seed >= 0, got {_short(s)}")
-                kwargs["seed"] = frozenset(int(s) for s in items)
-                continue
-            registry = EXCLUDE_KEYS[key]
-            for j, name in enumerate(items):
-                if not isinstance(name, str) or name not in registry:
-                    raise _fail(
-                        f"{where}.{key}" if len(items) == 1 else f"{where}.{key}[{j}]",
-                        f"unknown {key} {_short(name)} (valid: {', '.join(registry)})",
-                    )
-            kwargs[key] = frozenset(items)
+                        raise _fail(at[j], f"expected a seed >= 0, got {_short(s)}")
+                kwargs[key] = frozenset(int(s) for s in items)
+            elif key == "rate":
+                kwargs[key] = frozenset(_rate(r, at[j]) for j, r in enumerate(items))
+            else:
+                kwargs[key] = frozenset(
+                    _exclude_token(key, item, at[j]) for j, item in enumerate(items)
+                )
         rules.append(ExcludeRule(**kwargs))
     return tuple(rules)
+
+
+def _exclude_token(key: str, item: Any, path: str) -> str:
+    """A registered name, or for models and attacks a full configuration (its id)."""
+    registry = EXCLUDE_KEYS[key]
+    if isinstance(item, dict) and key in ("model", "attack"):
+        spec = _plugin(item, registry, path)
+        return plugin_id(spec.name, spec.params)
+    if not isinstance(item, str) or item not in registry:
+        full = " or a configuration ({name: ..., param: ...})" if key in ("model", "attack") else ""
+        raise _fail(path, f"unknown {key} {_short(item)} (valid: {', '.join(registry)}{full})")
+    return item
 
 
 def parse_config(raw: Any, default_name: str = "run") -> Config:

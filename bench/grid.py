@@ -129,6 +129,8 @@ def iter_specs(config: Any, dataset_keys: Sequence[dict[str, Any]]) -> Iterator[
     (dataset, model, defense, seed): the clean reference is computed once, not once per attack.
     Cells an ``exclude`` rule of the config matches are left out.
     """
+    from bench.config import PluginSpec, cell_tokens
+
     excluded = getattr(config, "excluded", None)
     early_stop = None
     if getattr(config.recovery, "early_stop", False):
@@ -146,11 +148,14 @@ def iter_specs(config: Any, dataset_keys: Sequence[dict[str, Any]]) -> Iterator[
                 for model in config.models:
                     for steps in config.defenses:
                         if excluded is not None and excluded(
-                            dataset=dataset_key["name"],
-                            model=model.name,
-                            attack=attack["name"],
-                            defense=[s.name for s in steps],
-                            seed=seed,
+                            **cell_tokens(
+                                dataset_key["name"],
+                                model,
+                                PluginSpec(attack["name"], attack["params"]),
+                                [s.name for s in steps],
+                                seed,
+                                rate,
+                            )
                         ):
                             continue
                         spec = {
@@ -178,7 +183,7 @@ def expand(config: Any) -> Grid:
     from bench.config import ConfigError
     from bench.datasets import DatasetError, load_dataset, split
     from bench.models import MODELS
-    from bench.schema import dataset_id
+    from bench.schema import dataset_id, plugin_id
     from bench.types import ParamError
     from defenses import DEFENSES
 
@@ -210,21 +215,24 @@ def expand(config: Any) -> Grid:
                 "every class"
             )
 
-        def away(ds: Any = ds, **names: Any) -> bool:
+        def away(ds: Any = ds, **tokens: Any) -> bool:
             """Whether an exclude rule keeps a plug-in away from this dataset whatever the rest
             of the cell is (then it is not bound to it: a CNN cannot take tabular rows)."""
             excluded = getattr(config, "excluded", None)
-            return excluded is not None and excluded(dataset=ds.name, **names)
+            return excluded is not None and excluded(dataset={ds.name}, **tokens)
+
+        def ident(spec: Any) -> set[str]:
+            return {spec.name, plugin_id(spec.name, spec.params)}
 
         try:
             for i, a in enumerate(config.attacks):
-                if not away(attack=a.name):
+                if not away(attack=ident(a)):
                     ATTACKS.get(a.name).from_params(a.params).bind(info, f"attacks[{i}]")
             for i, m in enumerate(config.models):
-                if not away(model=m.name):
+                if not away(model=ident(m)):
                     MODELS.get(m.name).from_params(m.params).bind(info, f"models[{i}]")
             for i, steps in enumerate(config.defenses):
-                if away(defense=[s.name for s in steps]):
+                if away(defense={s.name for s in steps}):
                     continue
                 for j, s in enumerate(steps):
                     DEFENSES.get(s.name).from_params(s.params).bind(info, f"defenses[{i}][{j}]")

@@ -575,7 +575,13 @@ def _budget_frame(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     read = pd.to_numeric(ok["n_trusted_read"], errors="coerce").fillna(0)
     used = pd.to_numeric(ok["n_trusted_used"], errors="coerce").fillna(0)
     extra = pd.to_numeric(ok["n_extra"], errors="coerce").fillna(0)
-    return ok.assign(_read=read.astype(int), _total=(used + extra).astype(int))
+    if "defense_append_only" in ok:
+        append = ok["defense_append_only"].astype("boolean").fillna(False).astype(bool)
+    else:  # a table from before the column: only the undefended curve is known to append
+        append = ok["defense_id"] == NO_DEFENSE_ID
+    return ok.assign(
+        _read=read.astype(int), _total=(used + extra).astype(int), _append=append.to_numpy()
+    )
 
 
 def has_budget_uses(df: pd.DataFrame) -> bool:
@@ -583,15 +589,6 @@ def has_budget_uses(df: pd.DataFrame) -> bool:
     (``n_trusted_read > 0``): only then has the report a clean-budget section."""
     frame = _budget_frame(df, "n_train")
     return bool((frame["_read"] > 0).any()) if len(frame) else False
-
-
-def _undefended_curve(df: pd.DataFrame, case: tuple[Any, ...], metric: str) -> pd.DataFrame:
-    """The undefended recovery curve of one case: mean ``metric`` over seeds per extra
-    fraction (the rules of :func:`bench.recovery.recovery_curves`: cut where the pool ran out)."""
-    mask = (df["defense_id"] == NO_DEFENSE_ID) & (df["status"].isin(["ok", "skipped"]))
-    for key, value in zip(BUDGET_CASE, case, strict=True):
-        mask &= df[key] == value
-    return recovery_curves(df[mask], metric)
 
 
 def _paired(a: pd.Series, b: pd.Series, sign: float) -> Any:
@@ -605,12 +602,13 @@ def _paired(a: pd.Series, b: pd.Series, sign: float) -> Any:
 
 @dataclass(frozen=True)
 class _Case:
-    """What every use of one case is compared with: the undefended model's per-seed values at
-    f = 0 and its mean recovery curve."""
+    """What every use of one case is compared with: the undefended model's per-seed values
+    without clean rows and the append curve (mean over seeds at each number of appended rows,
+    as a fraction of n_train)."""
 
     common: dict[str, Any]  # the case's ids, labels and n_train
     base: pd.Series  # undefended metric by seed, no clean rows
-    fractions: np.ndarray  # the undefended curve
+    fractions: np.ndarray  # the append curve
     means: np.ndarray
     metric: str
 
@@ -647,7 +645,16 @@ class _Case:
         return _Use(row, values)
 
 
-def _budget_cases(df: pd.DataFrame, metric: str) -> list[tuple[tuple[Any, ...], list[_Use]]]:
+def _append_curve(appending: pd.DataFrame, seeds: pd.Index, metric: str) -> pd.Series:
+    """Mean ``metric`` over ``seeds`` at each number of appended clean rows (``_total``), from
+    the append-only rows of a case; only totals every one of the seeds has (a curve the pool cut
+    short ends there, as in :func:`bench.recovery.seed_curves`)."""
+    wide = appending.groupby(["_total", "seed"])[metric].mean().unstack("seed")
+    wide = wide.reindex(columns=seeds)
+    return wide[wide.notna().all(axis=1)].mean(axis=1).sort_index()
+
+
+def _budget_cases(df: pd.DataFrame, metric: str) -> list[tuple[_Case, list[_Use]]]:
     """Per case (dataset, model, attack, rate), every use of every budget the table holds."""
     frame = _budget_frame(df, metric)
     if frame.empty or not (frame["_read"] > 0).any():
@@ -658,20 +665,22 @@ def _budget_cases(df: pd.DataFrame, metric: str) -> list[tuple[tuple[Any, ...], 
         rows = frame
         for key, value in zip(BUDGET_CASE, case, strict=True):
             rows = rows[rows[key] == value]
-        undefended = rows[rows["defense_id"] == NO_DEFENSE_ID]
-        curve = _undefended_curve(df, case, metric)
+        undefended = rows[rows["_append"]]  # none, extra_clean: plain appending
+        base = undefended[undefended["_total"] == 0].groupby("seed")[metric].mean()
+        curve = _append_curve(undefended, base.index, metric)
         first = rows.iloc[0]
+        n_train = float(pd.to_numeric(rows["n_train"], errors="coerce").mean())
         ctx = _Case(
             common={
                 **dict(zip(BUDGET_CASE, case, strict=True)),
                 "dataset_label": first["dataset_label"],
                 "model_label": first["model_label"],
                 "attack_label": first["attack_label"],
-                "n_train": float(pd.to_numeric(rows["n_train"], errors="coerce").mean()),
+                "n_train": n_train,
             },
-            base=undefended[undefended["_total"] == 0].groupby("seed")[metric].mean(),
-            fractions=curve["extra_fraction"].to_numpy(dtype=float),
-            means=curve["mean"].to_numpy(dtype=float),
+            base=base,
+            fractions=curve.index.to_numpy(dtype=float) / n_train,
+            means=curve.to_numpy(dtype=float),
             metric=metric,
         )
         uses = []
@@ -690,7 +699,7 @@ def _budget_cases(df: pd.DataFrame, metric: str) -> list[tuple[tuple[Any, ...], 
                 if n_extra:
                     label += f" + append {n_extra} rows"
                 uses.append(ctx.use(group, "learn", label, budget))
-        out.append((case, uses))
+        out.append((ctx, uses))
     return out
 
 
@@ -709,10 +718,12 @@ def budget_uses(df: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     ``n_trusted_read > 0``; e.g. ``trusted_filter``, ``glc``, ``roni``, ``provenance`` with
     ``budget: b`` spend ``round(b × n_train)``). At budget T the uses (``kind``) are:
 
-    - ``append``: the undefended model with T pool rows appended, read from its recovery curve
-      at f = T / n_train. That is the same training set, in the same order, with the same model
-      seed as an ``extra_clean(fraction = T / n_train)`` cell at f = 0, so it is the same fit
-      (tested); the curve needs no extra cells.
+    - ``append``: the poisoned set with T pool rows appended and nothing else: any
+      configuration of append-only steps (``defense_append_only``: the undefended model on its
+      recovery curve at f = T / n_train, or an ``extra_clean(fraction = T / n_train)`` cell at
+      f = 0). Both train on the same rows in the same order with the same model seed, so they
+      are the same fit (tested); where a table holds both, their per-seed values are averaged
+      (they are equal).
     - ``learn``: every learning configuration at the extra fraction where its clean rows total T:
       a defense of budget T at f = 0 (``trusted_filter`` with ``append: true`` learns from and
       appends the same T rows), one of budget T/2 with T/2 more rows appended by the curve, ...
@@ -724,9 +735,9 @@ def budget_uses(df: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     ``gain_low``, ``gain_high``, ``gain_n``: the paired difference to the undefended model at
     f = 0 over the seeds both have, in the metric's units and signed so that positive is better
     (:func:`bench.stats.paired_difference`, 95 % t-interval); ``as_good_as_rows``: the appended
-    rows that match the use's mean on the undefended recovery curve (linear interpolation at
-    its first crossing, :func:`bench.recovery.crossing_point`; ``inf`` beyond the measured
-    curve).
+    rows that match the use's mean on the append curve (the append uses' means over seeds by
+    number of rows; linear interpolation at the first crossing,
+    :func:`bench.recovery.crossing_point`; ``inf`` beyond the measured curve).
     """
     rows = [u.row for _, uses in _budget_cases(df, metric) for u in uses]
     return pd.DataFrame(rows, columns=list(BUDGET_USE_COLUMNS))
@@ -756,9 +767,8 @@ def budget_verdicts(df: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFr
     """
     sign = 1.0 if higher_is_better(metric) else -1.0
     out = []
-    for case, uses in _budget_cases(df, metric):
+    for ctx, uses in _budget_cases(df, metric):
         spent = [u for u in uses if u.row["kind"] != "undefended"]
-        curve = _undefended_curve(df, case, metric)
         for budget in sorted({u.row["budget_rows"] for u in spent}):
             at = sorted(
                 (u for u in spent if u.row["budget_rows"] == budget),
@@ -767,7 +777,7 @@ def budget_verdicts(df: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFr
             win = at[0]
             r = win.row
             n_train = r["n_train"]
-            curve_max = float(curve["extra_fraction"].max()) * n_train if len(curve) else math.nan
+            curve_max = float(ctx.fractions.max()) * n_train if len(ctx.fractions) else math.nan
             row: dict[str, Any] = {
                 **{k: r[k] for k in BUDGET_CASE},
                 "attack_label": r["attack_label"],
@@ -880,12 +890,13 @@ BUDGET_TEXT = (
     "For each attack and rate: what a budget of clean pool rows buys when it is appended to the "
     "training set, when a defense learns from it (`trusted_filter`, `glc`, ...), or both, at "
     "**equal total clean rows** (rows the defense read or appended + rows appended after it). "
-    "Appending is read from the undefended model's recovery curve at f = budget: the same "
-    "training rows and model seed as an `extra_clean` cell of that fraction, hence the same fit. "
-    "`{metric}`: mean ± std over seeds; *vs undefended*: paired difference to the poisoned "
-    "model without clean rows, same seeds [95 % t-interval], `n.s.` when it includes 0; *as "
-    "good as appending*: the appended rows at which the undefended recovery curve reaches the "
-    "use's mean (linear interpolation). A use is a defense configuration at one extra fraction: "
+    "*Append N rows* is the poisoned set plus N clean rows and nothing else: the undefended "
+    "model's recovery curve at f = N / n_train or an `extra_clean` cell of that fraction (the "
+    "same rows, order and model seed, hence the same fit). `{metric}`: mean ± std over seeds; "
+    "*vs undefended*: paired difference to the poisoned model without clean rows, same seeds "
+    "[95 % t-interval], `n.s.` when it includes 0; *as good as appending*: the number of "
+    "appended rows at which that append curve reaches the use's mean (linear interpolation "
+    "between measured amounts). A use is a defense configuration at one extra fraction: "
     "`X + append N rows` learnt from part of the budget and appended the rest."
 )
 
@@ -1022,7 +1033,10 @@ def summary_lines(
                 for rate, row in counts.iterrows()
             )
             parts.append(f"labels flipped: {text}")
-        verdicts = [best_defense_sentence(df, attack_id, rate, metric, tolerance) for rate in rates]
+        own = _subset(df, dataset, model)  # pair seeds within this dataset and model only
+        verdicts = [
+            best_defense_sentence(own, attack_id, rate, metric, tolerance) for rate in rates
+        ]
         verdicts = [v for v in verdicts if v]
         if verdicts:
             parts.append("best deployable defense (paired over seeds): " + "; ".join(verdicts))

@@ -126,6 +126,7 @@ def identity_columns(cell: Cell, info: DatasetInfo | None = None) -> dict[str, A
         target_class=pair[1] if pair else None,
         theory=attack.theory_line(),
         defense_reference=any(getattr(step, "reference", False) for step in steps),
+        defense_append_only=all(getattr(step, "append_only", False) for step in steps),
     )
     return out
 

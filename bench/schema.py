@@ -137,7 +137,14 @@ COLUMNS: tuple[Column, ...] = tuple(
     + _columns(
         "meta",
         "boolean",
-        [("defense_reference", "the defense is a measuring stick (oracle, random filter)")],
+        [
+            ("defense_reference", "the defense is a measuring stick (oracle, random filter)"),
+            (
+                "defense_append_only",
+                "the defense only appends clean pool rows (`none`, `extra_clean`): the row is a "
+                "point of the append curve at n_trusted_used + n_extra clean rows",
+            ),
+        ],
     )
     + _columns(
         "size",

@@ -22,6 +22,10 @@ class Defense(Plugin):
     """
 
     reference: ClassVar[bool] = False
+    #: the step does nothing but append trusted pool rows (``none``: nothing at all), so a
+    #: pipeline of such steps at extra fraction f is the poisoned set plus clean rows: a point
+    #: of the "append" curve the report compares budget uses with (row ``defense_append_only``)
+    append_only: ClassVar[bool] = False
     #: which keys of ``StepResult.details`` become results-table columns: details key → column
     #: (a ``step`` column of ``bench/schema.py``, which says what it means and how values of
     #: several steps combine). The runner copies the keys a step's details hold into every row
@@ -65,6 +69,8 @@ class Filter(Defense):
 @dataclass(frozen=True)
 class NoDefense(Defense):
     """No defense: train on the poisoned set as it is."""
+
+    append_only: ClassVar[bool] = True
 
     def apply(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator

@@ -22,6 +22,7 @@ class ExtraClean(Defense):
     """
 
     recorded: ClassVar[Mapping[str, str]] = {"pool_short": "pool_short"}
+    append_only: ClassVar[bool] = True
 
     fraction: float = 0.5
 

@@ -38,7 +38,6 @@ def tf(budget: float) -> str:
 
 
 GLC = defense_id([{"name": "glc", "params": {"budget": 0.1}}])
-EXTRA = defense_id([{"name": "extra_clean", "params": {"fraction": 0.1}}])
 
 #: (defense id, label, budget rows read, extra fraction, accuracy per seed without the offset)
 LEARNERS = [
@@ -60,19 +59,30 @@ def row(seed, defense, label, f, accuracy, read=0, used=0, attack=ATTACK, rate=0
         "attack_id": attack, "rate": rate, "seed": seed, "extra_fraction": f, "status": "ok",
         "attack_label": "none" if attack == NO_ATTACK_ID else "label_flip(random)",
         "defense": name, "defense_id": defense, "defense_label": label,
-        "defense_reference": False, "accuracy": accuracy, "n_train": N_TRAIN, "n_pool": 1000,
+        "defense_reference": False, "defense_append_only": read == 0, "accuracy": accuracy, "n_train": N_TRAIN, "n_pool": 1000,
         "n_eligible": N_TRAIN, "n_poisoned": 40, "poison_fraction": 0.2, "n_removed": 0,
         "clean_removed": 0, "n_trusted_read": read, "n_trusted_used": used,
         "n_extra": int(round(f * N_TRAIN)),
     }  # fmt: skip
 
 
-def designed(learners=LEARNERS) -> pd.DataFrame:
+def extra(fraction: float) -> str:
+    return defense_id([{"name": "extra_clean", "params": {"fraction": fraction}}])
+
+
+def designed(learners=LEARNERS, curve_from_extra_clean=False) -> pd.DataFrame:
+    """The designed table; the append curve as the undefended model's recovery curve, or as
+    ``extra_clean(fraction=f)`` cells at f = 0 (the same fits in a real run)."""
     rows = []
     for s in SEEDS:
         rows.append(row(s, NO_DEFENSE_ID, "none", 0.0, 0.95, attack=NO_ATTACK_ID, rate=0.0))
         for f, acc in CURVE.items():
-            rows.append(row(s, NO_DEFENSE_ID, "none", f, acc + OFFSET[s]))
+            if curve_from_extra_clean and f > 0:
+                r = row(s, extra(f), f"extra_clean({f:g}×)", 0.0, acc + OFFSET[s])
+                r["n_trusted_used"] = int(round(f * N_TRAIN))
+                rows.append(r)
+            else:
+                rows.append(row(s, NO_DEFENSE_ID, "none", f, acc + OFFSET[s]))
         for defense, label, read, f, acc in learners:
             rows.append(row(s, defense, label, f, acc[s] + OFFSET[s], read=read, used=read))
     return pd.DataFrame(rows)
@@ -210,9 +220,9 @@ def test_no_section_without_a_defense_that_learns_from_trusted_rows(table):
     appending_only = table[table["n_trusted_read"] == 0]
     assert budget_uses(appending_only).empty and budget_verdicts(appending_only).empty
     # extra_clean spends pool rows too, but only appends them: no section either
-    extra = designed([(EXTRA, "extra_clean(0.1×)", 0, 0.0, 0.74 + JITTER)])
-    extra.loc[extra["defense_id"] == EXTRA, "n_trusted_used"] = 20
-    titles = [s.title for s in build_report(extra, {"recovery": {"bootstrap": 0}}).sections]
+    appending = designed([], curve_from_extra_clean=True)
+    assert (appending["n_trusted_used"] > 0).any()
+    titles = [s.title for s in build_report(appending, {"recovery": {"bootstrap": 0}}).sections]
     assert "Best use of a clean-data budget" not in titles
     # a table from before the column existed has no section (and no error)
     older = table.drop(columns=["n_trusted_read"])
@@ -230,3 +240,39 @@ def test_seeds_are_paired_by_seed_not_by_position(table):
     r = uses.loc["trusted_filter(b=0.1)"]
     assert r["gain_n"] == 5
     assert (r["gain"], r["gain_low"], r["gain_high"]) == pytest.approx((mean, low, high))
+
+
+def test_the_append_curve_may_come_from_extra_clean_cells_with_the_same_numbers(table):
+    """A study may measure appending with ``extra_clean(fraction=b)`` cells at f = 0 (one fit
+    each) instead of a recovery grid on every cell: the section's numbers are the same."""
+    cells = designed(curve_from_extra_clean=True)
+    assert not ((cells["defense_id"] == NO_DEFENSE_ID) & (cells["extra_fraction"] > 0)).any()
+    pd.testing.assert_frame_equal(
+        budget_uses(cells).drop(columns=["defense_id", "extra_fraction"]),
+        budget_uses(table).drop(columns=["defense_id", "extra_fraction"]),
+    )
+    pd.testing.assert_frame_equal(budget_verdicts(cells), budget_verdicts(table))
+
+
+def test_a_table_without_the_append_only_column_appends_on_the_undefended_curve(table):
+    older = table.drop(columns=["defense_append_only"])
+    pd.testing.assert_frame_equal(budget_uses(older), budget_uses(table))
+    # ... and then extra_clean cells are not known to be plain appending
+    cells = designed(curve_from_extra_clean=True).drop(columns=["defense_append_only"])
+    uses = budget_uses(cells)
+    assert not (uses["kind"] == "append").any()
+    assert set(uses["as_good_as_rows"]) == {0.0, math.inf}  # a one-point curve: 0 rows only
+
+
+def test_the_summary_pairs_seeds_within_each_model():
+    """Two models share the attack ids; glc ran for one of them only. The summary's best
+    defense per model must pair that model's cells (it mixed both models and crashed)."""
+    one = designed()
+    two = designed([item for item in LEARNERS if item[0] != GLC])
+    two["model_id"], two["model_label"], two["model"] = plugin_id("m2", {}), "m2", "m2"
+    two["accuracy"] = two["accuracy"] - 0.1 * (two["defense_id"] == tf(0.1))  # worse filter
+    report = build_report(pd.concat([one, two]), {"recovery": {"bootstrap": 0}})
+    bullets = [b for b in report.section("Summary").bullets if "best deployable" in b]
+    assert len(bullets) == 2
+    assert "trusted_filter(b=0.25) at 20% (+23.0 points" in bullets[0]  # the best at f = 0
+    assert "glc" not in bullets[1] and "(+23.0 points" in bullets[1]

@@ -49,6 +49,26 @@ def test_attack_rules_leave_the_clean_reference_and_seed_rules_thin_a_model_out(
     assert {c[3] for c in kept if c[0] == "logreg"} == {0, 1, 2}
 
 
+def test_a_rule_may_give_one_configuration_of_an_attack_in_full_and_a_rate():
+    """A provenance attack holds 20 % of the rows in its poisoned source: a 50 % rate is
+    dropped for it while the plain attack keeps both rates."""
+    provenance = {"name": "label_flip", "mode": "random", "sources": 5, "poisoned_sources": 1}
+    config = {
+        **BASE,
+        "models": ["logreg"],
+        "defenses": ["none"],
+        "attacks": [{"name": "label_flip", "mode": "random"}, provenance],
+        "rates": [0, 0.2, 0.5],
+    }
+    grid = expand(parse_config({**config, "exclude": [{"attack": provenance, "rate": 0.5}]}))
+    kept = {(c.spec["attack"]["params"].get("sources", 1), c.spec["rate"]) for c in grid}
+    assert kept == {(1, 0.0), (1, 0.2), (1, 0.5), (5, 0.2)}
+    # the full configuration is matched with its defaults filled in, not by its name
+    other = {**provenance, "poisoned_sources": 2}
+    grid = expand(parse_config({**config, "exclude": [{"attack": other}]}))
+    assert len(grid) == (1 + 2 * 2) * 3  # nothing matches: clean + 2 attacks × 2 rates, 3 seeds
+
+
 def test_a_model_kept_away_from_a_dataset_is_not_bound_to_it():
     config = {**BASE, "models": ["logreg", "cnn"], "defenses": ["none"]}
     with pytest.raises(ConfigError, match=r"models\[1\]"):
@@ -67,8 +87,10 @@ def test_a_model_kept_away_from_a_dataset_is_not_bound_to_it():
         ([{"model": "nosuch"}], "exclude[0].model", "unknown model 'nosuch' (valid: "),
         ([{"defense": ["none", "glcc"]}], "exclude[0].defense[1]", "unknown defense 'glcc'"),
         ([{}], "exclude[0]", "an empty rule would drop every cell"),
-        ([{"seed": -1}], "exclude[0].seed[0]", "expected a seed >= 0"),
-        ([{"rate": 0.2}], "exclude[0].rate", "unknown key"),
+        ([{"seed": [0, -1]}], "exclude[0].seed[1]", "expected a seed >= 0"),
+        ([{"fraction": 0.2}], "exclude[0].fraction", "unknown key"),
+        ([{"rate": [0.2, 1.5]}], "exclude[0].rate[1]", "outside [0, 1]"),
+        ([{"attack": {"name": "label_flip", "mode": "x"}}], "exclude[0].attack.mode", "'random'"),
         ({"model": "cnn"}, "exclude", "expected a list"),
     ],
 )
