@@ -97,7 +97,8 @@ class ExcludeRule:
     offers per key the tokens that identify it: a dataset its name; a model or an attack its
     name and its id (``schema.plugin_id``: the name and every parameter), so a rule may name a
     plug-in (every configuration of it) or give one configuration in full; a defense the names
-    of its steps (a rule naming ``glc`` drops every pipeline with a ``glc`` step); a seed and a
+    and ids of its steps (a rule naming ``glc`` drops every pipeline with a ``glc`` step, one
+    giving ``{name: extra_clean, fraction: 3}`` every pipeline with that step); a seed and a
     rate their values. Rate-0 cells run as attack ``none``: a rule naming another attack never
     drops them.
     """
@@ -127,23 +128,28 @@ EXCLUDE_KEYS = {"dataset": DATASETS, "model": MODELS, "attack": ATTACKS, "defens
 EXCLUDE_FIELDS = (*EXCLUDE_KEYS, "seed", "rate")
 
 
+def plugin_tokens(specs: Iterable[PluginSpec]) -> set[str]:
+    """The names and ids of plug-in configurations (what an exclude rule may name)."""
+    return {token for s in specs for token in (s.name, plugin_id(s.name, s.params))}
+
+
 def cell_tokens(
     dataset: str,
     model: PluginSpec,
     attack: PluginSpec,
-    defense: Iterable[str],
+    defense: Iterable[PluginSpec],
     seed: int,
     rate: float,
 ) -> dict[str, set[Any]]:
     """What identifies a cell to an :class:`ExcludeRule` (see there)."""
     return {
         "dataset": {dataset},
-        "model": {model.name, plugin_id(model.name, model.params)},
-        "attack": {attack.name, plugin_id(attack.name, attack.params)},
-        "defense": set(defense),
+        "model": plugin_tokens([model]),
+        "attack": plugin_tokens([attack]),
+        "defense": plugin_tokens(defense),
         "seed": {seed},
         "rate": {float(rate)},
-    }  # fmt: skip
+    }
 
 
 @dataclass(frozen=True)
@@ -442,13 +448,14 @@ def _exclude(value: Any, path: str) -> tuple[ExcludeRule, ...]:
 
 
 def _exclude_token(key: str, item: Any, path: str) -> str:
-    """A registered name, or for models and attacks a full configuration (its id)."""
+    """A registered name, or for models, attacks and defense steps a full configuration (its
+    id)."""
     registry = EXCLUDE_KEYS[key]
-    if isinstance(item, dict) and key in ("model", "attack"):
+    if isinstance(item, dict) and key != "dataset":
         spec = _plugin(item, registry, path)
         return plugin_id(spec.name, spec.params)
     if not isinstance(item, str) or item not in registry:
-        full = " or a configuration ({name: ..., param: ...})" if key in ("model", "attack") else ""
+        full = " or a configuration ({name: ..., param: ...})" if key != "dataset" else ""
         raise _fail(path, f"unknown {key} {_short(item)} (valid: {', '.join(registry)}{full})")
     return item
 

@@ -152,7 +152,7 @@ def iter_specs(config: Any, dataset_keys: Sequence[dict[str, Any]]) -> Iterator[
                                 dataset_key["name"],
                                 model,
                                 PluginSpec(attack["name"], attack["params"]),
-                                [s.name for s in steps],
+                                steps,
                                 seed,
                                 rate,
                             )
@@ -180,10 +180,10 @@ def expand(config: Any) -> Grid:
     model and defense is bound to each dataset (class indices, image inputs: ``ConfigError``).
     """
     from attacks import ATTACKS
-    from bench.config import ConfigError
+    from bench.config import ConfigError, plugin_tokens
     from bench.datasets import DatasetError, load_dataset, split
     from bench.models import MODELS
-    from bench.schema import dataset_id, plugin_id
+    from bench.schema import dataset_id
     from bench.types import ParamError
     from defenses import DEFENSES
 
@@ -221,18 +221,15 @@ def expand(config: Any) -> Grid:
             excluded = getattr(config, "excluded", None)
             return excluded is not None and excluded(dataset={ds.name}, **tokens)
 
-        def ident(spec: Any) -> set[str]:
-            return {spec.name, plugin_id(spec.name, spec.params)}
-
         try:
             for i, a in enumerate(config.attacks):
-                if not away(attack=ident(a)):
+                if not away(attack=plugin_tokens([a])):
                     ATTACKS.get(a.name).from_params(a.params).bind(info, f"attacks[{i}]")
             for i, m in enumerate(config.models):
-                if not away(model=ident(m)):
+                if not away(model=plugin_tokens([m])):
                     MODELS.get(m.name).from_params(m.params).bind(info, f"models[{i}]")
             for i, steps in enumerate(config.defenses):
-                if away(defense={s.name for s in steps}):
+                if away(defense=plugin_tokens(steps)):
                     continue
                 for j, s in enumerate(steps):
                     DEFENSES.get(s.name).from_params(s.params).bind(info, f"defenses[{i}][{j}]")

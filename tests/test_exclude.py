@@ -69,6 +69,15 @@ def test_a_rule_may_give_one_configuration_of_an_attack_in_full_and_a_rate():
     assert len(grid) == (1 + 2 * 2) * 3  # nothing matches: clean + 2 attacks × 2 rates, 3 seeds
 
 
+def test_a_rule_may_give_one_defense_step_in_full():
+    config = {**BASE, "defenses": ["none", {"name": "glc", "budget": 0.5}, "glc"]}
+    grid = expand(
+        parse_config({**config, "exclude": [{"defense": {"name": "glc", "budget": 0.5}}]})
+    )
+    budgets = {s["params"]["budget"] for c in grid for s in c.spec["defense"] if s["name"] == "glc"}
+    assert budgets == {0.1}  # glc's default budget stays
+
+
 def test_a_model_kept_away_from_a_dataset_is_not_bound_to_it():
     config = {**BASE, "models": ["logreg", "cnn"], "defenses": ["none"]}
     with pytest.raises(ConfigError, match=r"models\[1\]"):
