@@ -585,6 +585,7 @@ def test_a_step_short_of_pool_rows_is_a_pool_exhausted_row_never_a_fit():
     assert pipeline[0]["pool_short"] == 4 and pipeline[0]["n_trusted_read"] == 15
     assert "step 2 (extra_clean) got 15 of 19 pool rows" in pipeline[0]["error"]
     assert [r["status"] for r in fits] == ["ok", "ok", "skipped"]
+    assert not fits[0]["defense_append_only"]
     assert fits[0]["pool_short"] == 0 and fits[2]["skip_reason"] == "pool_exhausted"
     for r in short + pipeline + fits:  # no fit ever counts more clean rows than the pool holds
         if r["status"] == "ok":
@@ -600,5 +601,6 @@ def test_appending_b_rows_on_the_curve_is_the_same_fit_as_an_extra_clean_cell():
     curve, extra = rows["none"][1], rows["extra_clean"][0]
     assert curve["n_extra"] == extra["n_trusted_used"] == 15
     assert curve["n_fit"] == extra["n_fit"]
+    assert curve["defense_append_only"] and extra["defense_append_only"]  # both: the append curve
     for metric in ("accuracy", "log_loss", "confusion"):
         assert curve[metric] == extra[metric]
