@@ -108,3 +108,22 @@ def test_rules_are_validated_naming_the_field(rules, field, message):
         parse_config({**BASE, "exclude": rules})
     assert exc.value.field == field
     assert message in exc.value.message
+
+
+def test_the_clean_budget_study_expands_to_the_cells_its_header_counts():
+    from pathlib import Path
+
+    from bench.config import load_config
+
+    path = Path(__file__).parent.parent / "configs" / "clean-budget.yaml"
+    grid = expand(load_config(path))
+    assert len(grid) == 1375  # the count the header's measured cost is for
+    pairs = {(c.spec["dataset"]["name"], c.spec["model"]["name"]) for c in grid}
+    assert pairs == {("digits", "logreg"), ("digits", "torch-mlp"), ("mnist-5k", "cnn")}
+    for c in grid:
+        steps = {s["name"] for s in c.spec["defense"]}
+        assert not (c.spec["model"]["name"] == "logreg" and "glc" in steps)
+        sources = c.spec["attack"]["params"].get("sources", 1)
+        assert ("provenance" in steps) <= (sources == 5)  # provenance only with sources
+        if sources == 5:
+            assert c.spec["rate"] == 0.2  # one source's worth: 0.5 would not fit in one source
