@@ -14,6 +14,7 @@ Example (see ``configs/quick.yaml``)::
 
 A config's ``plugins:`` modules are imported when it is parsed (before any name is looked up),
 so a config that lists modules runs their code: the trust model of any Python config system.
+    exclude: [{model: logreg, defense: glc}]   # cells the grid leaves out (see ExcludeRule)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 import reprlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from bench.schema import (
     DEFAULT_METRIC,
     DEFAULT_TOLERANCE,
     RECOVERY_METRICS,
+    plugin_id,
 )
 from bench.types import ParamError, Plugin, Registry
 from defenses import DEFENSES
@@ -92,6 +95,69 @@ class RecoverySpec:
 
 
 @dataclass(frozen=True)
+class ExcludeRule:
+    """Cells the grid leaves out: those matching *every* key the rule gives.
+
+    Each key holds the tokens it matches (None: the key is not part of the rule). A cell
+    offers per key the tokens that identify it: a dataset its name; a model or an attack its
+    name and its id (``schema.plugin_id``: the name and every parameter), so a rule may name a
+    plug-in (every configuration of it) or give one configuration in full; a defense the names
+    and ids of its steps (a rule naming ``glc`` drops every pipeline with a ``glc`` step, one
+    giving ``{name: extra_clean, fraction: 3}`` every pipeline with that step); a seed and a
+    rate their values. Rate-0 cells run as attack ``none``: a rule naming another attack never
+    drops them.
+    """
+
+    dataset: frozenset[str] | None = None
+    model: frozenset[str] | None = None
+    attack: frozenset[str] | None = None
+    defense: frozenset[str] | None = None
+    seed: frozenset[int] | None = None
+    rate: frozenset[float] | None = None
+
+    def matches(self, **tokens: Iterable[Any]) -> bool:
+        """Whether cells offering these ``tokens`` per key match: for every key of the rule,
+        one of its tokens is offered. A key the rule gives but ``tokens`` lacks does not match,
+        so a partial description (a dataset and a model) matches only the rules about it."""
+        for key in EXCLUDE_FIELDS:
+            wanted = getattr(self, key)
+            if wanted is None:
+                continue
+            if key not in tokens or not wanted.intersection(tokens[key]):
+                return False
+        return True
+
+
+#: the keys of an exclude rule: registered names (or, for models and attacks, full configurations)
+EXCLUDE_KEYS = {"dataset": DATASETS, "model": MODELS, "attack": ATTACKS, "defense": DEFENSES}
+EXCLUDE_FIELDS = (*EXCLUDE_KEYS, "seed", "rate")
+
+
+def plugin_tokens(specs: Iterable[PluginSpec]) -> set[str]:
+    """The names and ids of plug-in configurations (what an exclude rule may name)."""
+    return {token for s in specs for token in (s.name, plugin_id(s.name, s.params))}
+
+
+def cell_tokens(
+    dataset: str,
+    model: PluginSpec,
+    attack: PluginSpec,
+    defense: Iterable[PluginSpec],
+    seed: int,
+    rate: float,
+) -> dict[str, set[Any]]:
+    """What identifies a cell to an :class:`ExcludeRule` (see there)."""
+    return {
+        "dataset": {dataset},
+        "model": plugin_tokens([model]),
+        "attack": plugin_tokens([attack]),
+        "defense": plugin_tokens(defense),
+        "seed": {seed},
+        "rate": {float(rate)},
+    }
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     datasets: tuple[DatasetSpec, ...]
@@ -106,6 +172,12 @@ class Config:
     #: modules imported for their plug-ins (``plugins:``); not part of any cell's identity
     plugins: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    exclude: tuple[ExcludeRule, ...] = ()
+
+    def excluded(self, **tokens: Iterable[Any]) -> bool:
+        """Whether an ``exclude`` rule drops the cells offering ``tokens`` (see
+        :meth:`ExcludeRule.matches` and :func:`cell_tokens`)."""
+        return any(rule.matches(**tokens) for rule in self.exclude)
 
 
 TOP_LEVEL = {
@@ -120,6 +192,7 @@ TOP_LEVEL = {
     "recovery",
     "data_dir",
     "plugins",
+    "exclude",
 }
 
 
@@ -369,6 +442,54 @@ def parse_plugins(value: Any) -> tuple[str, ...]:
     return modules
 
 
+def _exclude(value: Any, path: str) -> tuple[ExcludeRule, ...]:
+    """``exclude: [{dataset: digits, model: cnn}, {model: logreg, defense: [glc, dp_sgd]},
+    {attack: {name: label_flip, mode: random, sources: 5}, rate: 0.5}]``."""
+    if value is None or value == []:
+        return ()
+    rules = []
+    for i, entry in enumerate(_list(value, path)):
+        where = f"{path}[{i}]"
+        entry = _mapping(entry, where, set(EXCLUDE_FIELDS))
+        if not entry:
+            keys = ", ".join(EXCLUDE_FIELDS)
+            raise _fail(where, f"an empty rule would drop every cell (keys: {keys})")
+        kwargs: dict[str, Any] = {}
+        for key, values in entry.items():
+            one = isinstance(values, dict)  # one configuration given in full
+            items = [values] if one else _list(values, f"{where}.{key}", allow_scalar=True)
+            at = [
+                f"{where}.{key}" if len(items) == 1 else f"{where}.{key}[{j}]"
+                for j in range(len(items))
+            ]
+            if key == "seed":
+                for j, s in enumerate(items):
+                    if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                        raise _fail(at[j], f"expected a seed >= 0, got {_short(s)}")
+                kwargs[key] = frozenset(int(s) for s in items)
+            elif key == "rate":
+                kwargs[key] = frozenset(_rate(r, at[j]) for j, r in enumerate(items))
+            else:
+                kwargs[key] = frozenset(
+                    _exclude_token(key, item, at[j]) for j, item in enumerate(items)
+                )
+        rules.append(ExcludeRule(**kwargs))
+    return tuple(rules)
+
+
+def _exclude_token(key: str, item: Any, path: str) -> str:
+    """A registered name, or for models, attacks and defense steps a full configuration (its
+    id)."""
+    registry = EXCLUDE_KEYS[key]
+    if isinstance(item, dict) and key != "dataset":
+        spec = _plugin(item, registry, path)
+        return plugin_id(spec.name, spec.params)
+    if not isinstance(item, str) or item not in registry:
+        full = " or a configuration ({name: ..., param: ...})" if key != "dataset" else ""
+        raise _fail(path, f"unknown {key} {_short(item)} (valid: {', '.join(registry)}{full})")
+    return item
+
+
 def parse_config(raw: Any, default_name: str = "run") -> Config:
     """Validate a config mapping (as loaded from YAML) into a :class:`Config`."""
     raw = _mapping(raw, "", TOP_LEVEL) if raw is not None else {}
@@ -428,6 +549,7 @@ def parse_config(raw: Any, default_name: str = "run") -> Config:
         data_dir=data_dir,
         plugins=plugins,
         raw=raw,
+        exclude=_exclude(raw.get("exclude"), "exclude"),
     )
 
 

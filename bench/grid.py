@@ -141,7 +141,11 @@ def iter_specs(config: Any, dataset_keys: Sequence[dict[str, Any]]) -> Iterator[
 
     A rate-0 cell poisons nothing whatever the attack, so it is one ``none`` attack cell per
     (dataset, model, defense, seed): the clean reference is computed once, not once per attack.
+    Cells an ``exclude`` rule of the config matches are left out.
     """
+    from bench.config import PluginSpec, cell_tokens
+
+    excluded = getattr(config, "excluded", None)
     early_stop = None
     if getattr(config.recovery, "early_stop", False):
         # Early stop decides which rows a cell trains from the grid, so the grid is part of it.
@@ -157,6 +161,17 @@ def iter_specs(config: Any, dataset_keys: Sequence[dict[str, Any]]) -> Iterator[
             for seed in config.seeds:
                 for model in config.models:
                     for steps in config.defenses:
+                        if excluded is not None and excluded(
+                            **cell_tokens(
+                                dataset_key["name"],
+                                model,
+                                PluginSpec(attack["name"], attack["params"]),
+                                steps,
+                                seed,
+                                rate,
+                            )
+                        ):
+                            continue
                         spec = {
                             "dataset": dataset_key,
                             "model": model.canonical(),
@@ -179,7 +194,7 @@ def expand(config: Any) -> Grid:
     model and defense is bound to each dataset (class indices, image inputs: ``ConfigError``).
     """
     from attacks import ATTACKS
-    from bench.config import ConfigError
+    from bench.config import ConfigError, plugin_tokens
     from bench.datasets import DatasetError, load_dataset, split
     from bench.models import MODELS
     from bench.schema import dataset_id
@@ -214,12 +229,23 @@ def expand(config: Any) -> Grid:
                 f"{info.n_classes} classes of {ds.name}; a train set needs at least one row of "
                 "every class"
             )
+
+        def away(ds: Any = ds, **tokens: Any) -> bool:
+            """Whether an exclude rule keeps a plug-in away from this dataset whatever the rest
+            of the cell is (then it is not bound to it: a CNN cannot take tabular rows)."""
+            excluded = getattr(config, "excluded", None)
+            return excluded is not None and excluded(dataset={ds.name}, **tokens)
+
         try:
             for i, a in enumerate(config.attacks):
-                ATTACKS.get(a.name).from_params(a.params).bind(info, f"attacks[{i}]")
+                if not away(attack=plugin_tokens([a])):
+                    ATTACKS.get(a.name).from_params(a.params).bind(info, f"attacks[{i}]")
             for i, m in enumerate(config.models):
-                MODELS.get(m.name).from_params(m.params).bind(info, f"models[{i}]")
+                if not away(model=plugin_tokens([m])):
+                    MODELS.get(m.name).from_params(m.params).bind(info, f"models[{i}]")
             for i, steps in enumerate(config.defenses):
+                if away(defense=plugin_tokens(steps)):
+                    continue
                 for j, s in enumerate(steps):
                     DEFENSES.get(s.name).from_params(s.params).bind(info, f"defenses[{i}][{j}]")
         except ParamError as exc:

@@ -35,10 +35,13 @@ from bench.schema import (
     EARLY_STOP,
     POOL_EXHAUSTED,
     SCHEMA_VERSION,
+    STEP_SUMS,
+    STEP_TOTALS,
     canonical_json,
     dataset_id,
     defense_id,
     higher_is_better,
+    jsonable,
     plugin_id,
 )
 from bench.types import DatasetInfo, DefenseContext, Poisoned, TrainingSet
@@ -124,6 +127,7 @@ def identity_columns(cell: Cell, info: DatasetInfo | None = None) -> dict[str, A
         target_class=pair[1] if pair else None,
         theory=attack.theory_line(),
         defense_reference=any(getattr(step, "reference", False) for step in steps),
+        defense_append_only=all(getattr(step, "append_only", False) for step in steps),
     )
     return out
 
@@ -273,9 +277,10 @@ class PreparedCell:
     poisoned: Poisoned
     train: TrainingSet  # after every defense step
     model_spec: Any
-    base: dict[str, Any]  # sizes and filter-detection columns shared by the cell's rows
+    base: dict[str, Any]  # sizes, filter-detection and step columns shared by the cell's rows
     t_attack: float
     t_defense: float
+    short: tuple[str, ...] = ()  # steps that got fewer pool rows than they asked for
 
 
 @dataclass
@@ -288,6 +293,8 @@ class _Defended:
     kept: np.ndarray
     filtered: bool
     pool_start: int
+    recorded: dict[str, Any]  # step-detail columns (``Defense.recorded``), combined over steps
+    short: tuple[str, ...]  # "step i (name) got 30 of 38 pool rows" for steps short of rows
 
 
 def prepare_cell(
@@ -346,6 +353,8 @@ def prepare_cell(
         kept=np.arange(len(poisoned.y)),
         filtered=False,
         pool_start=0,
+        recorded={column: 0 for column in STEP_TOTALS},
+        short=(),
     )
     computed = False
     for i in range(len(s["defense"])):
@@ -370,6 +379,7 @@ def prepare_cell(
         "poison_fraction": poisoned.n_poisoned / len(y_train),
         "n_sources": attack.sources,
         "poisoned_sources": attack.poisoned_sources,
+        **state.recorded,
     }
     if state.filtered:
         base.update(
@@ -389,7 +399,7 @@ def prepare_cell(
         info=info, pool_used=state.pool_start, X_train=X_train, y_train=y_train, X_test=X_test,
         y_test=y_test, pool_X=pool_X, pool_y=pool_y, attack=attack, poisoned=poisoned,
         train=state.train, model_spec=model_spec, base=base, t_attack=t_attack,
-        t_defense=t_defense,
+        t_defense=t_defense, short=state.short,
     )  # fmt: skip
 
 
@@ -422,6 +432,12 @@ def _defense_step(
             first_scores[kept] = result.scores[: len(kept)]
         removed_total[kept[gone]] = True
         kept = kept[~gone]
+    recorded = record_details(state.recorded, step.recorded, result.details)
+    short = state.short
+    lacking = int(recorded.get("pool_short") or 0) - int(state.recorded.get("pool_short") or 0)
+    if lacking > 0:
+        got = int(result.pool_used)
+        short = (*short, f"step {i + 1} ({spec['name']}) got {got} of {got + lacking} pool rows")
     return _Defended(
         train=result.train,
         removed_total=removed_total,
@@ -429,7 +445,28 @@ def _defense_step(
         kept=kept,
         filtered=filtered,
         pool_start=state.pool_start + int(result.pool_used),
+        recorded=recorded,
+        short=short,
     )
+
+
+def record_details(
+    before: dict[str, Any], declared: Any, details: dict[str, Any]
+) -> dict[str, Any]:
+    """The step-detail columns after one more step: ``before`` updated with the ``details`` keys
+    the step declares (``Defense.recorded``: key → column). Columns in ``schema.STEP_SUMS`` add
+    up over steps; any other column takes the later step's value. Values are made JSON-plain
+    (NaN → None); nested ones become JSON text in the table (``schema.NESTED_COLUMNS``)."""
+    out = dict(before)
+    for key, column in declared.items():
+        if key not in details:
+            continue
+        value = jsonable(details[key])
+        previous = out.get(column)
+        if column in STEP_SUMS and value is not None and previous is not None:
+            value = previous + value
+        out[column] = value
+    return out
 
 
 def model_seed(spec: dict[str, Any]) -> int:
@@ -453,6 +490,22 @@ def _run(
     info, train, attack = p.info, p.train, p.attack
     base = {**identity_columns(cell, info), **p.base}
     pool_used = p.pool_used
+    if p.short:  # the steps did not get the budget their parameters say: no fit measures it
+        error = (
+            f"clean pool exhausted: {'; '.join(p.short)} (the pool has {len(p.pool_y)} rows, "
+            f"{pool_used} used)"
+        )
+        return [
+            {
+                **base,
+                "extra_fraction": float(f),
+                "n_extra": int(round(f * len(p.y_train))),
+                "status": "skipped",
+                "skip_reason": POOL_EXHAUSTED,
+                "error": error,
+            }
+            for f in fractions
+        ]
     stop = s.get("early_stop")  # {"metric", "tolerance", "fractions"} when early stop is on
     reference = _clean_reference(cell, stop["metric"], p, cache) if stop else None
     streak = 0  # consecutive grid points at which the curve is back at the clean reference

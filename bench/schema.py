@@ -78,7 +78,7 @@ class Column:
 
     name: str
     dtype: str
-    kind: str  # identity | label | size | metric | detection | timing | status | meta
+    kind: str  # identity | label | size | metric | detection | step | fit | timing | status | meta
     doc: str
 
 
@@ -139,7 +139,14 @@ COLUMNS: tuple[Column, ...] = tuple(
     + _columns(
         "meta",
         "boolean",
-        [("defense_reference", "the defense is a measuring stick (oracle, random filter)")],
+        [
+            ("defense_reference", "the defense is a measuring stick (oracle, random filter)"),
+            (
+                "defense_append_only",
+                "the defense only appends clean pool rows (`none`, `extra_clean`): the row is a "
+                "point of the append curve at n_trusted_used + n_extra clean rows",
+            ),
+        ],
     )
     + _columns(
         "size",
@@ -204,6 +211,73 @@ COLUMNS: tuple[Column, ...] = tuple(
         ],
     )
     + _columns(
+        "step",
+        "Int64",
+        [
+            (
+                "n_trusted_read",
+                "pool rows the defense steps read to learn from (a subset of n_trusted_used; "
+                "0 when no step learns from trusted rows)",
+            ),
+            (
+                "pool_short",
+                "pool rows the defense steps wanted but the pool no longer held (> 0: the "
+                "cell's rows are `pool_exhausted`)",
+            ),
+            ("n_flagged", "trusted_filter: untrusted rows its judge flagged"),
+            ("flagged_poisoned", "trusted_filter: flagged rows that were poisoned"),
+            ("n_relabelled", "trusted_filter (relabel): rows whose label it changed"),
+            ("n_unjudged", "trusted_filter: rows of a class its trusted rows lack (kept)"),
+            ("n_rejected_chunks", "roni: chunks of rows it removed"),
+            ("n_sources_dropped", "provenance: data sources it dropped whole"),
+            ("n_poisoned_sources", "provenance: sources holding at least one poisoned row"),
+            ("poisoned_sources_dropped", "provenance: dropped sources holding a poisoned row"),
+        ],
+    )
+    + _columns(
+        "step",
+        "float64",
+        [
+            (
+                "source_det_precision",
+                "provenance: share of the dropped sources that hold poison (null: none dropped)",
+            ),
+            (
+                "source_det_recall",
+                "provenance: share of the poisoned sources dropped (null: none poisoned)",
+            ),
+            ("dp_max_grad_norm", "dp_sgd: per-row gradient clipping norm"),
+            ("dp_target_epsilon", "dp_sgd: the ε asked for (null when noise_multiplier was)"),
+        ],
+    )
+    + _columns(
+        "step",
+        "string",
+        [
+            (
+                "per_source",
+                "JSON, provenance: per source its id, rows, poisoned rows, leave-one-out effect "
+                "on the trusted quiz set and whether it was dropped",
+            ),
+            (
+                "glc_corruption",
+                "JSON, glc: the estimated corruption matrix C[i][j] = p(given label j | true "
+                "class i)",
+            ),
+        ],
+    )
+    + _columns(
+        "fit",
+        "float64",
+        [
+            ("dp_epsilon", "dp_sgd: the ε the fit achieved at dp_delta (RDP accountant)"),
+            ("dp_noise_multiplier", "dp_sgd: the noise multiplier the fit used"),
+            ("dp_delta", "dp_sgd: δ of (ε, δ)-DP"),
+            ("dp_sample_rate", "dp_sgd: Poisson sampling rate of a step"),
+            ("dp_steps", "dp_sgd: optimizer steps"),
+        ],
+    )
+    + _columns(
         "metric",
         "string",
         [
@@ -218,7 +292,34 @@ COLUMNS: tuple[Column, ...] = tuple(
 COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 
 #: columns holding nested values (lists, dicts): JSON text in the tables
-NESTED_COLUMNS = ("per_class", "confusion", "pred_distribution", "removed_per_class")
+NESTED_COLUMNS = (
+    "per_class",
+    "confusion",
+    "pred_distribution",
+    "removed_per_class",
+    "per_source",
+    "glc_corruption",
+)
+
+#: Step-detail columns (kind ``step``) come from the ``details`` of defense steps: a defense
+#: declares which of its details keys become which column (``Defense.recorded``) and the runner
+#: copies them into every row of the cell. When several steps of a pipeline record one column,
+#: the columns below add up over the steps; any other column keeps the last step's value.
+STEP_SUMS = frozenset(
+    {
+        "n_trusted_read",
+        "pool_short",
+        "n_flagged",
+        "flagged_poisoned",
+        "n_relabelled",
+        "n_unjudged",
+        "n_rejected_chunks",
+        "n_sources_dropped",
+        "poisoned_sources_dropped",
+    }
+)
+#: the pool accounting every row carries, 0 when no step records it
+STEP_TOTALS = ("n_trusted_read", "pool_short")
 
 #: the plug-in kinds that have an id and a label column (in table order)
 KINDS = ("dataset", "model", "attack", "defense")
@@ -249,6 +350,8 @@ DIRECTIONS: dict[str, int] = {
     "det_recall": 1,
     "det_f1": 1,
     "det_roc_auc": 1,
+    "source_det_precision": 1,
+    "source_det_recall": 1,
     "f_needed": -1,
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,6 +26,15 @@ class Defense(Plugin):
     #: set in ``TrainingSet.loss``, models with ``supports_loss``) or ``"privacy"``
     #: (``TrainingSet.privacy``, models with ``supports_privacy``); checked at config load
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: the step does nothing but append trusted pool rows (``none``: nothing at all), so a
+    #: pipeline of such steps at extra fraction f is the poisoned set plus clean rows: a point
+    #: of the "append" curve the report compares budget uses with (row ``defense_append_only``)
+    append_only: ClassVar[bool] = False
+    #: which keys of ``StepResult.details`` become results-table columns: details key → column
+    #: (a ``step`` column of ``bench/schema.py``, which says what it means and how values of
+    #: several steps combine). The runner copies the keys a step's details hold into every row
+    #: of the cell; other details stay out of the table.
+    recorded: ClassVar[Mapping[str, str]] = {}
 
     def apply(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
@@ -64,10 +74,17 @@ class Filter(Defense):
 class NoDefense(Defense):
     """No defense: train on the poisoned set as it is."""
 
+    append_only: ClassVar[bool] = True
+
     def apply(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
     ) -> StepResult:
         return StepResult(train=train)
+
+
+#: the details :func:`take_pool` writes, as table columns: the rows a step read to learn from
+#: (``n_trusted_read``) and the rows it wanted but the pool lacked (``pool_short``)
+POOL_COLUMNS: Mapping[str, str] = {"pool_rows": "n_trusted_read", "pool_short": "pool_short"}
 
 
 def take_pool(
@@ -77,7 +94,10 @@ def take_pool(
 
     When the pool holds fewer, the step gets what is left and the details say so: ``pool_wanted``
     (rows asked for), ``pool_rows`` (rows got: the step's ``pool_used``), ``pool_short``
-    (the difference). The runner's budget accounting starts the recovery rows after them.
+    (the difference). The runner's budget accounting starts the recovery rows after them, and
+    a cell whose steps were short of rows is a ``pool_exhausted`` row (its budget is not what
+    its parameters say). A step that learns from the rows it takes declares
+    :data:`POOL_COLUMNS` in its ``recorded``.
     """
     wanted = int(round(fraction * ctx.n_train))
     X, y = ctx.pool_rows(wanted)

@@ -14,6 +14,7 @@ models that can. Needs the ``dp`` extra (``pip install 'poisonbench[dp]'``, i.e.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -44,6 +45,10 @@ class DPSGD(Defense):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"privacy"})
+    recorded: ClassVar[Mapping[str, str]] = {
+        "max_grad_norm": "dp_max_grad_norm",
+        "epsilon": "dp_target_epsilon",
+    }
 
     noise_multiplier: float | None = None
     epsilon: float | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -18,6 +20,9 @@ class ExtraClean(Defense):
     fraction: extra rows as a multiple of the train set, in [0, 1000]. Rows are taken in the pool's
     seeded order, so the recovery grid's extra rows continue after these.
     """
+
+    recorded: ClassVar[Mapping[str, str]] = {"pool_short": "pool_short"}
+    append_only: ClassVar[bool] = True
 
     fraction: float = 0.5
 

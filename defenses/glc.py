@@ -12,13 +12,14 @@ the trusted rows, which the step appends to the training set.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from bench.types import DefenseContext, PoisonBenchError, StepResult, TrainingSet
-from defenses.base import DEFENSES, Defense, take_pool
+from defenses.base import DEFENSES, POOL_COLUMNS, Defense, take_pool
 from defenses.classifiers import ClassifierName, fit_proba
 from defenses.trusted_filter import check_budget
 
@@ -65,6 +66,7 @@ class GoldLossCorrection(Defense):
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"loss"})
+    recorded: ClassVar[Mapping[str, str]] = {**POOL_COLUMNS, "C": "glc_corruption"}
 
     budget: float = 0.1
     model: ClassifierName = "logreg"

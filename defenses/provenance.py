@@ -16,14 +16,16 @@ poisoned sources, removing either leaves the other, so each looks less harmful t
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bench.types import DefenseContext, StepResult, TrainingSet, check_range
-from defenses.base import DEFENSES, Filter, take_pool
+from defenses.base import DEFENSES, POOL_COLUMNS, Filter, take_pool
 from defenses.classifiers import (
     ClassifierName,
     QuizMetric,
@@ -51,8 +53,21 @@ class Provenance(Filter):
     effect. ``details["sources"]`` lists per source its rows, poisoned rows (ground truth, for
     detection metrics), effect and whether it was dropped; the summary counts are
     ``n_sources``, ``n_sources_dropped``, ``n_poisoned_sources`` (sources with a poisoned row)
-    and ``n_poisoned_sources_dropped``.
+    and ``n_poisoned_sources_dropped``, and detection per source: ``source_det_precision``
+    (share of the dropped sources holding poison; NaN when none was dropped) and
+    ``source_det_recall`` (share of the poisoned sources dropped; NaN when none is poisoned).
+    The table records them (``per_source`` holds the list as JSON).
     """
+
+    recorded: ClassVar[Mapping[str, str]] = {
+        **POOL_COLUMNS,
+        "n_sources_dropped": "n_sources_dropped",
+        "n_poisoned_sources": "n_poisoned_sources",
+        "n_poisoned_sources_dropped": "poisoned_sources_dropped",
+        "source_det_precision": "source_det_precision",
+        "source_det_recall": "source_det_recall",
+        "sources": "per_source",
+    }
 
     budget: float = 0.1
     k: float = 2.0
@@ -131,14 +146,16 @@ class Provenance(Filter):
                 }
             )
         poisoned = [p["n_poisoned"] > 0 for p in per_source]
+        n_dropped = int(dropped.sum())
+        hits = int(sum(p and d for p, d in zip(poisoned, dropped, strict=True)))
         details.update(
             sources=per_source,
             n_sources=len(ids),
-            n_sources_dropped=int(dropped.sum()),
+            n_sources_dropped=n_dropped,
             n_poisoned_sources=int(sum(poisoned)),
-            n_poisoned_sources_dropped=int(
-                sum(p and d for p, d in zip(poisoned, dropped, strict=True))
-            ),
+            n_poisoned_sources_dropped=hits,
+            source_det_precision=hits / n_dropped if n_dropped else math.nan,
+            source_det_recall=hits / sum(poisoned) if any(poisoned) else math.nan,
         )
         return StepResult(
             train=train.subset(~removed),

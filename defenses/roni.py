@@ -22,13 +22,15 @@ together.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bench.types import DefenseContext, ParamError, StepResult, TrainingSet, check_range
-from defenses.base import DEFENSES, Filter, take_pool
+from defenses.base import DEFENSES, POOL_COLUMNS, Filter, take_pool
 from defenses.classifiers import (
     ClassifierName,
     QuizMetric,
@@ -59,6 +61,11 @@ class RejectOnNegativeImpact(Filter):
         ``random_forest`` or ``knn``.
     Score of a row: minus its chunk's effect (higher = more harmful).
     """
+
+    recorded: ClassVar[Mapping[str, str]] = {
+        **POOL_COLUMNS,
+        "n_rejected_chunks": "n_rejected_chunks",
+    }
 
     budget: float = 0.1
     chunk: int = 10

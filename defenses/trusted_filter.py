@@ -10,8 +10,9 @@ its weakness is the opposite one: a small trusted set makes a weak judge.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from bench.types import (
     check_range,
     exact_count,
 )
-from defenses.base import DEFENSES, Filter, take_pool
+from defenses.base import DEFENSES, POOL_COLUMNS, Filter, take_pool
 from defenses.classifiers import ClassifierName, fit_proba
 
 
@@ -53,6 +54,11 @@ class TrustedFilter(Filter):
     Score of a row: 1 − p(given label) under the judge, in [0, 1]. Rows whose label is a class
     absent from the trusted rows cannot be judged: score 0, never flagged (``n_unjudged``).
     """
+
+    recorded: ClassVar[Mapping[str, str]] = {
+        **POOL_COLUMNS,
+        **{k: k for k in ("n_flagged", "flagged_poisoned", "n_relabelled", "n_unjudged")},
+    }
 
     budget: float = 0.1
     model: ClassifierName = "logreg"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 from sklearn.datasets import make_blobs
@@ -461,3 +462,145 @@ def test_cells_count_the_rows_a_defense_read_and_stop_when_the_pool_runs_out():
     assert all(r["n_trusted_used"] == 15 for r in rows)
     assert rows[1]["n_fit"] == rows[0]["n_fit"] + 15
     assert rows[0]["n_sources"] == 3 and rows[0]["poisoned_sources"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Step details as table columns, and the pool budget through the runner
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_recorded_detail_is_a_step_column_of_the_schema():
+    from bench.schema import COLUMN_BY_NAME
+
+    declared = {name: DEFENSES.get(name).recorded for name in DEFENSES}
+    assert declared["provenance"]["sources"] == "per_source"
+    for name, recorded in declared.items():
+        for key, column in recorded.items():
+            assert column in COLUMN_BY_NAME, f"{name}.recorded[{key!r}]: {column} not in schema"
+            assert COLUMN_BY_NAME[column].kind == "step", (name, column)
+
+
+def test_step_details_combine_over_steps_as_the_schema_says():
+    from bench.runner import record_details
+
+    declared = DEFENSES.get("trusted_filter").recorded
+    first = record_details(
+        {"n_trusted_read": 0, "pool_short": 0},
+        declared,
+        {"pool_rows": 30, "pool_short": 0, "n_flagged": 12, "action": "remove", "n_gold": 3},
+    )
+    assert first == {"n_trusted_read": 30, "pool_short": 0, "n_flagged": 12}
+    second = record_details(first, declared, {"pool_rows": 5, "pool_short": 25, "n_flagged": 4})
+    assert second == {"n_trusted_read": 35, "pool_short": 25, "n_flagged": 16}  # counts add up
+    # a non-additive column keeps the later step's value; NaN becomes null
+    prov = DEFENSES.get("provenance").recorded
+    a = record_details({}, prov, {"source_det_precision": 0.5, "sources": [{"id": 0}]})
+    b = record_details(a, prov, {"source_det_precision": float("nan"), "sources": [{"id": 1}]})
+    assert b == {"source_det_precision": None, "per_source": [{"id": 1}]}
+
+
+def test_glc_and_dp_sgd_record_the_matrix_and_the_settings():
+    from bench.runner import record_details
+
+    X, y = blobs(600)
+    train = flipped(X[:300], y[:300], 0.3, 0)
+    ctx = DefenseContext(INFO, 300, X[300:], y[300:])
+    glc = DEFENSES.get("glc")
+    details = apply("glc", train, ctx, budget=0.1).details
+    columns = record_details({}, glc.recorded, details)
+    assert columns["glc_corruption"] == details["C"] and columns["n_trusted_read"] == 30
+    dp = DEFENSES.get("dp_sgd")
+    columns = record_details({}, dp.recorded, apply("dp_sgd", train, ctx, epsilon=3.0).details)
+    assert columns == {"dp_max_grad_norm": 1.0, "dp_target_epsilon": 3.0}
+
+
+def _iris_cells(defenses, attack=None, fractions=(0.0,), **extra):
+    """Cells of a tiny iris config (75 train rows, 45 test, a pool of 30 rows)."""
+    from bench.config import parse_config
+    from bench.grid import expand
+
+    config = parse_config(
+        {
+            "name": "t",
+            "datasets": [{"name": "iris", "split": {"train": 0.5, "test": 0.3}}],
+            "models": ["logreg"],
+            "attacks": [attack or {"name": "label_flip", "mode": "random"}],
+            "rates": [0.2],
+            "defenses": defenses,
+            "seeds": 1,
+            "recovery": {"fractions": list(fractions)},
+            **extra,
+        }
+    )
+    return [c for c in expand(config) if c.spec["rate"] > 0], config.recovery.fractions
+
+
+def test_provenance_runs_record_drops_and_detection_per_source():
+    import json
+
+    from bench.runner import run_cell
+    from bench.store import records_to_table
+
+    attack = {"name": "label_flip", "mode": "random", "sources": 3, "poisoned_sources": 1}
+    cells, fractions = _iris_cells(["none", {"name": "provenance", "budget": 0.2}], attack)
+    table = records_to_table([run_cell(c, fractions) for c in cells])
+    row = table[table["defense"] == "provenance"].iloc[0]
+    sources = json.loads(row["per_source"])  # nested detail: JSON text, like the others
+    assert [s["id"] for s in sources] == [0, 1, 2]
+    assert sum(s["n_rows"] for s in sources) == row["n_train"] == 75
+    assert sum(s["n_poisoned"] for s in sources) == row["n_poisoned"] == 15
+    dropped = [s for s in sources if s["dropped"]]
+    hit = [s for s in dropped if s["n_poisoned"]]
+    assert row["n_sources_dropped"] == len(dropped) >= 1
+    assert row["poisoned_sources_dropped"] == len(hit)
+    assert row["n_poisoned_sources"] == 1 == row["poisoned_sources"]
+    assert row["source_det_precision"] == len(hit) / len(dropped)
+    assert row["source_det_recall"] == len(hit) / row["n_poisoned_sources"]
+    assert row["n_removed"] == sum(s["n_rows"] for s in dropped)  # row-level detection agrees
+    assert row["n_trusted_read"] == row["n_trusted_used"] == 15 and row["pool_short"] == 0
+    none = table[table["defense"] == "none"].iloc[0]
+    assert none["n_trusted_read"] == 0 and pd.isna(none["per_source"])
+    assert str(table["n_sources_dropped"].dtype) == "Int64"
+
+
+def test_a_step_short_of_pool_rows_is_a_pool_exhausted_row_never_a_fit():
+    from bench.runner import run_cell
+
+    cells, fractions = _iris_cells(
+        [
+            {"name": "trusted_filter", "budget": 0.5},  # 38 rows wanted, the pool holds 30
+            # 15 read, then 19 wanted with 15 left
+            [{"name": "trusted_filter", "budget": 0.2}, {"name": "extra_clean", "fraction": 0.25}],
+            {"name": "trusted_filter", "budget": 0.2},  # fits: 15 read, 15 left for f <= 0.2
+        ],
+        fractions=(0.0, 0.2, 0.25),
+    )
+    short, pipeline, fits = (run_cell(c, fractions)["rows"] for c in cells)
+    assert [r["status"] for r in short] == ["skipped"] * 3
+    assert all(r["skip_reason"] == "pool_exhausted" for r in short)
+    assert short[0]["pool_short"] == 8 and short[0]["n_trusted_used"] == 30
+    assert "step 1 (trusted_filter) got 30 of 38 pool rows" in short[0]["error"]
+    assert "accuracy" not in short[0] and "n_fit" not in short[0]
+    assert {r["skip_reason"] for r in pipeline} == {"pool_exhausted"}
+    assert pipeline[0]["pool_short"] == 4 and pipeline[0]["n_trusted_read"] == 15
+    assert "step 2 (extra_clean) got 15 of 19 pool rows" in pipeline[0]["error"]
+    assert [r["status"] for r in fits] == ["ok", "ok", "skipped"]
+    assert not fits[0]["defense_append_only"]
+    assert fits[0]["pool_short"] == 0 and fits[2]["skip_reason"] == "pool_exhausted"
+    for r in short + pipeline + fits:  # no fit ever counts more clean rows than the pool holds
+        if r["status"] == "ok":
+            assert r["n_trusted_used"] + r["n_extra"] <= r["n_pool"] == 30
+
+
+def test_appending_b_rows_on_the_curve_is_the_same_fit_as_an_extra_clean_cell():
+    """The report reads "append b" from the undefended curve at f = b: same rows, same seed."""
+    from bench.runner import run_cell
+
+    cells, _ = _iris_cells(["none", {"name": "extra_clean", "fraction": 0.2}])
+    rows = {c.spec["defense"][0]["name"]: run_cell(c, [0.0, 0.2])["rows"] for c in cells}
+    curve, extra = rows["none"][1], rows["extra_clean"][0]
+    assert curve["n_extra"] == extra["n_trusted_used"] == 15
+    assert curve["n_fit"] == extra["n_fit"]
+    assert curve["defense_append_only"] and extra["defense_append_only"]  # both: the append curve
+    for metric in ("accuracy", "log_loss", "confusion"):
+        assert curve[metric] == extra[metric]
