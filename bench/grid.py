@@ -15,7 +15,7 @@ and every pipeline that starts with the same steps (see :mod:`bench.runner`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,7 +250,7 @@ def expand(config: Any) -> Grid:
                     DEFENSES.get(s.name).from_params(s.params).bind(info, f"defenses[{i}][{j}]")
         except ParamError as exc:
             raise ConfigError(exc.field, exc.message) from None
-        warnings += _check_model_needs(config, info.name)
+        warnings += _check_model_needs(config, info.name, away)
         keys.append(key)
         facts[dataset_id(key)] = {
             "name": ds.name,
@@ -273,22 +273,32 @@ def expand(config: Any) -> Grid:
     )
 
 
-def _check_model_needs(config: Any, dataset: str) -> list[str]:
+def _check_model_needs(
+    config: Any, dataset: str, away: Callable[..., bool] = lambda **tokens: False
+) -> list[str]:
     """Defense steps that need something of the model (``Defense.needs``: a training loss,
-    private training) against the config's models: a ``ConfigError`` naming the defense when no
-    model can train with it (every such cell would fail), else one warning per model that
-    cannot (its cells fail with the reason, the others run)."""
-    from bench.config import ConfigError
+    private training) against the config's models on ``dataset``: a ``ConfigError`` naming the
+    defense when no model can train with it (every such cell would fail), else one warning per
+    model that cannot (its cells fail with the reason, the others run). ``away(model=...,
+    defense=...)``: whether exclude rules keep a model and defense apart on this dataset
+    (those pairs have no cells, so nothing to warn about)."""
+    from bench.config import ConfigError, plugin_tokens
     from bench.models import MODELS
     from defenses import DEFENSES
 
     warnings = []
-    models = [(m, MODELS.get(m.name)) for m in config.models]
     for i, steps in enumerate(config.defenses):
         needs = set()
         for s in steps:
             needs |= set(DEFENSES.get(s.name).needs)
         if not needs:
+            continue
+        models = [
+            (m, MODELS.get(m.name))
+            for m in config.models
+            if not away(model=plugin_tokens([m]), defense=plugin_tokens(steps))
+        ]
+        if not models:
             continue
         unable = [
             m for m, cls in models if not all(getattr(cls, f"supports_{n}", False) for n in needs)
@@ -304,8 +314,8 @@ def _check_model_needs(config: Any, dataset: str) -> list[str]:
         if len(unable) == len(models):
             raise ConfigError(
                 f"defenses[{i}]",
-                f"{names} needs a model that supports {what}, and none of the config's models "
-                f"({', '.join(m.name for m in config.models)}) does (models that do: "
+                f"{names} needs a model that supports {what}, and none of the models it runs with "
+                f"({', '.join(m.name for m, _ in models)}) does (models that do: "
                 f"{', '.join(able)})",
             )
         for m in unable:

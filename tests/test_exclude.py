@@ -127,3 +127,14 @@ def test_the_clean_budget_study_expands_to_the_cells_its_header_counts():
         assert ("provenance" in steps) <= (sources == 5)  # provenance only with sources
         if sources == 5:
             assert c.spec["rate"] == 0.2  # one source's worth: 0.5 would not fit in one source
+
+
+def test_a_model_kept_away_from_a_defense_it_cannot_train_with_is_not_warned_about():
+    """glc needs a model with a training loss: logreg cells with glc would fail, so the grid
+    warns; once a rule keeps logreg and glc apart there is nothing to warn about."""
+    warned = expand(parse_config(BASE)).warnings
+    assert any("model logreg cannot" in w for w in warned)
+    kept_apart = expand(parse_config({**BASE, "exclude": [{"model": "logreg", "defense": "glc"}]}))
+    assert not any("cannot" in w for w in kept_apart.warnings), kept_apart.warnings
+    with pytest.raises(ConfigError, match=r"defenses\[1\].*none of the models it runs with"):
+        expand(parse_config({**BASE, "exclude": [{"model": "torch-mlp", "defense": "glc"}]}))
