@@ -254,12 +254,13 @@ def _run_locked(
         for records in records_in:
             for record in records:
                 computed = len(record["rows"])
+                seconds = float(record.get("seconds") or 0.0)  # this run's, not the merged total
                 record = store.merge(record) if not options.fresh else _write(store, record)
                 if options.on_record is not None:
                     options.on_record(record)
                 summary.n_run += 1
                 summary.fits_run += computed
-                summary.compute_seconds += float(record.get("seconds") or 0.0)
+                summary.compute_seconds += seconds
                 if record["status"] != "ok":
                     summary.n_failed += 1
                     error = next(

@@ -350,6 +350,8 @@ def test_extending_the_fraction_grid_fits_only_the_new_fractions(tmp_path):
     second = run_config(parse_config(longer), tmp_path, progress=False)
     assert (second.fits_run, second.fits_cached) == (n_cells, 2 * n_cells)
     assert second.n_run == n_cells and second.n_cached == 0
+    # the compute it reports is this run's (one in-process worker: never more than the wall)
+    assert second.compute_seconds <= second.wall_seconds
     after = {p.name: json.loads(p.read_text()) for p in (tmp_path / "cells").glob("*.json")}
     timing = ("t_attack", "t_defense", "t_fit", "t_predict")
     for name, record in before.items():
