@@ -978,6 +978,13 @@ def best_defense_sentence(
     best = max(gains, key=lambda d: gains[d][0])
     mean, low, high, n = gains[best]
     interval = f"[{low * 100:+.1f}, {high * 100:+.1f}]" if math.isfinite(low) else "no interval"
+    if n >= 2 and math.isfinite(low) and low > 0:  # resolved, but a gain within the tolerance
+        return (
+            f"no deployable defense gains more than the tolerance ({tolerance * 100:.1f} points) "
+            f"at {where} (largest mean gain: {labels[best]}, {mean * 100:+.1f} points, "
+            f"{interval} over {n} paired seeds: distinguishable from none, but within the "
+            "tolerance)"
+        )
     return (
         f"no deployable defense is distinguishable from none at {where} at {n} seeds "
         f"(largest mean gain: {labels[best]}, {mean * 100:+.1f} points, {interval})"

@@ -310,6 +310,19 @@ def test_summary_names_no_winner_when_the_interval_includes_zero():
     assert "wild at 20% (+" not in bullets
 
 
+def test_summary_says_a_resolved_gain_within_the_tolerance_is_within_it():
+    """A gain whose interval excludes 0 but whose mean is below the tolerance names no winner,
+    and the sentence does not call it indistinguishable (it is distinguishable, just small)."""
+    from bench.report import build_report
+
+    table = _synthetic({"small": [0.002, 0.003, 0.002, 0.003]})
+    meta = {"recovery": {"bootstrap": 0, "tolerance": 0.005}}
+    bullets = " ".join(build_report(table, meta).section("Summary").bullets)
+    assert "no deployable defense gains more than the tolerance (0.5 points) at 20%" in bullets
+    assert "distinguishable from none, but within the tolerance" in bullets
+    assert "small at 20% (+" not in bullets
+
+
 def test_failed_cells_are_a_section_with_distinct_reasons_and_counts(run_dir):
     from bench.report import build_report, failed_reasons
 

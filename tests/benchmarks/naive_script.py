@@ -1,7 +1,6 @@
 """The naive baseline for the macro benchmark: the grid written as a plain user would script it.
 
-One process, the libraries' default thread settings, plain nested loops, and *everything*
-recomputed for every extra-clean fraction: split, attack, filter, fit. It uses poisonbench's
+One process, plain nested loops, and *everything* recomputed for every extra-clean fraction: split, attack, filter, fit. It uses poisonbench's
 building blocks (datasets, attacks, defenses, models, metrics) the way a user who read the API
 would, but none of the harness: no grid expansion, no shared work, no worker processes, no
 store. It writes one CSV row per (attack, rate, defense, seed, fraction).
@@ -18,7 +17,13 @@ harness runs it once).
 defense are computed once per (attack, rate, defense, seed) and only the fit is repeated per
 fraction (what a careful user writes); its grid (:data:`GRID_PLAIN`) has no defense at all.
 
-Usage: ``python tests/benchmarks/naive_script.py OUT.csv [--seeds N] [--plain]``
+Threads: one BLAS/OpenMP thread by default (``--threads``), as in the harness's workers. With
+the libraries' default (one per core) these small fits are several times slower on 2 cores
+(the plain grid: 182 s against 31 s with one thread, measured on 2 idle cores), which would
+flatter the harness; and the threaded BLAS sums in another order, so a few lbfgs fits that stop
+at ``max_iter`` end one test row apart (2 of 800), and "same numbers" could not be checked.
+
+Usage: ``python tests/benchmarks/naive_script.py OUT.csv [--seeds N] [--plain] [--threads N]``
 """
 
 from __future__ import annotations
@@ -159,9 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plain", action="store_true", help="the plain grid, stages computed once per seed"
     )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="BLAS/OpenMP threads (0: the libraries' default)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    table = run(GRID_PLAIN if args.plain else GRID, args.seeds, plain=args.plain)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=args.threads or None):
+        table = run(GRID_PLAIN if args.plain else GRID, args.seeds, plain=args.plain)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     print(f"naive: {len(table)} fits in {time.perf_counter() - started:.1f} s", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Macro benchmarks: ``poisonbench run`` against naive sequential scripts on the same grids.
 
-Two baselines, both in ``naive_script.py`` (one process, library default threads, plain loops),
+Two baselines, both in ``naive_script.py`` (one process, one BLAS thread, plain loops),
 each reproducing the harness's stage seeding so that the two must produce the *same* accuracy
 for every (attack, rate, defense, seed, fraction):
 
@@ -90,7 +90,7 @@ def test_harness(benchmark, workdir, case):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_script(benchmark, workdir, case):
-    """The naive script on the same grid: one process, default threads."""
+    """The naive script on the same grid: one process, one BLAS thread."""
     grid, _, flags = CASES[case]
     cmd = [sys.executable, str(HERE / "naive_script.py"), str(workdir / f"{case}.csv")]
     cmd += ["--seeds", str(_seeds(grid)), *flags]

@@ -2,7 +2,8 @@
 batch size, timed alternately in the same run so that machine load hits both alike.
 
 Run: ``.venv/bin/pytest tests/benchmarks/test_trainer.py -p no:xdist --benchmark-enable -s``.
-The harness must reach at least 0.9× the bare loop's images/second.
+The harness must reach at least :data:`GOALS` × the bare loop's images/second (issue 16: the
+LeNet-size ``cnn`` ≥ 1.2×; measured 1.26× for cnn and 1.16× for cnn-large on 2 idle cores).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from bench.datasets import load_dataset  # noqa: E402
 from bench.models import MODELS  # noqa: E402
 
 ROUNDS = 5
+#: the least images/s ratio, harness over bare loop (channels_last and the per-epoch gather
+#: help the small network most)
+GOALS = {"cnn": 1.2, "cnn-large": 1.0}
 
 
 def bare_loop(spec, info, X: np.ndarray, y: np.ndarray, seed: int) -> float:
@@ -73,4 +77,4 @@ def test_harness_trainer_matches_a_bare_loop(benchmark, monkeypatch, name, n_row
         f"\n{name}: harness {ips_harness:,.0f} images/s, bare loop {ips_bare:,.0f} images/s, "
         f"ratio {ratio:.3f} (median of {ROUNDS} alternating rounds, 1 thread)"
     )
-    assert ratio >= 0.9
+    assert ratio >= GOALS[name], f"{name}: harness only {ratio:.2f}× the bare loop"
