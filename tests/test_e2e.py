@@ -61,10 +61,18 @@ def summary_counts(stdout: str) -> tuple[int, int, int, int]:
     return tuple(int(g) for g in match.groups())  # type: ignore[return-value]
 
 
+STEP_DETAILS_PARAGRAPH = "**Defense step details.**"
+
+
 def documented_columns() -> set[str]:
     """The column names the README's "Results table" section lists in backticks."""
     text = README.read_text()
     section = text.split("## Results table", 1)[1].split("\n## ", 1)[0]
+    # Step details are columns only in runs with the defense that records them (checked
+    # against the schema in test_step_detail_columns_in_the_readme_are_schema_columns).
+    section = "\n\n".join(
+        p for p in section.split("\n\n") if not p.startswith(STEP_DETAILS_PARAGRAPH)
+    )
     names = set(re.findall(r"`([a-z_][a-z0-9_]*)`", section))
     values = {
         "ok", "failed", "skipped", "none", "pool_exhausted", "early_stop", "iforest",
@@ -72,6 +80,19 @@ def documented_columns() -> set[str]:
     }  # fmt: skip
     # Early-stop columns exist only when recovery.early_stop is on (not in this tiny config).
     return {n for n in names - values if not n.startswith("early_stop")}
+
+
+def test_step_detail_columns_in_the_readme_are_schema_columns():
+    """The README's step-details paragraph names columns the schema defines (or defenses)."""
+    from bench.schema import COLUMN_BY_NAME
+    from defenses import DEFENSES
+
+    text = README.read_text().split("## Results table", 1)[1].split("\n## ", 1)[0]
+    (paragraph,) = [p for p in text.split("\n\n") if p.startswith(STEP_DETAILS_PARAGRAPH)]
+    names = set(re.findall(r"`([a-z_][a-z0-9_]*)`", paragraph))
+    assert len(names) > 10
+    unknown = names - set(COLUMN_BY_NAME) - set(DEFENSES) - {"step"}
+    assert not unknown, f"step details the schema does not define: {sorted(unknown)}"
 
 
 @pytest.fixture(scope="module")
