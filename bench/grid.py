@@ -273,9 +273,7 @@ def expand(config: Any) -> Grid:
     )
 
 
-def _check_model_needs(
-    config: Any, dataset: str, away: Callable[..., bool] = lambda **tokens: False
-) -> list[str]:
+def _check_model_needs(config: Any, dataset: str, away: Callable[..., bool]) -> list[str]:
     """Defense steps that need something of the model (``Defense.needs``: a training loss,
     private training) against the config's models on ``dataset``: a ``ConfigError`` naming the
     defense when no model can train with it (every such cell would fail), else one warning per
