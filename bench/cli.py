@@ -14,12 +14,9 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.types import PoisonBenchError, init_fields
+from bench.types import STOP_SIGNALS, PoisonBenchError, init_fields
 
 DEFAULT_RESULTS = Path("results") / "runs"
-
-#: the signals that stop a run cleanly (finished cells kept, the resume command printed)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Stopped(KeyboardInterrupt):
@@ -66,6 +63,10 @@ def stop_handlers() -> Iterator[None]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.executor == "local" and args.jobs > 1:
+        from bench.executors import prestart
+
+        prestart()  # the workers' imports overlap ours (config, plug-ins, datasets)
     with stop_handlers():
         return _run_command(args)
 

@@ -79,19 +79,36 @@ def limit_threads(n: int = 1) -> None:
 
 
 def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
-    """End this worker soon after its parent dies (e.g. kill -9): nothing else would, since
-    the workers themselves hold the task queue's pipe open."""
+    """End this worker soon after the process that started the pool dies (e.g. kill -9):
+    nothing else would, since the workers themselves hold the task queue's pipe open (and,
+    when forked by the fork server, the pipe that tells the server its clients are gone).
+
+    A worker forked by the fork server is not that process's child: it waits on the sentinel
+    multiprocessing gives it (a pipe whose other end the pool's process holds). A worker that
+    is its child (loky's start) watches for being orphaned."""
+    import multiprocessing
+
+    if multiprocessing.get_start_method(allow_none=True) == "forkserver":
+        watched = multiprocessing.parent_process()
+        if watched is not None:
+            watched.join()  # returns once that process is gone
+            os._exit(1)
     while True:
         time.sleep(interval)
         if os.getppid() != parent:
             os._exit(1)
 
 
-def _init_worker(threads: int, started: Any = None) -> None:
+def _init_worker(threads: int, started: Any = None, environ: dict[str, str] | None = None) -> None:
     """Set up a local worker process: SIGINT ignored (Ctrl-C reaches the whole process group;
     only the parent handles it, by stopping the workers), exit when the parent dies, ``threads``
-    BLAS threads, and ``started``: the queue on which :func:`_call` reports each task."""
+    BLAS threads, ``started``: the queue on which :func:`_call` reports each task, and
+    ``environ``: the parent's environment when the pool started (a worker forked by the fork
+    server would otherwise see the environment of the server's start)."""
     global _started
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     limit_threads(threads)
@@ -121,6 +138,55 @@ def _warm(
     for name, params in datasets:
         with contextlib.suppress(Exception):  # a dataset that fails is the parent's to report
             load_dataset(name, data_dir, params)
+
+
+#: what the fork server imports once, so that every worker forked from it starts with the
+#: runner (scikit-learn, pandas, the built-in plug-ins) already imported
+PRELOAD = ("bench.runner",)
+
+
+def worker_context() -> Any:
+    """How local workers start: forked from multiprocessing's fork server where the platform
+    has one (Linux, macOS), else loky's fresh interpreters (Windows).
+
+    The fork server is a fresh interpreter, started once per process (:func:`prestart`), that
+    imports :data:`PRELOAD` and then forks a worker on each request: a worker starts in
+    milliseconds instead of the ~2 s of its imports, and no worker is forked from a process
+    that runs anything but that server. Either way a worker then imports the main script the way multiprocessing's
+    ``spawn`` does, so plug-ins that a user's script registers exist in the workers too.
+    """
+    import multiprocessing
+
+    from joblib.externals.loky.backend.context import get_context
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return get_context("loky_init_main")
+    context = get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))
+    return context
+
+
+def prestart() -> None:
+    """Start the fork server now (if the platform has one; a no-op when it runs), so that its
+    imports overlap the caller's own: the CLI calls it first thing for ``--jobs N``.
+
+    The server starts with one BLAS/OpenMP thread (:data:`THREAD_VARS`, set in this process's
+    environment only while it starts), so that it holds no BLAS threads when it forks."""
+    from multiprocessing import forkserver
+
+    if worker_context().get_start_method() != "forkserver":
+        return
+    saved = {var: os.environ.get(var) for var in THREAD_VARS}
+    os.environ.update(dict.fromkeys(THREAD_VARS, "1"))
+    try:
+        with contextlib.suppress(Exception):  # a server that cannot start says so when used
+            forkserver.ensure_running()
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def start_pool(
@@ -214,19 +280,28 @@ def _call(fn: Callable[[Any], Any], index: int, payload: Any) -> Any:
 
 
 def _alive(pid: int) -> bool:
-    """Whether our child process ``pid`` is still running (a zombie is not)."""
+    """Whether worker process ``pid`` is still running (a zombie is not)."""
     if hasattr(os, "waitid"):  # Linux; does not reap, so loky still can
         try:
             return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
         except ChildProcessError:
-            return False  # reaped already: loky reaps the workers it finds dead
+            pass  # not our child (the fork server's), or reaped already
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited but is not reaped yet (Linux's /proc; False elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 
 def death_reason(error: BaseException) -> str:
@@ -264,17 +339,15 @@ class _Pool:
 
     def __init__(self, jobs: int, threads: int) -> None:
         from joblib.externals.loky import ProcessPoolExecutor
-        from joblib.externals.loky.backend.context import get_context
 
-        # Fork + exec of a fresh interpreter (never a bare fork), which then imports the main
-        # module as spawn does: plug-ins a user's script registers exist in the workers too.
-        context = get_context("loky_init_main")
+        prestart()
+        context = worker_context()
         self._queue = context.SimpleQueue()  # a new one per pool: a killed writer may hold its lock
         self.executor = ProcessPoolExecutor(
             max_workers=jobs,
             context=context,
             initializer=_init_worker,
-            initargs=(threads, self._queue),
+            initargs=(threads, self._queue, dict(os.environ)),
         )
         self.futures: dict[Future, int] = {}  # pending future -> task index
         self.started: dict[int, int] = {}  # task index -> pid of the worker that started it

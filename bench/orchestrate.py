@@ -7,8 +7,9 @@ import contextlib
 import platform
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +30,7 @@ from bench.store import (
     write_run_meta,
     write_table,
 )
+from bench.types import STOP_SIGNALS
 
 PACKAGES = ("poisonbench", "numpy", "scikit-learn", "pyod", "pandas", "torch", "torchvision")
 
@@ -255,12 +257,13 @@ def _run_locked(
             for record in records:
                 computed = len(record["rows"])
                 seconds = float(record.get("seconds") or 0.0)  # this run's, not the merged total
-                record = store.merge(record) if not options.fresh else _write(store, record)
+                with _held_signals():  # a record on disk is a record counted in the summary
+                    record = store.merge(record) if not options.fresh else _write(store, record)
+                    summary.n_run += 1
+                    summary.fits_run += computed
+                    summary.compute_seconds += seconds
                 if options.on_record is not None:
                     options.on_record(record)
-                summary.n_run += 1
-                summary.fits_run += computed
-                summary.compute_seconds += seconds
                 if record["status"] != "ok":
                     summary.n_failed += 1
                     error = next(
@@ -285,6 +288,28 @@ def _run_locked(
     write_table(table, out)
     write_run_meta(out, run_meta(config, grid, summary))
     return summary
+
+
+@contextlib.contextmanager
+def _held_signals() -> Iterator[None]:
+    """Within the block, a stop signal (SIGINT, SIGTERM) whose handler is a Python function
+    (the CLI's, or Python's KeyboardInterrupt) is noted, and that handler runs when the block
+    ends: the block finishes first. Only in the main thread (the only one that may set
+    handlers); elsewhere it holds nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: handler for sig in STOP_SIGNALS if callable(handler := signal.getsignal(sig))}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if held:
+        previous[held[0]](held[0], None)
 
 
 def _write(store: Store, record: dict[str, Any]) -> dict[str, Any]:

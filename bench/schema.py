@@ -51,9 +51,23 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
 
 
+#: types that :func:`jsonable` returns as they are (checked by exact type: the fast path for
+#: records, which are mostly these)
+_JSON_ATOMS = frozenset({str, int, bool, type(None)})
+
+
 def jsonable(value: Any) -> Any:
     """``value`` with numpy scalars made plain and non-finite floats made None (JSON null,
     which reads back as NaN in a table). The one JSON cleaner for records and summaries."""
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind in _JSON_ATOMS:
+        return value
+    if kind is dict:
+        return {k: jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [jsonable(v) for v in value]
     if isinstance(value, Mapping):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import dataclasses
 import math
+import signal
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +20,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 T = TypeVar("T")
+
+
+#: the signals that stop a run cleanly: finished cells kept, the resume command printed (the
+#: CLI's handlers, ``bench.cli.stop_handlers``; a record's write and count are not split by
+#: one, ``bench.orchestrate``)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class PoisonBenchError(Exception):
