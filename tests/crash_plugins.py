@@ -60,6 +60,12 @@ def raise_param_error(x: int) -> int:
     raise ParamError(f"x[{x}]", "is bad")
 
 
+def worker_facts(name: str) -> tuple[str | None, bool, int]:
+    """In a worker: the environment variable ``name``, whether the runner was imported before
+    this task (by the fork server), and the worker's parent process."""
+    return os.environ.get(name), "bench.runner" in sys.modules, os.getppid()
+
+
 def register() -> None:
     """Register the defenses ``exit_process`` and ``wait_to_be_killed``."""
     from defenses.base import DEFENSES, Defense

@@ -210,6 +210,40 @@ def test_stopping_early_with_tasks_queued_prints_no_thread_traceback(monkeypatch
     assert caught == []
 
 
+@pytest.mark.skipif(
+    "forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="no fork server on this platform (workers are loky's fresh interpreters)",
+)
+def test_workers_come_from_the_fork_server_with_the_pools_environment(monkeypatch):
+    """Workers are forked by the fork server (not this process), which imported the runner
+    once; they see this process's environment as it is when the pool starts, not as it was
+    when the server started (a data directory set in between must reach them)."""
+    from crash_plugins import worker_facts
+
+    from bench.executors import prestart, run_tasks
+
+    prestart()  # the server runs with the environment of now...
+    monkeypatch.setenv("POISONBENCH_PROBE", "set after the server started")  # ...this is later
+    out = list(run_tasks(worker_facts, ["POISONBENCH_PROBE"], lost=lambda p, why: why, jobs=2))
+    assert len(out) == 1
+    value, preloaded, parent = out[0]
+    assert value == "set after the server started"
+    assert preloaded  # imported by the server, before the task
+    assert parent != os.getpid()  # forked by the server
+
+
+def test_liveness_of_workers_that_are_not_our_children():
+    """When the pool breaks, each worker that started a task is checked: alive, or dead (its
+    task is then the one lost). Workers forked by the fork server are not our children."""
+    from bench.executors import _alive
+
+    assert _alive(os.getpid())
+    assert _alive(os.getppid())  # running, not our child
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # exited and reaped: gone
+    assert not _alive(child.pid)
+
+
 def test_an_error_raised_in_a_worker_reaches_the_caller_as_itself():
     from crash_plugins import raise_param_error
 
@@ -621,10 +655,9 @@ def test_a_stop_signal_during_a_record_write_takes_effect_after_its_count():
     from bench.orchestrate import _held_signals
 
     steps = []
-    with pytest.raises(KeyboardInterrupt):
-        with _held_signals():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # Python runs a pending handler between bytecodes: here, unheld
-            steps.append("counted")
+    with pytest.raises(KeyboardInterrupt), _held_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # Python runs a pending handler between bytecodes: here, unheld
+        steps.append("counted")
     assert steps == ["counted"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
