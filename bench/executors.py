@@ -152,8 +152,9 @@ def worker_context() -> Any:
     The fork server is a fresh interpreter, started once per process (:func:`prestart`), that
     imports :data:`PRELOAD` and then forks a worker on each request: a worker starts in
     milliseconds instead of the ~2 s of its imports, and no worker is forked from a process
-    that runs anything but that server. Either way a worker then imports the main script the way multiprocessing's
-    ``spawn`` does, so plug-ins that a user's script registers exist in the workers too.
+    that runs anything but that server. Either way a worker then imports the main script the
+    way multiprocessing's ``spawn`` does, so plug-ins that a user's script registers exist in
+    the workers too.
     """
     import multiprocessing
 
@@ -426,10 +427,10 @@ def run_tasks(
     processes; for a task whose worker process died under it, yield ``lost(payload, reason)``.
 
     ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); an
-    exception it raises propagates. Workers are started by loky (fork + exec of a fresh
-    interpreter: never a fork of a process that holds BLAS or torch threads), limited to
-    ``threads`` BLAS threads; they ignore SIGINT (the parent handles Ctrl-C) and exit when the
-    parent dies. ``pool``: one :func:`start_pool` started earlier (closed here when done).
+    exception it raises propagates. Workers are forked by the fork server (see
+    :func:`worker_context`: never a fork of a process that holds BLAS or torch threads),
+    limited to ``threads`` BLAS threads; they ignore SIGINT (the parent handles Ctrl-C) and
+    exit when the parent dies. ``pool``: one :func:`start_pool` started earlier (closed here when done).
     At most ``2 × jobs`` tasks are in flight. When the caller stops early
     (Ctrl-C, ``close()``), running workers are killed at once, not waited for.
 
