@@ -167,16 +167,18 @@ def worker_context() -> Any:
     return context
 
 
-def prestart() -> None:
+def prestart() -> Any:
     """Start the fork server now (if the platform has one; a no-op when it runs), so that its
-    imports overlap the caller's own: the CLI calls it first thing for ``--jobs N``.
+    imports overlap the caller's own: the CLI calls it first thing for ``--jobs N``. Returns
+    :func:`worker_context`.
 
     The server starts with one BLAS/OpenMP thread (:data:`THREAD_VARS`, set in this process's
     environment only while it starts), so that it holds no BLAS threads when it forks."""
     from multiprocessing import forkserver
 
-    if worker_context().get_start_method() != "forkserver":
-        return
+    context = worker_context()
+    if context.get_start_method() != "forkserver":
+        return context
     saved = {var: os.environ.get(var) for var in THREAD_VARS}
     os.environ.update(dict.fromkeys(THREAD_VARS, "1"))
     try:
@@ -188,6 +190,7 @@ def prestart() -> None:
                 os.environ.pop(var, None)
             else:
                 os.environ[var] = value
+    return context
 
 
 def start_pool(
@@ -341,8 +344,7 @@ class _Pool:
     def __init__(self, jobs: int, threads: int) -> None:
         from joblib.externals.loky import ProcessPoolExecutor
 
-        prestart()
-        context = worker_context()
+        context = prestart()
         self._queue = context.SimpleQueue()  # a new one per pool: a killed writer may hold its lock
         self.executor = ProcessPoolExecutor(
             max_workers=jobs,
@@ -430,8 +432,8 @@ def run_tasks(
     exception it raises propagates. Workers are forked by the fork server (see
     :func:`worker_context`: never a fork of a process that holds BLAS or torch threads),
     limited to ``threads`` BLAS threads; they ignore SIGINT (the parent handles Ctrl-C) and
-    exit when the parent dies. ``pool``: one :func:`start_pool` started earlier (closed here when done).
-    At most ``2 × jobs`` tasks are in flight. When the caller stops early
+    exit when the parent dies. ``pool``: one :func:`start_pool` started earlier (closed here
+    when done). At most ``2 × jobs`` tasks are in flight. When the caller stops early
     (Ctrl-C, ``close()``), running workers are killed at once, not waited for.
 
     When a worker dies (kill -9, the OOM killer, ``os._exit``), loky stops the whole pool. The

@@ -64,13 +64,9 @@ def jsonable(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if kind in _JSON_ATOMS:
         return value
-    if kind is dict:
+    if kind is dict or isinstance(value, Mapping):  # (exact types first: ABC checks are slow)
         return {k: jsonable(v) for k, v in value.items()}
-    if kind is list:
-        return [jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if kind is list or isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return jsonable(value.tolist())
