@@ -133,7 +133,8 @@ def test_macro(benchmark, workdir, capsys, case):
     assert (merged["status"] == "ok").all()
     assert (merged["accuracy"] == merged["accuracy_h"]).all(), "the two disagree"
 
-    ratios = [s / h for (s, _), (h, _) in zip(runs["script"], runs["harness"], strict=True)]
+    measured = list(zip(runs["script"], runs["harness"], strict=True))  # [(script, harness)]
+    ratios = [s / h for (s, _), (h, _) in measured]
     ratio = statistics.median(ratios)
     benchmark.extra_info.update(
         jobs=JOBS,
@@ -145,8 +146,7 @@ def test_macro(benchmark, workdir, capsys, case):
         median_ratio=ratio,
     )
     with capsys.disabled():
-        pairs_run = zip(runs["script"], runs["harness"], strict=True)
-        for i, ((s, s_cpu), (h, h_cpu)) in enumerate(pairs_run):
+        for i, ((s, s_cpu), (h, h_cpu)) in enumerate(measured):
             print(
                 f"\nmacro ({case}) pair {i + 1}/{pairs}: script {s:.1f} s, harness {h:.1f} s "
                 f"(--jobs {JOBS}): {s / h:.2f}× faster. CPU: script {s_cpu:.1f} s, harness "
