@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.types import (
+from bench.core.types import (
     DatasetInfo,
     ParamError,
     Plugin,

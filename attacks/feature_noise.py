@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 
 from attacks.base import ATTACKS, Attack
-from bench.types import check_range
+from bench.core.types import check_range
 
 
 @ATTACKS.register("feature_noise")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from attacks.base import ATTACKS, Attack
-from bench.types import DatasetInfo, ParamError, Poisoned
+from bench.core.types import DatasetInfo, ParamError, Poisoned
 
 
 @ATTACKS.register("label_flip")

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench.types import DefenseContext, Plugin, Registry, StepResult, TrainingSet
+from bench.core.types import DefenseContext, Plugin, Registry, StepResult, TrainingSet
 
 DEFENSES: Registry[Defense] = Registry("defense", group="poisonbench.defenses")
 
@@ -31,7 +31,7 @@ class Defense(Plugin):
     #: of the "append" curve the report compares budget uses with (row ``defense_append_only``)
     append_only: ClassVar[bool] = False
     #: which keys of ``StepResult.details`` become results-table columns: details key → column
-    #: (a ``step`` column of ``bench/schema.py``, which says what it means and how values of
+    #: (a ``step`` column of ``bench/core/schema.py``, which says what it means and how values of
     #: several steps combine). The runner copies the keys a step's details hold into every row
     #: of the cell; other details stay out of the table.
     recorded: ClassVar[Mapping[str, str]] = {}

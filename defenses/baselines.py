@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench.types import DefenseContext, TrainingSet, check_fraction, exact_count
+from bench.core.types import DefenseContext, TrainingSet, check_fraction, exact_count
 from defenses.base import DEFENSES, Filter
 
 

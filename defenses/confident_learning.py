@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bench.types import DefenseContext, TrainingSet, check_range
+from bench.core.types import DefenseContext, TrainingSet, check_range
 from defenses.base import DEFENSES, Filter
 from defenses.classifiers import ClassifierName, make_classifier
 

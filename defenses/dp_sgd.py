@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench.types import (
+from bench.core.types import (
     DefenseContext,
     ParamError,
     PoisonBenchError,

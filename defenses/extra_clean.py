@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench.types import DefenseContext, StepResult, TrainingSet, check_range
+from bench.core.types import DefenseContext, StepResult, TrainingSet, check_range
 from defenses.base import DEFENSES, Defense
 
 

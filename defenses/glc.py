@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench.types import DefenseContext, PoisonBenchError, StepResult, TrainingSet
+from bench.core.types import DefenseContext, PoisonBenchError, StepResult, TrainingSet
 from defenses.base import DEFENSES, POOL_COLUMNS, Defense, take_pool
 from defenses.classifiers import ClassifierName, fit_proba
 from defenses.trusted_filter import check_budget

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.types import DefenseContext, ParamError, StepResult, TrainingSet
+from bench.core.types import DefenseContext, ParamError, StepResult, TrainingSet
 from defenses.base import DEFENSES, Defense
 
 

@@ -18,7 +18,7 @@ from scipy.stats import rankdata
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from bench.types import (
+from bench.core.types import (
     DatasetInfo,
     DefenseContext,
     ParamError,

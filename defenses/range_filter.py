@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.types import DefenseContext, PoisonBenchError, TrainingSet, check_range
+from bench.core.types import DefenseContext, PoisonBenchError, TrainingSet, check_range
 from defenses.base import DEFENSES, Filter
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bench.types import DefenseContext, ParamError, StepResult, TrainingSet, check_range
+from bench.core.types import DefenseContext, ParamError, StepResult, TrainingSet, check_range
 from defenses.base import DEFENSES, Defense
 
 if TYPE_CHECKING:

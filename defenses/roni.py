@@ -29,7 +29,7 @@ from typing import ClassVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bench.types import DefenseContext, ParamError, StepResult, TrainingSet, check_range
+from bench.core.types import DefenseContext, ParamError, StepResult, TrainingSet, check_range
 from defenses.base import DEFENSES, POOL_COLUMNS, Filter, take_pool
 from defenses.classifiers import (
     ClassifierName,

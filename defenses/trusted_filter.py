@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from bench.types import (
+from bench.core.types import (
     DefenseContext,
     ParamError,
     StepResult,

@@ -23,17 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from attacks import ATTACKS as attacks
     from attacks import Attack
-    from bench.compare import CompareError, Comparison
-    from bench.config import Config, ConfigError, load_config, parse_config
-    from bench.datasets import DATASETS as datasets
-    from bench.datasets import Dataset, DatasetError, DatasetSource, make_dataset
-    from bench.executors import ExecutorError
-    from bench.models import MODELS as models
-    from bench.models import ModelSpec
-    from bench.orchestrate import RunInterrupted
-    from bench.plugins import PluginImportError
-    from bench.store import RunLockedError
-    from bench.types import (
+    from bench.analysis.compare import CompareError, Comparison
+    from bench.core.types import (
         DatasetInfo,
         DefenseContext,
         ParamError,
@@ -45,6 +36,15 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         UnknownNameError,
         check_fraction,
     )
+    from bench.data.datasets import DATASETS as datasets
+    from bench.data.datasets import Dataset, DatasetError, DatasetSource, make_dataset
+    from bench.models import MODELS as models
+    from bench.models import ModelSpec
+    from bench.run.config import Config, ConfigError, load_config, parse_config
+    from bench.run.executors import ExecutorError
+    from bench.run.orchestrate import RunInterrupted
+    from bench.run.plugins import PluginImportError
+    from bench.run.store import RunLockedError
     from defenses import DEFENSES as defenses
     from defenses import Defense, Filter
     from poisonbench.api import Run, RunWarning, compare, load, run
@@ -57,41 +57,41 @@ _LAZY: dict[str, tuple[str, str]] = {
     "compare": ("poisonbench.api", "compare"),
     "Run": ("poisonbench.api", "Run"),
     "RunWarning": ("poisonbench.api", "RunWarning"),
-    "Comparison": ("bench.compare", "Comparison"),
-    "Config": ("bench.config", "Config"),
-    "load_config": ("bench.config", "load_config"),
-    "parse_config": ("bench.config", "parse_config"),
+    "Comparison": ("bench.analysis.compare", "Comparison"),
+    "Config": ("bench.run.config", "Config"),
+    "load_config": ("bench.run.config", "load_config"),
+    "parse_config": ("bench.run.config", "parse_config"),
     # the registries (``@pb.defenses.register("name")``)
     "attacks": ("attacks", "ATTACKS"),
     "defenses": ("defenses", "DEFENSES"),
     "models": ("bench.models", "MODELS"),
-    "datasets": ("bench.datasets", "DATASETS"),
+    "datasets": ("bench.data.datasets", "DATASETS"),
     # what a plug-in subclasses and handles
     "Attack": ("attacks", "Attack"),
     "Defense": ("defenses", "Defense"),
     "Filter": ("defenses", "Filter"),
     "ModelSpec": ("bench.models", "ModelSpec"),
-    "DatasetSource": ("bench.datasets", "DatasetSource"),
-    "Dataset": ("bench.datasets", "Dataset"),
-    "make_dataset": ("bench.datasets", "make_dataset"),
-    "DatasetInfo": ("bench.types", "DatasetInfo"),
-    "DefenseContext": ("bench.types", "DefenseContext"),
-    "Poisoned": ("bench.types", "Poisoned"),
-    "StepResult": ("bench.types", "StepResult"),
-    "TrainingSet": ("bench.types", "TrainingSet"),
-    "check_fraction": ("bench.types", "check_fraction"),
+    "DatasetSource": ("bench.data.datasets", "DatasetSource"),
+    "Dataset": ("bench.data.datasets", "Dataset"),
+    "make_dataset": ("bench.data.datasets", "make_dataset"),
+    "DatasetInfo": ("bench.core.types", "DatasetInfo"),
+    "DefenseContext": ("bench.core.types", "DefenseContext"),
+    "Poisoned": ("bench.core.types", "Poisoned"),
+    "StepResult": ("bench.core.types", "StepResult"),
+    "TrainingSet": ("bench.core.types", "TrainingSet"),
+    "check_fraction": ("bench.core.types", "check_fraction"),
     # errors
-    "PoisonBenchError": ("bench.types", "PoisonBenchError"),
-    "ParamError": ("bench.types", "ParamError"),
-    "UnknownNameError": ("bench.types", "UnknownNameError"),
-    "PluginLoadError": ("bench.types", "PluginLoadError"),
-    "PluginImportError": ("bench.plugins", "PluginImportError"),
-    "ConfigError": ("bench.config", "ConfigError"),
-    "DatasetError": ("bench.datasets", "DatasetError"),
-    "CompareError": ("bench.compare", "CompareError"),
-    "ExecutorError": ("bench.executors", "ExecutorError"),
-    "RunLockedError": ("bench.store", "RunLockedError"),
-    "RunInterrupted": ("bench.orchestrate", "RunInterrupted"),
+    "PoisonBenchError": ("bench.core.types", "PoisonBenchError"),
+    "ParamError": ("bench.core.types", "ParamError"),
+    "UnknownNameError": ("bench.core.types", "UnknownNameError"),
+    "PluginLoadError": ("bench.core.types", "PluginLoadError"),
+    "PluginImportError": ("bench.run.plugins", "PluginImportError"),
+    "ConfigError": ("bench.run.config", "ConfigError"),
+    "DatasetError": ("bench.data.datasets", "DatasetError"),
+    "CompareError": ("bench.analysis.compare", "CompareError"),
+    "ExecutorError": ("bench.run.executors", "ExecutorError"),
+    "RunLockedError": ("bench.run.store", "RunLockedError"),
+    "RunInterrupted": ("bench.run.orchestrate", "RunInterrupted"),
 }
 
 __all__ = [

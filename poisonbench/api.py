@@ -1,7 +1,7 @@
 """The Python API: :func:`run`, :func:`load`, :func:`compare` and the :class:`Run` they return.
 
-Everything here calls the harness the CLI calls (``bench.orchestrate.run_config``,
-``bench.report.write_report``, ``bench.compare``), so a run started from Python resumes from
+Everything here calls the harness the CLI calls (``bench.run.orchestrate.run_config``,
+``bench.analysis.report.write_report``, ``bench.analysis.compare``), so a run started from Python resumes from
 the command line and the other way round, and both write the same table.
 """
 
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bench.compare import Comparison
-    from bench.config import Config
+    from bench.analysis.compare import Comparison
+    from bench.run.config import Config
 
 #: where a run goes when ``out`` is not given, relative to the current directory (as the CLI)
 DEFAULT_RESULTS = Path("results") / "runs"
@@ -41,7 +41,7 @@ def _plain(value: Any, path: str) -> Any:
     The run directory keeps the config as YAML, so a mapping built in Python must hold only
     what YAML can write back; anything else is a ConfigError naming where it is.
     """
-    from bench.config import ConfigError
+    from bench.run.config import ConfigError
 
     if hasattr(value, "item") and type(value).__module__ == "numpy":
         value = value.item()  # numpy scalar -> the Python number or bool
@@ -64,7 +64,7 @@ def _plain(value: Any, path: str) -> Any:
 
 
 def as_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Config:
-    """A validated :class:`bench.config.Config` from a YAML path, a mapping or a Config.
+    """A validated :class:`bench.run.config.Config` from a YAML path, a mapping or a Config.
 
     Parameters
     ----------
@@ -81,7 +81,7 @@ def as_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Config:
     ConfigError
         The config is invalid; ``field`` is the path of the offending entry (``rates[0]``).
     """
-    from bench.config import Config, load_config, parse_config
+    from bench.run.config import Config, load_config, parse_config
 
     if isinstance(config, Config):
         return config
@@ -91,7 +91,7 @@ def as_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Config:
         try:
             raw = _plain(config, "")
         except RecursionError:
-            from bench.config import ConfigError
+            from bench.run.config import ConfigError
 
             raise ConfigError("config", "the mapping nests too deeply (or holds itself)") from None
         return parse_config(raw, default_name="run")
@@ -137,7 +137,7 @@ class Run:
         """The long results table: one row per cell and extra-clean fraction (README "Results
         table"; group by the ``*_id`` columns, display the ``*_label`` ones)."""
         if self._table is None:
-            from bench.store import read_table
+            from bench.run.store import read_table
 
             self._table = read_table(self.path)
         return self._table
@@ -146,7 +146,7 @@ class Run:
     def meta(self) -> dict[str, Any]:
         """``run.json``: counts, timings, package versions, datasets, recovery settings."""
         if self._meta is None:
-            from bench.store import read_run_meta
+            from bench.run.store import read_run_meta
 
             self._meta = read_run_meta(self.path)
         return self._meta
@@ -155,7 +155,7 @@ class Run:
     def config(self) -> dict[str, Any]:
         """The config the run saved (``config.yaml``), as a mapping."""
         if self._config is None:
-            from bench.store import read_run_config
+            from bench.run.store import read_run_config
 
             self._config = read_run_config(self.path)
         return self._config
@@ -188,7 +188,7 @@ class Run:
     def settings(self) -> dict[str, Any]:
         """The run's recovery settings (``metric``, ``tolerance``, ``bootstrap``,
         ``early_stop``): run.json over config.yaml over the defaults, as the report reads them."""
-        from bench.report import report_settings
+        from bench.analysis.report import report_settings
 
         return report_settings(self.meta, self.config)
 
@@ -201,7 +201,7 @@ class Run:
     ) -> pd.DataFrame:
         """The extra-clean-data estimate: one row per (dataset, model, attack, rate, defense).
 
-        :func:`bench.recovery.estimate_recovery` over :attr:`table` with the run's settings
+        :func:`bench.analysis.recovery.estimate_recovery` over :attr:`table` with the run's settings
         unless given here; the same numbers as the report's headline table.
 
         Parameters
@@ -223,7 +223,7 @@ class Run:
             ``f_low``/``f_high``, ``rows_needed``, ``defense_value_f``, ... (see
             ``estimate_recovery``).
         """
-        from bench.recovery import estimate_recovery
+        from bench.analysis.recovery import estimate_recovery
 
         settings = self.settings()
         return estimate_recovery(
@@ -236,13 +236,13 @@ class Run:
 
     def report(self) -> Path:
         """(Re)write ``report.md`` and its plots from the table; returns its path."""
-        from bench.report import write_report
+        from bench.analysis.report import write_report
 
         return write_report(self.path)
 
     def report_markdown(self) -> str:
         """The report as markdown text, rendered from the table (nothing written)."""
-        from bench.report import render_report
+        from bench.analysis.report import render_report
 
         return render_report(self.path)
 
@@ -313,8 +313,8 @@ def run(
     RunWarning
         For each problem found in the stored records and each distinct reason cells failed.
     """
-    from bench.orchestrate import run_config
-    from bench.types import ParamError
+    from bench.core.types import ParamError
+    from bench.run.orchestrate import run_config
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ParamError("jobs", f"expected an integer >= 1, got {jobs!r}")
@@ -373,7 +373,7 @@ def load(run_dir: str | os.PathLike) -> Run:
     PoisonBenchError
         ``run_dir`` does not exist or holds no results table.
     """
-    from bench.types import PoisonBenchError
+    from bench.core.types import PoisonBenchError
 
     path = Path(run_dir)
     if not path.is_dir():
@@ -411,7 +411,7 @@ def compare(
 
     Returns
     -------
-    bench.compare.Comparison
+    bench.analysis.compare.Comparison
         ``exit_code`` (0: no regression, 1: a regression), ``regressions`` and
         ``improvements`` (DataFrames of judged checks), ``checks``, ``skipped``,
         ``only_in_base``, ``only_in_new``, ``failed_in_new``, ``to_markdown()``, ``to_json()``.
@@ -421,8 +421,14 @@ def compare(
     CompareError
         An input is unusable (missing, unreadable, no common cells, unknown metric).
     """
-    from bench.compare import REQUIRED, CompareError, compare_tables, load_results, settings_from
-    from bench.schema import SchemaError, check_table, coerce_table
+    from bench.analysis.compare import (
+        REQUIRED,
+        CompareError,
+        compare_tables,
+        load_results,
+        settings_from,
+    )
+    from bench.core.schema import SchemaError, check_table, coerce_table
 
     def side(value: Any, name: str) -> tuple[pd.DataFrame, dict[str, Any], str]:
         import pandas as pd

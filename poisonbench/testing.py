@@ -1,8 +1,8 @@
 """The plug-in contract checks (``check_attack``, ``check_defense``, ``check_model``) for
 out-of-tree plug-in packages: the same checks ``tests/test_contracts.py`` runs over every
-registered plug-in. See :mod:`bench.testing` for the rules each one checks."""
+registered plug-in. See :mod:`bench.run.testing` for the rules each one checks."""
 
-from bench.testing import (
+from bench.run.testing import (
     DATA_KINDS,
     K,
     NotApplicable,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -33,3 +34,49 @@ def blobs():
 
     X, y = make_blobs(n_samples=300, centers=3, n_features=4, cluster_std=1.0, random_state=0)
     return X.astype(np.float32), y.astype(np.int64)
+
+
+_GUARDED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _process_state() -> dict[str, object]:
+    return {
+        "signals": {sig: signal.getsignal(sig) for sig in _GUARDED_SIGNALS},
+        # pytest itself sets PYTEST_CURRENT_TEST per phase
+        "environ": {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
+        "cwd": os.getcwd(),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _tests_restore_process_state():
+    """Every test leaves the process as it found it: signal dispositions, the environment and
+    the working directory. A test that changes one and does not restore it fails here (and the
+    state is put back), instead of breaking a later test in the same xdist worker: a SIGINT
+    left at SIG_IGN made a later signal test fail only in some file orders."""
+    before = _process_state()
+    yield
+    after = _process_state()
+    changed = []
+    for sig, handler in before["signals"].items():
+        if after["signals"][sig] != handler:
+            changed.append(f"{signal.Signals(sig).name}: {handler!r} -> {after['signals'][sig]!r}")
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    env_before, env_after = before["environ"], after["environ"]
+    keys = sorted(
+        k for k in env_before.keys() | env_after.keys() if env_before.get(k) != env_after.get(k)
+    )
+    if keys:
+        changed.append(f"environment: {', '.join(keys)}")
+        for key in keys:
+            if key in env_before:
+                os.environ[key] = env_before[key]
+            else:
+                os.environ.pop(key, None)
+    if after["cwd"] != before["cwd"]:
+        changed.append(f"cwd: {before['cwd']} -> {after['cwd']}")
+        os.chdir(before["cwd"])
+    if changed:
+        pytest.fail("the test left process-wide state changed: " + "; ".join(changed))

@@ -7,7 +7,7 @@ Run as a script, this is the ``poisonbench`` command line with two more defenses
 
 Worker processes run the main script again (as ``__mp_main__``, as multiprocessing's spawn
 does), so they register the same defenses: the way a user's own script that registers
-plug-ins and then calls ``bench.cli.main`` works too. Imported as a module (by a test), it
+plug-ins and then calls ``bench.interfaces.cli.main`` works too. Imported as a module (by a test), it
 registers nothing: a defense that ends its process must never reach the contract tests.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.types import DefenseContext, ParamError, StepResult, TrainingSet, check_range
+from bench.core.types import DefenseContext, ParamError, StepResult, TrainingSet, check_range
 
 #: environment variable naming the file through which ``wait_to_be_killed`` gives its PID
 MARKER_ENV = "POISONBENCH_TEST_MARKER"
@@ -63,7 +63,7 @@ def raise_param_error(x: int) -> int:
 def worker_facts(name: str) -> tuple[str | None, bool, int]:
     """In a worker: the environment variable ``name``, whether the runner was imported before
     this task (by the fork server), and the worker's parent process."""
-    return os.environ.get(name), "bench.runner" in sys.modules, os.getppid()
+    return os.environ.get(name), "bench.run.runner" in sys.modules, os.getppid()
 
 
 def register() -> None:
@@ -115,6 +115,6 @@ if __name__ in ("__main__", "__mp_main__"):
     register()
 
 if __name__ == "__main__":
-    from bench.cli import main
+    from bench.interfaces.cli import main
 
     sys.exit(main())

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.types import DefenseContext, TrainingSet, check_fraction
+from bench.core.types import DefenseContext, TrainingSet, check_fraction
 from defenses.base import DEFENSES, Filter
 
 

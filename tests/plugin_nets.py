@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.types import DatasetInfo
+from bench.core.types import DatasetInfo
 
 
 def make_net(info: DatasetInfo, hidden: int = 16) -> Any:

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 import poisonbench as pb
-from bench.cli import main
-from bench.recovery import estimate_recovery
+from bench.analysis.recovery import estimate_recovery
+from bench.interfaces.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,9 +86,9 @@ def test_resume_through_the_api_computes_nothing(api_run, tmp_path):
 
 
 def test_load_is_the_same_object_without_computing(api_run, monkeypatch):
-    import bench.orchestrate
+    import bench.run.orchestrate
 
-    monkeypatch.setattr(bench.orchestrate, "run_config", None)  # any run would fail
+    monkeypatch.setattr(bench.run.orchestrate, "run_config", None)  # any run would fail
     loaded = pb.load(api_run.path)
     assert isinstance(loaded, pb.Run)
     pd.testing.assert_frame_equal(loaded.table, api_run.table)
@@ -142,7 +142,7 @@ def test_errors_are_exceptions_not_exit_codes(api_run, tmp_path):
             {**CONFIG, "datasets": [{"name": "iris", "split": {"train": 140, "test": 45}}]},
             out=tmp_path / "bad",
         )
-    from bench.store import RunLock
+    from bench.run.store import RunLock
 
     with RunLock(api_run.path), pytest.raises(pb.RunLockedError):
         pb.run(CONFIG, out=api_run.path, progress=False)

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from conftest import require
 
-from bench.app import ENTRY, charts, columns, explorer, lab, streamlit_command
-from bench.cli import main
-from bench.types import ParamError, exact_count
+from bench.core.types import ParamError, exact_count
+from bench.interfaces.app import ENTRY, charts, columns, explorer, lab, streamlit_command
+from bench.interfaces.cli import main
 
 PAGES = ENTRY.parent / "pages"
 LAB_PAGE = PAGES / "lab_page.py"
@@ -145,7 +145,7 @@ def test_as_image_shapes():
 def test_crossing_fallback_agrees_with_the_harness(monkeypatch, values, target, expected):
     fractions = [0.0, 0.5, 1.0]
     harness = lab.crossing(fractions, values, target)
-    monkeypatch.setitem(sys.modules, "bench.recovery", None)  # force the numpy fallback
+    monkeypatch.setitem(sys.modules, "bench.analysis.recovery", None)  # force the numpy fallback
     fallback = lab.crossing(fractions, values, target)
     for found in (harness, fallback):
         assert (found is None) if expected is None else found == pytest.approx(expected)
@@ -801,7 +801,7 @@ def test_sigterm_stops_the_app_and_its_streamlit_child():
     psutil = require("psutil")
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "app", "--port", str(port)],
+        [sys.executable, "-m", "bench.interfaces.cli", "app", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from conftest import IN_CI, require
 
-from bench.cli import main
+from bench.interfaces.cli import main
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -129,7 +129,7 @@ def app(tmp_path_factory):
     port = _free_port()
     log = open(root / "app.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "app", str(run_dir), "--port", str(port)],
+        [sys.executable, "-m", "bench.interfaces.cli", "app", str(run_dir), "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own group: the Streamlit child stops with it

@@ -14,7 +14,7 @@ from hypothesis.extra.numpy import arrays
 from attacks import ATTACKS
 from attacks.feature_noise import FeatureNoise
 from attacks.label_flip import LabelFlip
-from bench.types import DatasetInfo, ParamError, exact_count
+from bench.core.types import DatasetInfo, ParamError, exact_count
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

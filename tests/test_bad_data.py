@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-import bench.runner
-from bench.cli import main
-from bench.config import parse_config
-from bench.datasets import DATASETS, DatasetError, DatasetSource, load_dataset, make_dataset
-from bench.orchestrate import run_config
+import bench.run.runner
+from bench.data.datasets import DATASETS, DatasetError, DatasetSource, load_dataset, make_dataset
+from bench.interfaces.cli import main
+from bench.run.config import parse_config
+from bench.run.orchestrate import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a cell ran although the data is bad")
 
-    monkeypatch.setattr(bench.runner, "run_cell", refuse)
+    monkeypatch.setattr(bench.run.runner, "run_cell", refuse)
 
 
 def _with_nan() -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +155,7 @@ def test_a_run_writes_only_inside_its_output_directory(tmp_path):
     before = _tree(data), config.read_bytes()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "MPLBACKEND": "Agg"}
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", str(config), "--out", str(out), "-q"],
+        [sys.executable, "-m", "bench.interfaces.cli", "run", str(config), "--out", str(out), "-q"],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.cli import main
-from bench.config import parse_config
-from bench.orchestrate import run_config
+from bench.interfaces.cli import main
+from bench.run.config import parse_config
+from bench.run.orchestrate import run_config
 
 TINY = {
     "name": "bad-inputs",

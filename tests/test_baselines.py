@@ -13,9 +13,8 @@ from sklearn.datasets import make_blobs, make_classification
 
 from attacks.feature_noise import FeatureNoise
 from attacks.label_flip import LabelFlip
-from bench.metrics import detection_metrics
-from bench.models import MODELS, check_loss_support
-from bench.types import (
+from bench.core.metrics import detection_metrics
+from bench.core.types import (
     DatasetInfo,
     DefenseContext,
     ParamError,
@@ -23,6 +22,7 @@ from bench.types import (
     TrainingSet,
     exact_count,
 )
+from bench.models import MODELS, check_loss_support
 from defenses import DEFENSES
 from defenses.confident_learning import ConfidentLearning
 from defenses.range_filter import RangeFilter
@@ -210,7 +210,7 @@ def test_boundary_flips_evade_outlier_filters_but_hurt_logreg_less_than_random_f
     0.41 on boundary flips against 0.59 on random flips; logistic-regression accuracy 0.85 after
     boundary flips against 0.76 after random ones. Boundary flips are stealthier, not more
     damaging, for a linear model (an RBF-SVM lost 0.894 vs 0.910: barely more)."""
-    from bench.datasets import load_dataset, split
+    from bench.data.datasets import load_dataset, split
 
     data = load_dataset("digits")
     acc: dict[str, list[float]] = {"random": [], "boundary": []}
@@ -327,8 +327,8 @@ def test_sklearn_models_refuse_a_robust_loss_and_torch_models_accept_it():
 
 
 def test_a_robust_loss_no_model_can_train_with_is_a_config_error():
-    from bench.config import ConfigError, parse_config
-    from bench.grid import expand
+    from bench.run.config import ConfigError, parse_config
+    from bench.run.grid import expand
 
     raw = {
         "name": "t",
@@ -346,9 +346,9 @@ def test_a_robust_loss_no_model_can_train_with_is_a_config_error():
 
 
 def test_a_cell_with_a_robust_loss_and_an_sklearn_model_fails_with_the_reason():
-    from bench.config import parse_config
-    from bench.grid import expand
-    from bench.runner import run_cell
+    from bench.run.config import parse_config
+    from bench.run.grid import expand
+    from bench.run.runner import run_cell
 
     config = parse_config(
         {

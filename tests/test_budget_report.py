@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.report import budget_uses, budget_verdicts, build_report
-from bench.schema import NO_ATTACK_ID, NO_DEFENSE_ID, dataset_id, defense_id, plugin_id
+from bench.analysis.report import budget_uses, budget_verdicts, build_report
+from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID, dataset_id, defense_id, plugin_id
 
 N_TRAIN = 200
 SEEDS = range(6)
@@ -89,7 +89,7 @@ def designed(learners=LEARNERS, curve_from_extra_clean=False) -> pd.DataFrame:
 
 
 def paired(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
-    """Mean of a − b and its 95 % t-interval (independent of bench.stats)."""
+    """Mean of a − b and its 95 % t-interval (independent of bench.analysis.stats)."""
     d = (a - b).to_numpy()
     half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     return d.mean(), d.mean() - half, d.mean() + half

@@ -17,9 +17,8 @@ from sklearn.datasets import make_blobs
 
 from attacks import ATTACKS
 from attacks.label_flip import LabelFlip
-from bench.metrics import detection_metrics
-from bench.models import MODELS, check_loss_support, check_privacy_support
-from bench.types import (
+from bench.core.metrics import detection_metrics
+from bench.core.types import (
     TRUSTED_SOURCE,
     DatasetInfo,
     DefenseContext,
@@ -28,6 +27,7 @@ from bench.types import (
     TrainingSet,
     exact_count,
 )
+from bench.models import MODELS, check_loss_support, check_privacy_support
 from defenses import DEFENSES
 from defenses.classifiers import fit_proba, negative_impact
 from defenses.roni import RejectOnNegativeImpact
@@ -431,9 +431,9 @@ def test_training_sets_carry_sources_through_steps():
 
 
 def test_cells_count_the_rows_a_defense_read_and_stop_when_the_pool_runs_out():
-    from bench.config import parse_config
-    from bench.grid import expand
-    from bench.runner import run_cell
+    from bench.run.config import parse_config
+    from bench.run.grid import expand
+    from bench.run.runner import run_cell
 
     config = parse_config(
         {
@@ -470,7 +470,7 @@ def test_cells_count_the_rows_a_defense_read_and_stop_when_the_pool_runs_out():
 
 
 def test_every_recorded_detail_is_a_step_column_of_the_schema():
-    from bench.schema import COLUMN_BY_NAME
+    from bench.core.schema import COLUMN_BY_NAME
 
     declared = {name: DEFENSES.get(name).recorded for name in DEFENSES}
     assert declared["provenance"]["sources"] == "per_source"
@@ -481,7 +481,7 @@ def test_every_recorded_detail_is_a_step_column_of_the_schema():
 
 
 def test_step_details_combine_over_steps_as_the_schema_says():
-    from bench.runner import record_details
+    from bench.run.runner import record_details
 
     declared = DEFENSES.get("trusted_filter").recorded
     first = record_details(
@@ -500,7 +500,7 @@ def test_step_details_combine_over_steps_as_the_schema_says():
 
 
 def test_glc_and_dp_sgd_record_the_matrix_and_the_settings():
-    from bench.runner import record_details
+    from bench.run.runner import record_details
 
     X, y = blobs(600)
     train = flipped(X[:300], y[:300], 0.3, 0)
@@ -516,8 +516,8 @@ def test_glc_and_dp_sgd_record_the_matrix_and_the_settings():
 
 def _iris_cells(defenses, attack=None, fractions=(0.0,), **extra):
     """Cells of a tiny iris config (75 train rows, 45 test, a pool of 30 rows)."""
-    from bench.config import parse_config
-    from bench.grid import expand
+    from bench.run.config import parse_config
+    from bench.run.grid import expand
 
     config = parse_config(
         {
@@ -538,8 +538,8 @@ def _iris_cells(defenses, attack=None, fractions=(0.0,), **extra):
 def test_provenance_runs_record_drops_and_detection_per_source():
     import json
 
-    from bench.runner import run_cell
-    from bench.store import records_to_table
+    from bench.run.runner import run_cell
+    from bench.run.store import records_to_table
 
     attack = {"name": "label_flip", "mode": "random", "sources": 3, "poisoned_sources": 1}
     cells, fractions = _iris_cells(["none", {"name": "provenance", "budget": 0.2}], attack)
@@ -564,7 +564,7 @@ def test_provenance_runs_record_drops_and_detection_per_source():
 
 
 def test_a_step_short_of_pool_rows_is_a_pool_exhausted_row_never_a_fit():
-    from bench.runner import run_cell
+    from bench.run.runner import run_cell
 
     cells, fractions = _iris_cells(
         [
@@ -594,7 +594,7 @@ def test_a_step_short_of_pool_rows_is_a_pool_exhausted_row_never_a_fit():
 
 def test_appending_b_rows_on_the_curve_is_the_same_fit_as_an_extra_clean_cell():
     """The report reads "append b" from the undefended curve at f = b: same rows, same seed."""
-    from bench.runner import run_cell
+    from bench.run.runner import run_cell
 
     cells, _ = _iris_cells(["none", {"name": "extra_clean", "fraction": 0.2}])
     rows = {c.spec["defense"][0]["name"]: run_cell(c, [0.0, 0.2])["rows"] for c in cells}

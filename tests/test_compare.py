@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cli import main
-from bench.compare import (
+from bench.analysis.compare import (
     CompareError,
     Settings,
     compare,
@@ -31,8 +30,9 @@ from bench.compare import (
     parse_floors,
     pooled_se,
 )
-from bench.config import parse_config
-from bench.orchestrate import run_config
+from bench.interfaces.cli import main
+from bench.run.config import parse_config
+from bench.run.orchestrate import run_config
 
 TINY = {
     "name": "tiny",

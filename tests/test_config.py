@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.cli import main
-from bench.config import ConfigError, parse_config
+from bench.interfaces.cli import main
+from bench.run.config import ConfigError, parse_config
 
 BASE = {
     "name": "bad",

@@ -2,7 +2,7 @@
 idea): the registries are read at collection time, entry-point plug-ins of installed packages
 included, so a plug-in is tested the moment it is registered or installed.
 
-The checks themselves live in :mod:`bench.testing` (``poisonbench.testing``), where out-of-tree
+The checks themselves live in :mod:`bench.run.testing` (``poisonbench.testing``), where out-of-tree
 plug-in packages reuse them. A plug-in may refuse a kind of data in ``bind`` (an image-only CNN
 on tabular rows) by raising ParamError: that combination is skipped as not applicable. Any
 other exception fails.
@@ -14,7 +14,7 @@ import pytest
 
 from attacks import ATTACKS
 from bench.models import MODELS
-from bench.testing import (
+from bench.run.testing import (
     DATA_KINDS,
     NotApplicable,
     check_attack,

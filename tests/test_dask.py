@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from conftest import require
 
-from bench.cli import main
-from bench.config import parse_config
-from bench.executors import ExecutorError, execute, local_cluster
-from bench.grid import expand, make_tasks
-from bench.orchestrate import run_config
+from bench.interfaces.cli import main
+from bench.run.config import parse_config
+from bench.run.executors import ExecutorError, execute, local_cluster
+from bench.run.grid import expand, make_tasks
+from bench.run.orchestrate import run_config
 
 pytestmark = pytest.mark.dask
 
@@ -65,7 +65,7 @@ def test_dask_gives_the_same_table_as_local(cluster, local_table, tmp_path):
 
 def test_dask_workers_are_limited_to_one_thread_and_load_data_once(cluster, tmp_path):
     distributed = require("distributed")
-    from bench.datasets import load_dataset
+    from bench.data.datasets import load_dataset
 
     with distributed.Client(cluster) as client:
         client.run(load_dataset.cache_clear)
@@ -122,10 +122,10 @@ def _listening_addresses() -> set[str]:
 def test_dask_local_through_the_cli(local_table, tmp_path, capsys, monkeypatch):
     """dask-local via the CLI: same table, localhost only, and the local executor resumes it."""
     require("distributed")
-    import bench.executors
+    import bench.run.executors
 
     seen: list[set[str]] = []
-    original = bench.executors.run_dask
+    original = bench.run.executors.run_dask
 
     def spying(*args, **kwargs):
         for record in original(*args, **kwargs):
@@ -133,7 +133,7 @@ def test_dask_local_through_the_cli(local_table, tmp_path, capsys, monkeypatch):
                 seen.append(_listening_addresses())
             yield record
 
-    monkeypatch.setattr(bench.executors, "run_dask", spying)
+    monkeypatch.setattr(bench.run.executors, "run_dask", spying)
     config = tmp_path / "c.yaml"
     import yaml
 
@@ -157,7 +157,7 @@ def test_dask_local_keeps_its_scratch_space_in_the_run_directory(tmp_path, capsy
 
     import yaml
 
-    import bench.executors
+    import bench.run.executors
 
     system_tmp = tmp_path / "system-tmp"
     system_tmp.mkdir()
@@ -165,16 +165,16 @@ def test_dask_local_keeps_its_scratch_space_in_the_run_directory(tmp_path, capsy
     monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
     out = tmp_path / "run"
     during: list[bool] = []
-    original = bench.executors.run_dask
+    original = bench.run.executors.run_dask
 
     def spying(*args, **kwargs):
         for record in original(*args, **kwargs):
             if not during:
-                scratch = out / bench.executors.DASK_SCRATCH
+                scratch = out / bench.run.executors.DASK_SCRATCH
                 during.append(scratch.is_dir() and any(scratch.iterdir()))
             yield record
 
-    monkeypatch.setattr(bench.executors, "run_dask", spying)
+    monkeypatch.setattr(bench.run.executors, "run_dask", spying)
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({**RAW, "defenses": ["none"], "seeds": 1}))
     argv = ["run", str(config), "--out", str(out), "--quiet", "--executor", "dask-local"]
@@ -182,7 +182,7 @@ def test_dask_local_keeps_its_scratch_space_in_the_run_directory(tmp_path, capsy
     assert "(2 run, 0 cached, 0 failed)" in capsys.readouterr().out
     assert during == [True]  # the workers used it
     assert sorted(p.name for p in system_tmp.iterdir()) == []
-    assert not (out / bench.executors.DASK_SCRATCH).exists()
+    assert not (out / bench.run.executors.DASK_SCRATCH).exists()
 
 
 def test_missing_dask_is_a_clear_error(monkeypatch, tmp_path, capsys):

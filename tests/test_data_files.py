@@ -1,4 +1,4 @@
-"""Datasets from files (``bench/data_files.py``): ``table``, ``image_folder`` and ``openml``.
+"""Datasets from files (``bench/data/files.py``): ``table``, ``image_folder`` and ``openml``.
 
 Every loader problem is a DatasetError (load) or a ConfigError (config) that names the field,
 and through the CLI it stops the run before any cell with ``error: ...`` and exit status 2.
@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cli import main
-from bench.config import ConfigError, parse_config
-from bench.datasets import DatasetError, data_root, load_dataset
+from bench.data.datasets import DatasetError, data_root, load_dataset
+from bench.interfaces.cli import main
+from bench.run.config import ConfigError, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -360,7 +360,15 @@ def test_cli_stops_with_exit_2_before_any_cell(tmp_path, monkeypatch, capsys, da
 def test_python_m_bench_cli_reports_a_missing_file(tmp_path):
     config = cli_config(tmp_path, "{name: table, path: nowhere/data.csv, target: label}")
     out = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", str(config), "--out", str(tmp_path / "run")],
+        [
+            sys.executable,
+            "-m",
+            "bench.interfaces.cli",
+            "run",
+            str(config),
+            "--out",
+            str(tmp_path / "run"),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

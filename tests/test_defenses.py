@@ -9,9 +9,9 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from attacks.label_flip import LabelFlip
-from bench.metrics import detection_metrics
+from bench.core.metrics import detection_metrics
+from bench.core.types import DatasetInfo, DefenseContext, ParamError, TrainingSet
 from bench.models import MODELS
-from bench.types import DatasetInfo, DefenseContext, ParamError, TrainingSet
 from defenses import DEFENSES
 
 INFO = DatasetInfo("blobs", ("a", "b", "c"), n_features=4)

@@ -1,4 +1,4 @@
-"""End-to-end through the CLI (``bench.cli.main``) on tiny configs: the table and its documented
+"""End-to-end through the CLI (``bench.interfaces.cli.main``) on tiny configs: the table and its documented
 columns, resume, ``--fresh``, ``--jobs 2`` == ``--jobs 1``, determinism, failed cells."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.cli import main
+from bench.interfaces.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -84,7 +84,7 @@ def documented_columns() -> set[str]:
 
 def test_step_detail_columns_in_the_readme_are_schema_columns():
     """The README's step-details paragraph names columns the schema defines (or defenses)."""
-    from bench.schema import COLUMN_BY_NAME
+    from bench.core.schema import COLUMN_BY_NAME
     from defenses import DEFENSES
 
     text = README.read_text().split("## Results table", 1)[1].split("\n## ", 1)[0]
@@ -239,7 +239,7 @@ def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path, capsys):
 
 def test_list_shows_every_registered_plugin(capsys):
     from attacks import ATTACKS
-    from bench.datasets import DATASETS
+    from bench.data.datasets import DATASETS
     from bench.models import MODELS
     from defenses import DEFENSES
 

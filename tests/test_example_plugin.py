@@ -51,7 +51,9 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 def test_poisonbench_list_shows_it_with_its_origin(env, tmp_path):
-    text = _run([sys.executable, "-m", "bench.cli", "list"], cwd=tmp_path, env=env).stdout
+    text = _run(
+        [sys.executable, "-m", "bench.interfaces.cli", "list"], cwd=tmp_path, env=env
+    ).stdout
     (line,) = [line for line in text.splitlines() if re.match(r"\s+knn_label_filter\s", line)]
     assert "Remove rows whose label disagrees with the majority" in line
     assert line.endswith("[entry point poisonbench-knn-filter]")
@@ -98,7 +100,7 @@ def test_a_config_naming_it_runs_in_worker_processes(env, tmp_path):
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
     _run(
-        [sys.executable, "-m", "bench.cli", "run", str(path), "--out", str(out), "--jobs", "2", "-q"],
+        [sys.executable, "-m", "bench.interfaces.cli", "run", str(path), "--out", str(out), "--jobs", "2", "-q"],
         cwd=ROOT,
         env=env,
     )  # fmt: skip

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.config import ConfigError, parse_config
-from bench.grid import expand
+from bench.run.config import ConfigError, parse_config
+from bench.run.grid import expand
 
 BASE = {
     "name": "t",
@@ -113,7 +113,7 @@ def test_rules_are_validated_naming_the_field(rules, field, message):
 def test_the_clean_budget_study_expands_to_the_cells_its_header_counts():
     from pathlib import Path
 
-    from bench.config import load_config
+    from bench.run.config import load_config
 
     path = Path(__file__).parent.parent / "configs" / "clean-budget.yaml"
     grid = expand(load_config(path))

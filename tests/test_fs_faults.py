@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.atomic import WriteError, atomic_write_text, check_writable
+from bench.core.atomic import WriteError, atomic_write_text, check_writable
 
-CLI = [sys.executable, "-m", "bench.cli"]
+CLI = [sys.executable, "-m", "bench.interfaces.cli"]
 
 TINY = {
     "name": "fs",

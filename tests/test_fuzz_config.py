@@ -4,8 +4,8 @@ Hypothesis throws random structures, wrong types, unknown names, huge or negativ
 NaN/inf rates and parameters, empty grids, non-string keys, deep nesting and YAML tags at
 ``parse_config`` and ``load_config``; every config that parses is then expanded into its grid
 (which binds plug-ins to datasets) and every cell's identity is hashed. Anything but a
-:class:`~bench.config.ConfigError` naming the field (or, from expansion, a
-:class:`~bench.datasets.DatasetError`) is a bug: a traceback where the user should read which
+:class:`~bench.run.config.ConfigError` naming the field (or, from expansion, a
+:class:`~bench.data.datasets.DatasetError`) is a bug: a traceback where the user should read which
 field is wrong.
 
 ``POISONBENCH_FUZZ_EXAMPLES`` raises the number of examples per test (default 200).
@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attacks import ATTACKS
-from bench.config import ConfigError, load_config, parse_config
-from bench.datasets import DATASETS, DatasetError
-from bench.grid import expand
+from bench.data.datasets import DATASETS, DatasetError
 from bench.models import MODELS
+from bench.run.config import ConfigError, load_config, parse_config
+from bench.run.grid import expand
 from defenses import DEFENSES
 
 EXAMPLES = int(os.environ.get("POISONBENCH_FUZZ_EXAMPLES", "200"))

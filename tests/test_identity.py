@@ -19,14 +19,10 @@ import pandas as pd
 import pytest
 
 from attacks import ATTACKS
-from bench.compare import Settings, compare_tables
-from bench.config import parse_config
-from bench.grid import expand
-from bench.models import MODELS
-from bench.orchestrate import run_config
-from bench.recovery import estimate_recovery
-from bench.report import build_report, recovery_table
-from bench.schema import (
+from bench.analysis.compare import Settings, compare_tables
+from bench.analysis.recovery import estimate_recovery
+from bench.analysis.report import build_report, recovery_table
+from bench.core.schema import (
     NO_ATTACK_ID,
     NO_DEFENSE_ID,
     assign_labels,
@@ -34,8 +30,12 @@ from bench.schema import (
     defense_id,
     plugin_id,
 )
-from bench.store import Store
-from bench.types import DatasetInfo, ParamError
+from bench.core.types import DatasetInfo, ParamError
+from bench.models import MODELS
+from bench.run.config import parse_config
+from bench.run.grid import expand
+from bench.run.orchestrate import run_config
+from bench.run.store import Store
 from defenses import DEFENSES
 
 INFO = {
@@ -268,7 +268,7 @@ TWO_FORESTS = {
 
 @pytest.mark.slow
 def test_two_settings_of_one_defense_are_two_report_columns_with_their_own_numbers(tmp_path):
-    from bench.report import write_report
+    from bench.analysis.report import write_report
 
     run_config(parse_config(TWO_FORESTS), tmp_path, progress=False)
     table = pd.read_parquet(tmp_path / "results.parquet")
@@ -382,7 +382,7 @@ def test_records_of_an_older_schema_are_recomputed_with_a_warning(tmp_path):
     victim = sorted((tmp_path / "cells").glob("*.json"))[0]
     record = json.loads(victim.read_text())
     record["schema_version"] = 1
-    from bench.store import record_checksum
+    from bench.run.store import record_checksum
 
     record["checksum"] = record_checksum(record)
     victim.write_text(json.dumps(record))
@@ -394,7 +394,7 @@ def test_records_of_an_older_schema_are_recomputed_with_a_warning(tmp_path):
 
 
 def test_model_seed_is_shared_across_attacks_defenses_and_fractions():
-    from bench.runner import model_seed
+    from bench.run.runner import model_seed
 
     cells = expand(parse_config(GOLDEN)).cells
     assert len({model_seed(c.spec) for c in cells}) == 1
@@ -403,7 +403,7 @@ def test_model_seed_is_shared_across_attacks_defenses_and_fractions():
 
 
 def test_labels_are_unique_by_construction_even_when_parameters_do_not_separate_them():
-    from bench.schema import unique_labels
+    from bench.core.schema import unique_labels
 
     a = defense_id([{"name": "x", "params": {"k": 1}}])
     b = defense_id([{"name": "x", "params": {"k": 2}}])

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from conftest import require
 
-import bench.datasets as datasets
-from bench.cli import main
-from bench.datasets import DatasetError, data_root, load_dataset, read_idx
-from bench.types import ParamError
+import bench.data.datasets as datasets
+from bench.core.types import ParamError
+from bench.data.datasets import DatasetError, data_root, load_dataset, read_idx
+from bench.interfaces.cli import main
 from defenses import DEFENSES
 
 

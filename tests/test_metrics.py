@@ -14,7 +14,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from bench.metrics import classification_metrics
+from bench.core.metrics import classification_metrics
 
 
 def _cases():

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from conftest import require
 
-from bench.cli import main
-from bench.store import Store
-from bench.tracking import (
+from bench.core.types import PoisonBenchError
+from bench.interfaces.cli import main
+from bench.interfaces.tracking import (
     FRACTION_METRICS,
     TELEMETRY_OFF,
     confusion_image,
@@ -28,7 +28,7 @@ from bench.tracking import (
     refit_model,
     step_of,
 )
-from bench.types import PoisonBenchError
+from bench.run.store import Store
 
 TINY = """
 name: tinyml
@@ -165,7 +165,7 @@ def test_the_parent_logs_the_grids_settings_with_labels(tracked):
 def test_the_parent_logs_the_headline_as_a_table_and_metrics(tracked):
     """The headline (extra clean data needed, best deployable defense) on the parent run,
     checked against estimate_recovery and an independent pandas computation."""
-    from bench.recovery import estimate_recovery
+    from bench.analysis.recovery import estimate_recovery
 
     out, table, client, experiment_id = tracked
     latest = max(_runs(client, experiment_id, "grid"), key=lambda r: r.info.start_time)
@@ -203,7 +203,7 @@ def test_the_parent_logs_the_headline_as_a_table_and_metrics(tracked):
 
 def test_headline_picks_the_best_deployable_defense():
     """Smallest f_needed among defenses that are neither none nor a reference (the oracle)."""
-    from bench.schema import NO_DEFENSE_ID
+    from bench.core.schema import NO_DEFENSE_ID
 
     rows = []
     for defense, f, saved in (
@@ -364,7 +364,7 @@ def test_log_models_without_mlflow_is_a_usage_error(tmp_path, capsys):
 
 
 def test_missing_mlflow_is_a_clear_error(monkeypatch):
-    from bench import tracking
+    from bench.interfaces import tracking
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow now raises ImportError
     with pytest.raises(PoisonBenchError, match=r"pip install 'poisonbench\[mlflow\]'"):
@@ -380,8 +380,8 @@ def test_a_logging_failure_is_raised_at_the_end_and_fails_the_parent(tmp_path, e
     _fresh_run_dir(tmp_path / "run", empty_db)
     import yaml
 
-    from bench.config import parse_config
-    from bench.tracking import MlflowTracker
+    from bench.interfaces.tracking import MlflowTracker
+    from bench.run.config import parse_config
 
     tracker = MlflowTracker(tmp_path / "run")
     parent = tracker.start(parse_config(yaml.safe_load(TINY)))

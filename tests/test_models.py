@@ -8,8 +8,8 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression
 
+from bench.core.types import DatasetInfo, ParamError
 from bench.models import MODELS, SklearnClassifier, expand_soft_targets
-from bench.types import DatasetInfo, ParamError
 
 K = 3
 INFO = DatasetInfo("blobs", ("a", "b", "c"), n_features=4)

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cli import main
-from bench.config import ConfigError, parse_config
-from bench.grid import expand
+from bench.core.types import DatasetInfo, ParamError, TrainingSet
+from bench.interfaces.cli import main
 from bench.models import MODELS
 from bench.models.by_path import SampleWeightError, resolve_import
-from bench.types import DatasetInfo, ParamError, TrainingSet
+from bench.run.config import ConfigError, parse_config
+from bench.run.grid import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 INFO = DatasetInfo("toy", ("a", "b", "c"), n_features=4)
@@ -307,7 +307,7 @@ def test_torch_network_by_import_path_runs_with_soft_targets(tmp_path, capsys):
 
 def test_plain_name_configs_import_no_plugin_code():
     code = (
-        "import sys; from bench.config import load_config; from bench.grid import expand; "
+        "import sys; from bench.run.config import load_config; from bench.run.grid import expand; "
         "expand(load_config('configs/quick.yaml')); "
         "print(sorted(m for m in ('torch', 'tests.plugin_nets') if m in sys.modules))"
     )

@@ -10,9 +10,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
 from attacks.label_flip import LabelFlip
-from bench.datasets import load_dataset, split
-from bench.metrics import detection_metrics
-from bench.types import DefenseContext, ParamError, TrainingSet
+from bench.core.metrics import detection_metrics
+from bench.core.types import DefenseContext, ParamError, TrainingSet
+from bench.data.datasets import load_dataset, split
 from defenses import DEFENSES
 from defenses.outlier import parse_space, project, rbf_gamma
 

@@ -1,5 +1,5 @@
 """``examples/own-data``: a user's CSV (text labels, a text column) and its config, run end to end
-through ``python -m bench.cli run`` from the repository root, as the README shows."""
+through ``python -m bench.interfaces.cli run`` from the repository root, as the README shows."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.config import load_config
-from bench.datasets import load_dataset
+from bench.data.datasets import load_dataset
+from bench.run.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "own-data"
@@ -53,7 +53,7 @@ def example_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("own-data") / "run"
     command = ["run", "examples/own-data/config.yaml", "--out", str(out), "--quiet"]
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.cli", *command],
+        [sys.executable, "-m", "bench.interfaces.cli", *command],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -76,7 +76,7 @@ def test_wheel_holds_every_package_and_module(installed):
 
 def test_installed_poisonbench_list_names_every_plugin(installed, tmp_path):
     from attacks import ATTACKS
-    from bench.datasets import DATASETS
+    from bench.data.datasets import DATASETS
     from bench.models import MODELS
     from defenses import DEFENSES
 
@@ -95,7 +95,11 @@ def test_installed_poisonbench_list_names_every_plugin(installed, tmp_path):
         )
     # The console script pip wrote, run with the installed packages on the path.
     script = installed / "bin" / "poisonbench"
-    cmd = [str(script), "list"] if script.exists() else [sys.executable, "-m", "bench.cli", "list"]
+    cmd = (
+        [str(script), "list"]
+        if script.exists()
+        else [sys.executable, "-m", "bench.interfaces.cli", "list"]
+    )
     text = _run(cmd, cwd=tmp_path, env=env)
     for registry in (ATTACKS, MODELS, DEFENSES, DATASETS):
         for name in registry:

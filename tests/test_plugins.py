@@ -18,12 +18,7 @@ import pytest
 import yaml
 
 from attacks import ATTACKS
-from bench.cli import main
-from bench.config import ConfigError, parse_config
-from bench.datasets import DATASETS
-from bench.grid import Cell, expand, make_tasks
-from bench.models import MODELS
-from bench.types import (
+from bench.core.types import (
     BUILTIN,
     Plugin,
     PluginLoadError,
@@ -31,6 +26,11 @@ from bench.types import (
     UnknownNameError,
     registering_from,
 )
+from bench.data.datasets import DATASETS
+from bench.interfaces.cli import main
+from bench.models import MODELS
+from bench.run.config import ConfigError, parse_config
+from bench.run.grid import Cell, expand, make_tasks
 from defenses import DEFENSES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def test_entry_points_load_lazily_once_and_name_the_distribution(site, monkeypat
         textwrap.dedent(
             """
             from dataclasses import dataclass
-            from bench.types import Plugin
+            from bench.core.types import Plugin
 
             @dataclass(frozen=True)
             class Good(Plugin):
@@ -192,7 +192,7 @@ def test_entry_points_load_lazily_once_and_name_the_distribution(site, monkeypat
 def test_an_entry_point_may_not_take_a_builtin_name(site):
     group = "poisonbench.test_clash"
     (site / "pbtest_clash.py").write_text(
-        "from dataclasses import dataclass\nfrom bench.types import Plugin\n\n"
+        "from dataclasses import dataclass\nfrom bench.core.types import Plugin\n\n"
         "@dataclass(frozen=True)\nclass Clash(Plugin):\n    pass\n"
     )
     write_distribution(site, "pbtest-clash", group, {"none": "pbtest_clash:Clash"})
@@ -239,9 +239,9 @@ def test_plain_name_configs_never_read_entry_points():
             return real(**kwargs)
 
         importlib.metadata.entry_points = refuse
-        from bench.config import load_config
-        from bench.grid import expand
-        from bench.runner import run_cell
+        from bench.run.config import load_config
+        from bench.run.grid import expand
+        from bench.run.runner import run_cell
 
         grid = expand(load_config("configs/quick.yaml"))
         record = run_cell(grid.cells[-1], [0.0])
@@ -315,7 +315,7 @@ def test_the_plugin_list_is_not_part_of_cell_identity(isolated):
 
 
 def test_a_worker_that_cannot_import_a_plugin_fails_its_cells_with_the_reason(isolated):
-    from bench.runner import run_task
+    from bench.run.runner import run_task
 
     grid = expand(parse_config(tiny_config()))
     (task,) = make_tasks([(grid.cells[0], (0.0,))], plugins=["pbtest_not_on_this_worker"])
@@ -405,7 +405,7 @@ def test_list_with_a_bad_plugins_entry_is_an_error(tmp_path, capsys, isolated):
 
 def test_a_plugin_registered_by_running_code_is_refused_for_workers(tmp_path, isolated):
     import tests.plugin_defense as module
-    from bench.orchestrate import run_config
+    from bench.run.orchestrate import run_config
 
     @DEFENSES.register("session_centroid")
     @dataclass(frozen=True)

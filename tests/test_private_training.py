@@ -14,8 +14,8 @@ from conftest import require
 from sklearn.datasets import make_blobs
 
 from attacks.label_flip import LabelFlip
+from bench.core.types import DatasetInfo, DefenseContext, TrainingSet
 from bench.models import MODELS, fit_options
-from bench.types import DatasetInfo, DefenseContext, TrainingSet
 from defenses import DEFENSES
 
 INFO = DatasetInfo("blobs", ("a", "b", "c"), n_features=4)
@@ -170,9 +170,9 @@ def test_dp_sgd_fits_are_repeatable_and_the_noise_matters():
 def test_a_dp_sgd_cell_records_epsilon_and_an_sklearn_cell_says_why_it_cannot():
     require("torch")
     require("opacus")
-    from bench.config import parse_config
-    from bench.grid import expand
-    from bench.runner import run_cell
+    from bench.run.config import parse_config
+    from bench.run.grid import expand
+    from bench.run.runner import run_cell
 
     config = parse_config(
         {

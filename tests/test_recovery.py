@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.recovery import (
+from bench.analysis.recovery import (
     COLUMNS,
     bootstrap_crossing,
     crossing_point,
@@ -20,7 +20,7 @@ from bench.recovery import (
     theory_extra_fraction,
     theory_extra_fraction_mixed,
 )
-from bench.schema import (
+from bench.core.schema import (
     SYMMETRIC_LABEL_NOISE,
     assign_labels,
     dataset_id,
@@ -302,7 +302,7 @@ def test_bootstrap_is_deterministic_and_independent_of_other_groups():
     assert (ra["f_low"], ra["f_high"]) == (rb["f_low"], rb["f_high"])
     c = estimate_recovery(pd.DataFrame(base), n_boot=200, seed=4)
     rc = c.query("attack == 'label_flip'").iloc[0]
-    # the default interval (bench.stats t-inversion) draws no random numbers: the seed is moot
+    # the default interval (bench.analysis.stats t-inversion) draws no random numbers: the seed is moot
     assert (rc["f_low"], rc["f_high"]) == (ra["f_low"], ra["f_high"])
     assert rc["f_low"] < rc["f_needed"] < rc["f_high"]
 
@@ -368,9 +368,9 @@ recovery: {fractions: [0, 0.1, 0.25, 0.5], early_stop: true, tolerance: 0.05}
 def test_early_stop_uses_the_clean_cells_value_and_skips_after_two_recovered_points():
     import yaml
 
-    from bench.config import parse_config
-    from bench.grid import expand
-    from bench.runner import run_cell
+    from bench.run.config import parse_config
+    from bench.run.grid import expand
+    from bench.run.runner import run_cell
 
     config = parse_config(yaml.safe_load(EARLY))
     cells = expand(config).cells

@@ -1,6 +1,6 @@
 """Surviving kill -9, Ctrl-C, a second run on the same directory, and corrupt record files.
 
-The subprocess tests run ``python -m bench.cli run ...`` exactly as a user would run
+The subprocess tests run ``python -m bench.interfaces.cli run ...`` exactly as a user would run
 ``poisonbench run ...``; the final tables are compared with an uninterrupted run's after
 dropping the timing columns (``t_*``).
 """
@@ -23,12 +23,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.cli import main
-from bench.config import parse_config
-from bench.orchestrate import run_config
-from bench.store import RunLock, RunLockedError, Store, record_checksum
+from bench.interfaces.cli import main
+from bench.run.config import parse_config
+from bench.run.orchestrate import run_config
+from bench.run.store import RunLock, RunLockedError, Store, record_checksum
 
-CLI = [sys.executable, "-m", "bench.cli"]
+CLI = [sys.executable, "-m", "bench.interfaces.cli"]
 
 SMALL = {
     "name": "small",
@@ -167,7 +167,7 @@ def test_run_tasks_hands_tasks_whose_worker_died_to_lost_and_goes_on(capfd):
     exit status; tasks that were running on the other worker or queued still run, once."""
     from crash_plugins import square_or_exit
 
-    from bench.executors import run_tasks
+    from bench.run.executors import run_tasks
 
     payloads = [1, 2, -3, 4, 5, 6, -11, 8, 9]
     out = list(run_tasks(square_or_exit, payloads, lost=lambda p, why: (p, why), jobs=2))
@@ -184,7 +184,7 @@ def test_a_task_that_breaks_the_pool_without_killing_its_worker_is_given_up():
     retried, and after MAX_BREAKS breaks it is given up, not retried forever."""
     from crash_plugins import unpicklable_result
 
-    from bench.executors import MAX_BREAKS, run_tasks
+    from bench.run.executors import MAX_BREAKS, run_tasks
 
     out = list(run_tasks(unpicklable_result, [1], lost=lambda p, why: (p, why), jobs=2))
     assert len(out) == 1 and out[0][0] == 1
@@ -197,7 +197,7 @@ def test_stopping_early_with_tasks_queued_prints_no_thread_traceback(monkeypatch
     reach stderr as an 'Exception in thread' traceback (it did, in CI, after a Ctrl-C)."""
     import threading
 
-    from bench.executors import _Pool
+    from bench.run.executors import _Pool
 
     caught: list[str] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(repr(args.exc_value)))
@@ -220,7 +220,7 @@ def test_workers_come_from_the_fork_server_with_the_pools_environment(monkeypatc
     when the server started (a data directory set in between must reach them)."""
     from crash_plugins import worker_facts
 
-    from bench.executors import prestart, run_tasks
+    from bench.run.executors import prestart, run_tasks
 
     prestart()  # the server runs with the environment of now...
     monkeypatch.setenv("POISONBENCH_PROBE", "set after the server started")  # ...this is later
@@ -235,7 +235,7 @@ def test_workers_come_from_the_fork_server_with_the_pools_environment(monkeypatc
 def test_liveness_of_workers_that_are_not_our_children():
     """When the pool breaks, each worker that started a task is checked: alive, or dead (its
     task is then the one lost). Workers forked by the fork server are not our children."""
-    from bench.executors import _alive
+    from bench.run.executors import _alive
 
     assert _alive(os.getpid())
     assert _alive(os.getppid())  # running, not our child
@@ -247,8 +247,8 @@ def test_liveness_of_workers_that_are_not_our_children():
 def test_an_error_raised_in_a_worker_reaches_the_caller_as_itself():
     from crash_plugins import raise_param_error
 
-    from bench.executors import run_tasks
-    from bench.types import ParamError
+    from bench.core.types import ParamError
+    from bench.run.executors import run_tasks
 
     with pytest.raises(ParamError) as info:
         list(run_tasks(raise_param_error, [5], lost=lambda p, why: pytest.fail(why), jobs=2))
@@ -403,16 +403,16 @@ def test_stop_handlers_are_restored_after_an_in_process_run(tmp_path):
 
 
 def test_second_run_on_a_locked_directory_fails_at_once(tmp_path, capsys, monkeypatch):
-    import bench.datasets
+    import bench.data.datasets
 
     loaded: list[str] = []
-    load = bench.datasets.load_dataset
+    load = bench.data.datasets.load_dataset
 
     def spy(name, *args, **kwargs):
         loaded.append(name)
         return load(name, *args, **kwargs)
 
-    monkeypatch.setattr(bench.datasets, "load_dataset", spy)
+    monkeypatch.setattr(bench.data.datasets, "load_dataset", spy)
     config = _write_config(tmp_path / "small.yaml", SMALL)
     out = tmp_path / "run"
     with RunLock(out):
@@ -434,7 +434,7 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from bench.store import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "import sys, time; from bench.run.store import RunLock; RunLock(sys.argv[1]).acquire(); "
             "print('locked', flush=True); time.sleep(120)",
             str(out),
         ],
@@ -492,9 +492,9 @@ def test_lock_message_names_the_real_holder_not_a_stale_pid(tmp_path, monkeypatc
         if Path("/proc/locks").exists():  # Linux: the kernel says who holds it
             assert f"PID {holder.pid}" in message, message
         # Where the kernel does not say (no /proc/locks), the stale PID is named as such.
-        import bench.store
+        import bench.run.store
 
-        monkeypatch.setattr(bench.store, "_flock_holders", lambda fd: [])
+        monkeypatch.setattr(bench.run.store, "_flock_holders", lambda fd: [])
         with pytest.raises(RunLockedError) as info:
             RunLock(out).acquire()
         assert f"last recorded holder: PID {stale}, not running" in str(info.value)
@@ -649,11 +649,26 @@ def test_corrupt_results_table_is_a_clear_error(damage, reference, tmp_path, cap
     assert len(pd.read_parquet(out / "results.parquet")) == 36
 
 
-def test_a_stop_signal_during_a_record_write_takes_effect_after_its_count():
+@pytest.fixture
+def sigint_disposition():
+    """Set SIGINT's disposition for one test and restore the inherited one afterwards: the
+    test must not depend on what the shell (``cmd &`` starts with SIGINT ignored) or an
+    earlier test in the same worker left behind."""
+    inherited = signal.getsignal(signal.SIGINT)
+
+    def set_to(handler):
+        signal.signal(signal.SIGINT, handler)
+
+    yield set_to
+    signal.signal(signal.SIGINT, inherited if inherited is not None else signal.SIG_DFL)
+
+
+def test_a_stop_signal_during_a_record_write_takes_effect_after_its_count(sigint_disposition):
     """The run loop writes a record and counts it as one step: a signal that arrives in
     between (the cause of "2 of 36 cells done" printed with 3 records on disk) waits for it."""
-    from bench.orchestrate import _held_signals
+    from bench.run.orchestrate import _held_signals
 
+    sigint_disposition(signal.default_int_handler)
     steps = []
     with pytest.raises(KeyboardInterrupt), _held_signals():
         os.kill(os.getpid(), signal.SIGINT)
@@ -661,3 +676,39 @@ def test_a_stop_signal_during_a_record_write_takes_effect_after_its_count():
         steps.append("counted")
     assert steps == ["counted"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_an_ignored_stop_signal_stays_ignored_while_held(sigint_disposition):
+    """A process started with SIGINT ignored keeps ignoring it: holding must not turn an
+    ignored signal into one that stops the run."""
+    from bench.run.orchestrate import _held_signals
+
+    sigint_disposition(signal.SIG_IGN)
+    steps = []
+    with _held_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        steps.append("counted")
+    assert steps == ["counted"]
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_a_default_action_signal_is_held_then_takes_its_default_action(tmp_path):
+    """SIGTERM at its default disposition (the Python API, no CLI handlers) used to be held by
+    nothing: it killed the process between the record's write and its count. Now the block
+    finishes, then the default action ends the process (status -SIGTERM)."""
+    script = (
+        "import os, signal, time\n"
+        "from bench.run.orchestrate import _held_signals\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+        "with _held_signals():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.05)\n"
+        "    print('counted', flush=True)\n"
+        "print('after', flush=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.split() == ["counted"]
+    assert proc.returncode == -signal.SIGTERM

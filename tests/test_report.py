@@ -8,15 +8,15 @@ import re
 import pandas as pd
 import pytest
 
-from bench.cli import main
-from bench.recovery import estimate_recovery
-from bench.report import (
+from bench.analysis.recovery import estimate_recovery
+from bench.analysis.report import (
     fmt_recovery,
     recovery_table,
     render_report,
     rule_verdict,
     write_report,
 )
+from bench.interfaces.cli import main
 
 TINY = """
 name: tiny-report
@@ -178,7 +178,7 @@ def test_rule_verdicts():
 
 
 def test_recovery_table_orders_defenses_with_baselines_last():
-    from bench.schema import NO_DEFENSE_ID, defense_id, plugin_id
+    from bench.core.schema import NO_DEFENSE_ID, defense_id, plugin_id
 
     rows = []
     for d in ("random_filter", "oracle_filter", "lof", "none", "iforest"):
@@ -207,7 +207,7 @@ def test_recovery_table_orders_defenses_with_baselines_last():
 
 
 def _report(run_dir):
-    from bench.report import build_report, load_report_inputs
+    from bench.analysis.report import build_report, load_report_inputs
 
     table, meta, config = load_report_inputs(run_dir)
     return table, build_report(table, meta, config)
@@ -259,7 +259,7 @@ def test_filter_quality_cells_are_the_seed_means(run_dir):
 def _synthetic(gains: dict[str, list[float]]) -> pd.DataFrame:
     """A table: clean reference, and 20 % random flips under `none` and each defense whose
     per-seed accuracy gain over `none` is given."""
-    from bench.schema import NO_ATTACK_ID, NO_DEFENSE_ID, dataset_id, defense_id, plugin_id
+    from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID, dataset_id, defense_id, plugin_id
 
     ds = dataset_id({"name": "d", "split": {"train": 100, "test": 50, "pool": "rest"}})
     attack = plugin_id("label_flip", {"mode": "random"})
@@ -288,7 +288,7 @@ def _synthetic(gains: dict[str, list[float]]) -> pd.DataFrame:
 
 
 def test_summary_names_the_defense_the_paired_numbers_resolve():
-    from bench.report import build_report
+    from bench.analysis.report import build_report
 
     # "steady" gains 4 points on every seed; "wild" gains more on average but not reliably
     table = _synthetic({"steady": [0.04, 0.041, 0.039, 0.04], "wild": [0.3, -0.2, 0.25, -0.1]})
@@ -300,7 +300,7 @@ def test_summary_names_the_defense_the_paired_numbers_resolve():
 
 
 def test_summary_names_no_winner_when_the_interval_includes_zero():
-    from bench.report import build_report
+    from bench.analysis.report import build_report
 
     table = _synthetic({"wild": [0.3, -0.2, 0.25, -0.1]})
     bullets = " ".join(
@@ -313,7 +313,7 @@ def test_summary_names_no_winner_when_the_interval_includes_zero():
 def test_summary_says_a_resolved_gain_within_the_tolerance_is_within_it():
     """A gain whose interval excludes 0 but whose mean is below the tolerance names no winner,
     and the sentence does not call it indistinguishable (it is distinguishable, just small)."""
-    from bench.report import build_report
+    from bench.analysis.report import build_report
 
     table = _synthetic({"small": [0.002, 0.003, 0.002, 0.003]})
     meta = {"recovery": {"bootstrap": 0, "tolerance": 0.005}}
@@ -324,7 +324,7 @@ def test_summary_says_a_resolved_gain_within_the_tolerance_is_within_it():
 
 
 def test_failed_cells_are_a_section_with_distinct_reasons_and_counts(run_dir):
-    from bench.report import build_report, failed_reasons
+    from bench.analysis.report import build_report, failed_reasons
 
     table, _ = _report(run_dir)
     broken = table.copy()
@@ -341,7 +341,7 @@ def test_failed_cells_are_a_section_with_distinct_reasons_and_counts(run_dir):
 
 
 def test_a_run_where_every_cell_failed_still_reports_why(run_dir):
-    from bench.report import build_report, render_markdown
+    from bench.analysis.report import build_report, render_markdown
 
     table, _ = _report(run_dir)
     table = table.assign(status="failed", error="PoisonBenchError: no model can do this")

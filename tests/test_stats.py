@@ -1,4 +1,4 @@
-"""Intervals over seeds (bench/stats.py): paired differences, the t-inversion interval on the
+"""Intervals over seeds (bench/analysis/stats.py): paired differences, the t-inversion interval on the
 extra clean data needed, the paired interval on a difference of two crossings, and the
 simulation that checks each interval covers what its label says."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bench.recovery import bootstrap_crossing, crossing_point
-from bench.stats import (
+from bench.analysis.recovery import bootstrap_crossing, crossing_point
+from bench.analysis.stats import (
     SCENARIOS,
     PairedDifference,
     RecoveryModel,
@@ -31,7 +31,7 @@ from bench.stats import (
     seed_range,
     simulated_coverage,
 )
-from bench.types import ParamError
+from bench.core.types import ParamError
 
 GRID = np.array([0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0])
 

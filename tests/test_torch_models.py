@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import require
 
-from bench.datasets import load_dataset
+from bench.core.types import DatasetInfo, ParamError
+from bench.data.datasets import load_dataset
 from bench.models import MODELS
-from bench.types import DatasetInfo, ParamError
 from defenses.label_smoothing import LabelSmoothing
 
 BLOBS_INFO = DatasetInfo(name="blobs", class_names=("a", "b", "c"), n_features=4)
@@ -30,9 +30,9 @@ def test_harness_imports_do_not_load_torch():
     code = textwrap.dedent(
         """
         import sys
-        import bench.cli, bench.runner, bench.executors
-        from bench.config import parse_config
-        from bench.grid import expand
+        import bench.interfaces.cli, bench.run.runner, bench.run.executors
+        from bench.run.config import parse_config
+        from bench.run.grid import expand
         from bench.models import MODELS
         assert {"cnn", "cnn-large", "torch-mlp"} <= set(MODELS), sorted(MODELS)
         config = parse_config({
@@ -99,7 +99,7 @@ def test_label_smoothing_targets_reach_the_loss(blobs, monkeypatch):
     torch = require("torch")
     import torch.nn.functional as F
 
-    from bench.types import DefenseContext, TrainingSet
+    from bench.core.types import DefenseContext, TrainingSet
 
     X, y = blobs
     info = BLOBS_INFO
@@ -230,9 +230,9 @@ def test_identical_training_sets_give_identical_models(dataset, model, monkeypat
     metric, are identical at every extra-clean fraction. Another seed differs (the control)."""
     require("torch")
     monkeypatch.setenv("POISONBENCH_THREADS", "1")
-    from bench.config import parse_config
-    from bench.grid import expand
-    from bench.runner import StageCache, run_cell
+    from bench.run.config import parse_config
+    from bench.run.grid import expand
+    from bench.run.runner import StageCache, run_cell
 
     config = parse_config(
         {

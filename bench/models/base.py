@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from bench.types import DatasetInfo, Plugin, PoisonBenchError, Registry
+from bench.core.types import DatasetInfo, Plugin, PoisonBenchError, Registry
 
 MODELS: Registry[ModelSpec] = Registry("model", group="poisonbench.models")
 

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bench.core.types import DatasetInfo, ParamError, PoisonBenchError, TrainingSet, build_params
 from bench.models.base import (
     MODELS,
     Estimator,
@@ -38,7 +39,6 @@ from bench.models.base import (
     expand_soft_targets,
 )
 from bench.models.torch_models import TorchClassifier, TorchModel
-from bench.types import DatasetInfo, ParamError, PoisonBenchError, TrainingSet, build_params
 
 
 def resolve_import(path: str, field: str) -> Any:
@@ -88,7 +88,7 @@ def resolve_import(path: str, field: str) -> Any:
     else:  # the `poisonbench` command: sys.path[0] is its bin folder, not the current directory
         hint = (
             "is the package installed? The current directory is not on sys.path here: run "
-            "`python -m bench.cli ...`, set PYTHONPATH=., or pip install your package"
+            "`python -m bench.interfaces.cli ...`, set PYTHONPATH=., or pip install your package"
         )
     raise ParamError(field, f"cannot import {path!r}: {first_error} ({hint})")
 

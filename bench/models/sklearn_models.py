@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from bench.core.types import DatasetInfo, ParamError, check_range
 from bench.models.base import MODELS, Estimator, ModelSpec, SklearnClassifier
-from bench.types import DatasetInfo, ParamError, check_range
 
 #: the largest iteration / epoch count and regularization constant a config may ask for
 MAX_ITER = 100_000

@@ -23,8 +23,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from bench.core.types import DatasetInfo, ParamError, PoisonBenchError, check_range
 from bench.models.base import MODELS, Estimator, ModelSpec
-from bench.types import DatasetInfo, ParamError, PoisonBenchError, check_range
 
 #: image datasets shipped with the harness (named in the error for a CNN on tabular data)
 IMAGE_DATASETS = "mnist-5k, mnist, fashion-mnist"

@@ -37,11 +37,11 @@ from typing import Any
 import pandas as pd
 
 from attacks import ATTACKS
-from bench.datasets import load_dataset, split
-from bench.grid import stage_rng, stage_seed
-from bench.metrics import classification_metrics
+from bench.core.metrics import classification_metrics
+from bench.core.types import DefenseContext, TrainingSet
+from bench.data.datasets import load_dataset, split
 from bench.models import MODELS
-from bench.types import DefenseContext, TrainingSet
+from bench.run.grid import stage_rng, stage_seed
 from defenses import DEFENSES
 
 #: the macro grid, in the harness's config format (``test_macro.py`` writes it as YAML)

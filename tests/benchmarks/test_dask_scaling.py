@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from bench.config import parse_config
-from bench.executors import local_cluster, run_dask
-from bench.grid import Task, expand
+from bench.run.config import parse_config
+from bench.run.executors import local_cluster, run_dask
+from bench.run.grid import Task, expand
 
 GRID = {
     "name": "scaling",

@@ -20,9 +20,9 @@ CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
     started = time.perf_counter()
-    from bench.config import parse_config
-    from bench.grid import expand
-    from bench.runner import run_cell
+    from bench.run.config import parse_config
+    from bench.run.grid import expand
+    from bench.run.runner import run_cell
     config = parse_config({
         "datasets": [{"name": "fashion-mnist", "split": {"train": 60000, "test": 10000}}],
         "models": [{"name": "cnn", "epochs": 1, "device": "cpu"}],
@@ -48,7 +48,7 @@ CHILD = textwrap.dedent(
 
 def test_full_fashion_mnist_cell(benchmark, monkeypatch):
     pytest.importorskip("torch")
-    from bench.datasets import DatasetError, load_dataset
+    from bench.data.datasets import DatasetError, load_dataset
 
     try:
         load_dataset("fashion-mnist")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from bench.types import DatasetInfo, DefenseContext, TrainingSet
+from bench.core.types import DatasetInfo, DefenseContext, TrainingSet
 from defenses import DEFENSES
 
 N, D, K = 60_000, 50, 10

@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bench.datasets import load_dataset  # noqa: E402
+from bench.data.datasets import load_dataset  # noqa: E402
 from bench.models import MODELS  # noqa: E402
 
 ROUNDS = 5

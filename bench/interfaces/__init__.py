@@ -1,0 +1,1 @@
+"""What users touch: the command line (``cli``), MLflow tracking and the Streamlit app."""

@@ -1,0 +1,666 @@
+"""Executors: run cells in local worker processes, in-process, or on a Dask cluster.
+
+On 2-core machines oversubscribed BLAS makes small fits ~20× slower, so every worker is limited
+to one thread. Records go back to the caller, which writes them as they arrive: the store works
+the same whatever runs the cells, and a run started with one executor resumes with another.
+
+A task (:class:`bench.run.grid.Task`) is the cells of one poisoned training set, each with the
+fractions it still needs; it carries only their small JSON specs. Each worker process loads a
+dataset once, through the bounded per-process cache of :func:`bench.data.datasets.load_dataset`, and
+reuses it for every later task; dataset arrays never travel over the network. Every executor
+yields, per task, the list of its cells' records.
+
+A worker process that dies (kill -9, the OOM killer, a plug-in calling ``os._exit``) costs the
+task it was running, its cells recorded as failed by :func:`lost_task` (the next run retries
+them), never the run: see :func:`run_tasks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench.core.types import PoisonBenchError
+from bench.run.grid import Task
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+#: the executors ``poisonbench run --executor`` accepts
+EXECUTORS = ("local", "dask", "dask-local")
+#: where ``dask-local`` workers keep their scratch space (spilled data, locks), inside the run
+#: directory; removed when the run ends
+DASK_SCRATCH = "dask-scratch"
+
+#: pool breaks a task may live through on workers that did not die (it is rerun each time)
+#: before it is given up as lost: a guard against a task that breaks the pool some other way
+MAX_BREAKS = 3
+#: pool breaks in a row before any task started: then the workers cannot start at all
+MAX_BARREN_BREAKS = 3
+
+_limited_to: int | None = None  # per process: the thread limit already applied
+_started: Any = None  # in a local worker: the queue on which it says which task it starts
+
+
+class ExecutorError(PoisonBenchError):
+    """An executor cannot start: a missing optional dependency or an unreachable scheduler."""
+
+
+def limit_threads(n: int = 1) -> None:
+    """Limit BLAS/OpenMP (threadpoolctl) and torch, if loaded later, to ``n`` threads."""
+    global _limited_to
+    for var in THREAD_VARS:
+        os.environ[var] = str(n)
+    os.environ["POISONBENCH_THREADS"] = str(n)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
+    _limited_to = n
+
+
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """End this worker soon after the process that started the pool dies (e.g. kill -9):
+    nothing else would, since the workers themselves hold the task queue's pipe open (and,
+    when forked by the fork server, the pipe that tells the server its clients are gone).
+
+    A worker forked by the fork server is not that process's child: it waits on the sentinel
+    multiprocessing gives it (a pipe whose other end the pool's process holds). A worker that
+    is its child (loky's start) watches for being orphaned."""
+    import multiprocessing
+
+    if multiprocessing.get_start_method(allow_none=True) == "forkserver":
+        watched = multiprocessing.parent_process()
+        if watched is not None:
+            watched.join()  # returns once that process is gone
+            os._exit(1)
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(threads: int, started: Any = None, environ: dict[str, str] | None = None) -> None:
+    """Set up a local worker process: SIGINT ignored (Ctrl-C reaches the whole process group;
+    only the parent handles it, by stopping the workers), exit when the parent dies, ``threads``
+    BLAS threads, ``started``: the queue on which :func:`_call` reports each task, and
+    ``environ``: the parent's environment when the pool started (a worker forked by the fork
+    server would otherwise see the environment of the server's start)."""
+    global _started
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    limit_threads(threads)
+    _started = started
+    # A crash is reported in one line (the cell's record says how the worker died); loky would
+    # also dump every thread's stack to stderr. PYTHONFAULTHANDLER=1 brings the dump back.
+    os.environ.setdefault("PYTHONFAULTHANDLER", "")
+
+
+def _warm(
+    datasets: Sequence[tuple[str, dict[str, Any]]],
+    data_dir: str | None,
+    plugins: Sequence[str] = (),
+) -> None:
+    """In a fresh worker: import the runner (scikit-learn, PyOD, the plug-ins, the config's
+    ``plugins:`` modules) and load the datasets now, while the parent is still expanding the
+    grid, not on the first task. Failures are left for the tasks to report."""
+    from bench.data.datasets import load_dataset
+    from bench.run.runner import run_task  # noqa: F401  (the import is the point)
+
+    if plugins:
+        from bench.run.plugins import import_plugins
+
+        with contextlib.suppress(Exception):
+            import_plugins(plugins)
+
+    for name, params in datasets:
+        with contextlib.suppress(Exception):  # a dataset that fails is the parent's to report
+            load_dataset(name, data_dir, params)
+
+
+#: what the fork server imports once, so that every worker forked from it starts with the
+#: runner (scikit-learn, pandas, the built-in plug-ins) already imported
+PRELOAD = ("bench.run.runner",)
+
+
+def worker_context() -> Any:
+    """How local workers start: forked from multiprocessing's fork server where the platform
+    has one (Linux, macOS), else loky's fresh interpreters (Windows).
+
+    The fork server is a fresh interpreter, started once per process (:func:`prestart`), that
+    imports :data:`PRELOAD` and then forks a worker on each request: a worker starts in
+    milliseconds instead of the ~2 s of its imports, and no worker is forked from a process
+    that runs anything but that server. Either way a worker then imports the main script the
+    way multiprocessing's ``spawn`` does, so plug-ins that a user's script registers exist in
+    the workers too.
+    """
+    import multiprocessing
+
+    from joblib.externals.loky.backend.context import get_context
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return get_context("loky_init_main")
+    context = get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))
+    return context
+
+
+def prestart() -> Any:
+    """Start the fork server now (if the platform has one; a no-op when it runs), so that its
+    imports overlap the caller's own: the CLI calls it first thing for ``--jobs N``. Returns
+    :func:`worker_context`.
+
+    The server starts with one BLAS/OpenMP thread (:data:`THREAD_VARS`, set in this process's
+    environment only while it starts), so that it holds no BLAS threads when it forks."""
+    from multiprocessing import forkserver
+
+    context = worker_context()
+    if context.get_start_method() != "forkserver":
+        return context
+    saved = {var: os.environ.get(var) for var in THREAD_VARS}
+    os.environ.update(dict.fromkeys(THREAD_VARS, "1"))
+    try:
+        with contextlib.suppress(Exception):  # a server that cannot start says so when used
+            forkserver.ensure_running()
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+    return context
+
+
+def start_pool(
+    jobs: int,
+    threads: int = 1,
+    datasets: Sequence[tuple[str, dict[str, Any]]] = (),
+    data_dir: str | None = None,
+    plugins: Sequence[str] = (),
+) -> _Pool:
+    """A local worker pool started now, each worker importing the runner and loading
+    ``datasets`` in the background (:func:`_warm`): hand it to :func:`execute` so that worker
+    start-up overlaps the parent's grid expansion instead of following it."""
+    pool = _Pool(jobs, threads)
+    for _ in range(jobs):
+        with contextlib.suppress(Exception):  # a pool that cannot start says so when used
+            pool.executor.submit(_warm, list(datasets), data_dir, list(plugins))
+    return pool
+
+
+def _run(payload: list[Any], data_dir: str | None) -> list[dict[str, Any]]:
+    from bench.run.runner import run_task
+
+    return run_task(payload, data_dir)
+
+
+def _run_task(task: Task, data_dir: str | None) -> list[dict[str, Any]]:
+    """The local executor's task: the records of one task's cells, computed in a worker."""
+    return _run(task.payload(), data_dir)
+
+
+def _run_on_worker(payload: list[Any], data_dir: str | None, threads: int) -> list[dict[str, Any]]:
+    """Run one task on a Dask worker, limiting the worker's threads on its first task."""
+    if _limited_to != threads:
+        limit_threads(threads)
+    return _run(payload, data_dir)
+
+
+def lost_task(task: Task, error: str) -> list[dict[str, Any]]:
+    """The records of a task that could not run: every cell ``failed`` with ``error`` for the
+    fractions it was to compute (retried on the next run).
+
+    The one place that turns a lost task into records: the local executor calls it with the
+    task it sent and why it was lost (``worker died: signal 9 (SIGKILL)``), the Dask executor
+    with the cluster's error.
+    """
+    from bench.run.runner import failed_record
+
+    return [failed_record(cell, fractions, error) for cell, fractions in task.items]
+
+
+def run_local(
+    tasks: list[Task],
+    data_dir: str | None = None,
+    jobs: int = 1,
+    threads: int = 1,
+    pool: _Pool | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield each task's records as it finishes, from ``jobs`` worker processes.
+
+    ``jobs=1`` runs in this process (no start-up cost; a cell that kills its process ends the
+    run). With more, see :func:`run_tasks`: a task whose worker process dies comes back as
+    :func:`lost_task` records saying how the worker died, and the run goes on.
+    """
+    if jobs <= 1:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads):
+            for task in tasks:
+                yield _run(task.payload(), data_dir)
+        return
+    yield from run_tasks(
+        functools.partial(_run_task, data_dir=data_dir),
+        tasks,
+        lost=lost_task,
+        jobs=jobs,
+        threads=threads,
+        pool=pool,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# A process pool that outlives its workers: loky, plus which task each worker started
+# ---------------------------------------------------------------------------------------------
+
+
+def _call(fn: Callable[[Any], Any], index: int, payload: Any) -> Any:
+    """In a worker: report that task ``index`` starts in this process, then run it."""
+    if _started is not None:
+        _started.put((index, os.getpid()))
+    return fn(payload)
+
+
+def _alive(pid: int) -> bool:
+    """Whether worker process ``pid`` is still running (a zombie is not)."""
+    if hasattr(os, "waitid"):  # Linux; does not reap, so loky still can
+        try:
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            pass  # not our child (the fork server's), or reaped already
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited but is not reaped yet (Linux's /proc; False elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
+
+
+def death_reason(error: BaseException) -> str:
+    """Why tasks were lost, from the error of a broken pool: ``worker died: signal 9
+    (SIGKILL)`` or ``worker died: exit code 3`` (loky's ``TerminatedWorkerError`` lists the
+    exit codes of the workers it found dead), else ``worker pool broke: `` and the error's
+    first line."""
+    text = str(error)
+    found = re.search(r"exit codes of the workers are \{([^}]*)\}", text)
+    codes = sorted({int(c) for c in re.findall(r"\((-?\d+)\)", found.group(1))}) if found else []
+    if not codes:  # broken some other way, e.g. a result that cannot be unpickled
+        first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+        return f"worker pool broke: {first}"
+    parts = []
+    for code in codes:
+        if code < 0:
+            try:
+                parts.append(f"signal {-code} ({signal.Signals(-code).name})")
+            except ValueError:
+                parts.append(f"signal {-code}")
+        else:
+            parts.append(f"exit code {code}")
+    return "worker died: " + " or ".join(parts)
+
+
+class _Pool:
+    """A loky process pool plus the channel on which its workers say which task they start.
+
+    When a worker dies, loky marks the pool broken: it fails every pending future, running and
+    queued alike, with the same error, and then kills the surviving workers. Loky does not say
+    which task ran on the dead worker, so each worker reports ``(task, pid)`` as it starts a
+    task, and the callback of the first failed future, which loky runs before it kills the
+    survivors, notes which of those workers are already gone.
+    """
+
+    def __init__(self, jobs: int, threads: int) -> None:
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        context = prestart()
+        self._queue = context.SimpleQueue()  # a new one per pool: a killed writer may hold its lock
+        self.executor = ProcessPoolExecutor(
+            max_workers=jobs,
+            context=context,
+            initializer=_init_worker,
+            initargs=(threads, self._queue, dict(os.environ)),
+        )
+        self.futures: dict[Future, int] = {}  # pending future -> task index
+        self.started: dict[int, int] = {}  # task index -> pid of the worker that started it
+        self.dead: set[int] = set()  # worker pids found dead when the pool broke
+        self.error: BaseException | None = None  # what broke the pool
+        self._noted = threading.Event()
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[Any], Any], index: int, payload: Any) -> None:
+        future = self.executor.submit(_call, fn, index, payload)
+        self.futures[future] = index
+        future.add_done_callback(self._on_done)
+
+    def drain(self) -> None:
+        """Read the workers' start reports (also so that their pipe never fills up)."""
+        with self._lock:
+            while not self._queue.empty():
+                index, pid = self._queue.get()
+                self.started[index] = pid
+
+    def _on_done(self, future: Future) -> None:
+        # Runs in loky's manager thread; for a broken pool, before it kills the survivors.
+        if self._noted.is_set() or not self.broken(future):
+            return
+        self.error = future.exception()
+        self.drain()
+        self.dead = {pid for pid in set(self.started.values()) if not _alive(pid)}
+        self._noted.set()
+
+    @staticmethod
+    def broken(future: Future) -> bool:
+        """Whether a finished future failed because its pool broke."""
+        return not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
+
+    def settle(self) -> None:
+        """Wait until a broken pool has failed every pending future and the dead are noted."""
+        if self.futures:  # (a pool that broke with nothing pending runs no callback)
+            wait(list(self.futures))
+            self._noted.wait(timeout=30)
+        self.drain()
+
+    def close(self, kill: bool) -> None:
+        """Shut the pool down; ``kill``: kill running workers now instead of waiting for them.
+
+        Loky's shutdown with ``kill_workers`` drops its pending work items while ids of items
+        not yet handed to a worker are still queued, and its manager thread then dies with a
+        ``KeyError`` on one of them: harmless (the pool is going away), but the thread's
+        traceback would be printed on stderr. It is silenced here, for the time of the
+        shutdown only (``wait=True`` joins that thread)."""
+        previous = threading.excepthook
+
+        def quiet(args: Any) -> None:
+            if not (
+                args.exc_type is KeyError and "ExecutorManager" in getattr(args.thread, "name", "")
+            ):
+                previous(args)
+
+        if kill:
+            threading.excepthook = quiet
+        try:
+            with contextlib.suppress(Exception):
+                self.executor.shutdown(wait=True, kill_workers=kill)
+        finally:
+            threading.excepthook = previous
+
+
+def run_tasks(
+    fn: Callable[[P], R],
+    payloads: Sequence[P],
+    lost: Callable[[P, str], R],
+    jobs: int = 2,
+    threads: int = 1,
+    pool: _Pool | None = None,
+) -> Iterator[R]:
+    """Yield ``fn(payload)`` for every payload, in the order they finish, from ``jobs`` worker
+    processes; for a task whose worker process died under it, yield ``lost(payload, reason)``.
+
+    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); an
+    exception it raises propagates. Workers are forked by the fork server (see
+    :func:`worker_context`: never a fork of a process that holds BLAS or torch threads),
+    limited to ``threads`` BLAS threads; they ignore SIGINT (the parent handles Ctrl-C) and
+    exit when the parent dies. ``pool``: one :func:`start_pool` started earlier (closed here
+    when done). At most ``2 × jobs`` tasks are in flight. When the caller stops early
+    (Ctrl-C, ``close()``), running workers are killed at once, not waited for.
+
+    When a worker dies (kill -9, the OOM killer, ``os._exit``), loky stops the whole pool. The
+    task that was running on the dead worker yields ``lost(payload, "worker died: signal 9
+    (SIGKILL)")``; the tasks running on the other workers and those still queued are submitted
+    again, first in line, to a new pool, and the run goes on. A task caught in
+    :data:`MAX_BREAKS` broken pools without its own worker dying is given up as lost too.
+    """
+    if not payloads:
+        if pool is not None:
+            pool.close(kill=True)
+        return
+    todo = deque(range(len(payloads)))
+    breaks: Counter[int] = Counter()
+    barren = 0  # pool breaks in a row before any task started
+    pool = pool if pool is not None else _Pool(jobs, threads)
+    finished = False
+    try:
+        while todo or pool.futures:
+            broken = False
+            try:
+                while todo and len(pool.futures) < 2 * jobs:
+                    pool.submit(fn, todo[0], payloads[todo[0]])
+                    todo.popleft()
+            except BrokenProcessPool:
+                broken = True  # it broke while no task was pending (a worker died idle)
+            if not broken:
+                done, _ = wait(list(pool.futures), return_when=FIRST_COMPLETED)
+                pool.drain()
+                for future in done:
+                    if pool.broken(future):
+                        broken = True
+                        continue
+                    del pool.futures[future]
+                    barren = 0
+                    yield future.result()  # raises what fn raised
+                if not broken:
+                    continue
+            pool.settle()
+            reason = death_reason(pool.error) if pool.error is not None else "worker died"
+            retry: list[int] = []
+            for future, index in list(pool.futures.items()):
+                del pool.futures[future]
+                if not pool.broken(future):  # it finished before the break
+                    yield future.result()
+                elif index not in pool.started:
+                    retry.append(index)  # still queued: never ran
+                elif pool.started[index] in pool.dead:
+                    yield lost(payloads[index], reason)  # its worker died under it
+                else:
+                    breaks[index] += 1  # its worker was alive: loky killed it afterwards
+                    if breaks[index] < MAX_BREAKS:
+                        retry.append(index)
+                    else:
+                        why = f"lost in {MAX_BREAKS} pool breaks (the last: {reason})"
+                        yield lost(payloads[index], why)
+            barren = 0 if pool.started else barren + 1
+            if barren >= MAX_BARREN_BREAKS:
+                raise ExecutorError(
+                    f"the worker processes died {barren} times before running any task ({reason})"
+                )
+            pool.close(kill=True)
+            pool = _Pool(jobs, threads)
+            todo.extendleft(reversed(retry))
+        finished = True
+    finally:
+        pool.close(kill=not finished)
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ExecutorError(
+            "the dask executors need dask.distributed, an optional extra: "
+            "pip install 'poisonbench[dask]' (or pip install -e '.[dask]' in a checkout)"
+        ) from None
+    return distributed
+
+
+def local_cluster(workers: int, local_directory: str | Path | None = None) -> Any:
+    """A ``distributed.LocalCluster`` of ``workers`` processes, one thread each, bound to
+    127.0.0.1 with no dashboard (the scheduler's HTTP endpoints on a free localhost port).
+
+    ``local_directory``: where the workers keep their scratch space (Dask's default, None, is
+    the system temp dir).
+    """
+    distributed = _import_distributed()
+    scheduler_kwargs: dict[str, Any] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+    if local_directory is not None:
+        local_directory = str(local_directory)
+        scheduler_kwargs["local_directory"] = local_directory  # the scheduler has one too
+    return distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs=scheduler_kwargs,
+        silence_logs=logging.ERROR,
+        local_directory=local_directory,
+    )
+
+
+def run_dask(
+    tasks: list[Task],
+    data_dir: str | None = None,
+    scheduler: str | None = None,
+    workers: int = 2,
+    threads: int = 1,
+    scratch_dir: str | Path | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield each task's records as it finishes on a Dask cluster.
+
+    ``scheduler``: the address of a running scheduler (``tcp://host:8786``); the cluster may
+    be local, Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes). Without it, a
+    ``LocalCluster`` of ``workers`` processes (one thread each, bound to 127.0.0.1, no
+    dashboard) is started and shut down here, its scratch space in ``scratch_dir`` (removed
+    afterwards; None: the system temp dir). Workers need poisonbench installed, and
+    ``data_dir`` must be readable at the same path on every worker.
+
+    Tasks are submitted a few at a time (twice the cluster's current thread count) so that an
+    interrupt loses little and the scheduler never holds the whole grid. A task whose worker
+    dies repeatedly comes back as ``failed`` records (retried on the next run).
+    """
+    distributed = _import_distributed()
+    if not tasks:
+        return
+    cluster = None
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ExecutorError(
+                f"cannot reach the Dask scheduler at {scheduler}: {type(exc).__name__}: {exc}"
+            ) from None
+    else:
+        if workers < 1:
+            raise ExecutorError(f"--workers must be >= 1, got {workers}")
+        cluster = local_cluster(workers, scratch_dir)
+        client = distributed.Client(cluster)
+    futures: dict[Any, tuple[Any, Task]] = {}
+    try:
+
+        def slots() -> int:  # re-read as results arrive: clusters scale up and down
+            return max(2, 2 * sum(client.nthreads().values()))
+
+        queue = list(reversed(tasks))
+        ready = distributed.as_completed()
+
+        def submit() -> None:
+            task = queue.pop()
+            future = client.submit(
+                _run_on_worker,
+                task.payload(),
+                data_dir,
+                threads,
+                key=f"poisonbench-task-{task.items[0][0].cell_id}",  # a cell is in one task
+            )
+            futures[future.key] = (future, task)
+            ready.add(future)
+
+        while queue and len(futures) < slots():
+            submit()
+        for future in ready:
+            _, task = futures.pop(future.key)
+            try:
+                records = future.result()
+            except Exception as exc:  # a worker died (KilledWorker) or the task broke
+                records = lost_task(task, f"dask: {type(exc).__name__}: {exc}")
+            future.release()
+            limit = slots() if queue else 0
+            while queue and len(futures) < limit:
+                submit()
+            yield records
+    finally:
+        with contextlib.suppress(Exception):
+            client.cancel([future for future, _ in futures.values()], force=True)
+        with contextlib.suppress(Exception):
+            client.close(timeout=10)
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=10)
+            if scratch_dir is not None:
+                shutil.rmtree(scratch_dir, ignore_errors=True)
+
+
+def execute(
+    tasks: list[Task],
+    data_dir: str | None = None,
+    executor: str = "local",
+    jobs: int = 1,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads: int = 1,
+    run_dir: str | Path | None = None,
+    pool: _Pool | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`).
+
+    ``run_dir``: the run directory; ``dask-local`` keeps its workers' scratch space in
+    ``run_dir/`` :data:`DASK_SCRATCH` (without it, in the system temp dir). ``pool``: local
+    workers started earlier by :func:`start_pool` (the local executor with ``jobs > 1``).
+    """
+    check_executor(executor, scheduler)
+    if executor == "local":
+        return run_local(tasks, data_dir, jobs=jobs, threads=threads, pool=pool)
+    if executor == "dask":
+        return run_dask(tasks, data_dir, scheduler=scheduler, threads=threads)
+    scratch = None if run_dir is None else Path(run_dir) / DASK_SCRATCH
+    return run_dask(tasks, data_dir, workers=workers or jobs, threads=threads, scratch_dir=scratch)
+
+
+def check_executor(executor: str, scheduler: str | None = None) -> None:
+    """Raise :class:`ExecutorError` unless ``executor`` (one of :data:`EXECUTORS`) can run with
+    ``scheduler`` here (the dask executors need the optional ``distributed`` package). Called
+    before a run writes anything, and again by :func:`execute`."""
+    if executor not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")
+    if executor == "local" and scheduler:
+        raise ExecutorError("--scheduler needs --executor dask")
+    if executor == "dask" and not scheduler:
+        raise ExecutorError(
+            "--executor dask needs --scheduler tcp://HOST:8786 "
+            "(or use --executor dask-local to start a local cluster)"
+        )
+    if executor == "dask-local" and scheduler:
+        raise ExecutorError("--scheduler needs --executor dask, not dask-local")
+    if executor != "local":
+        _import_distributed()
