@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from bench.run.executors import ExecutorError
     from bench.run.orchestrate import RunInterrupted
     from bench.run.plugins import PluginImportError
-    from bench.run.store import RunLockedError
+    from bench.core.store import RunLockedError
     from defenses import DEFENSES as defenses
     from defenses import Defense, Filter
     from poisonbench.api import Run, RunWarning, compare, load, run
@@ -90,7 +90,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "DatasetError": ("bench.data.datasets", "DatasetError"),
     "CompareError": ("bench.analysis.compare", "CompareError"),
     "ExecutorError": ("bench.run.executors", "ExecutorError"),
-    "RunLockedError": ("bench.run.store", "RunLockedError"),
+    "RunLockedError": ("bench.core.store", "RunLockedError"),
     "RunInterrupted": ("bench.run.orchestrate", "RunInterrupted"),
 }
 

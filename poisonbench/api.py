@@ -137,7 +137,7 @@ class Run:
         """The long results table: one row per cell and extra-clean fraction (README "Results
         table"; group by the ``*_id`` columns, display the ``*_label`` ones)."""
         if self._table is None:
-            from bench.run.store import read_table
+            from bench.core.store import read_table
 
             self._table = read_table(self.path)
         return self._table
@@ -146,7 +146,7 @@ class Run:
     def meta(self) -> dict[str, Any]:
         """``run.json``: counts, timings, package versions, datasets, recovery settings."""
         if self._meta is None:
-            from bench.run.store import read_run_meta
+            from bench.core.store import read_run_meta
 
             self._meta = read_run_meta(self.path)
         return self._meta
@@ -155,7 +155,7 @@ class Run:
     def config(self) -> dict[str, Any]:
         """The config the run saved (``config.yaml``), as a mapping."""
         if self._config is None:
-            from bench.run.store import read_run_config
+            from bench.core.store import read_run_config
 
             self._config = read_run_config(self.path)
         return self._config
@@ -259,6 +259,8 @@ def run(
     scheduler: str | None = None,
     workers: int | None = None,
     report: bool = True,
+    precision: float | None = None,
+    max_seeds: int | None = None,
 ) -> Run:
     """Run a config's grid (finished cells are skipped) and return its :class:`Run`.
 
@@ -290,6 +292,11 @@ def run(
         Processes for ``executor="dask-local"`` (default ``jobs``).
     report : bool
         Write ``report.md`` and its plots when the run ends (as the CLI does).
+    precision : float, optional
+        Add seeds in rounds until every headline interval is at most this wide (× n_train), as
+        ``--precision`` and ``seeds: {precision: ...}`` (the config's seeds run first).
+    max_seeds : int, optional
+        The most seeds a group gets with ``precision`` (default: the config's, else 20).
 
     Returns
     -------
@@ -320,7 +327,9 @@ def run(
         raise ParamError("jobs", f"expected an integer >= 1, got {jobs!r}")
     if workers is not None and (isinstance(workers, bool) or workers < 1):
         raise ParamError("workers", f"expected an integer >= 1, got {workers!r}")
-    parsed = as_config(config)
+    from bench.run.config import with_precision
+
+    parsed = with_precision(as_config(config), precision, max_seeds)
     if data_dir is not None:
         parsed = dataclasses.replace(parsed, data_dir=os.fspath(data_dir))
     out_dir = Path(out) if out is not None else DEFAULT_RESULTS / parsed.name

@@ -142,7 +142,7 @@ def test_errors_are_exceptions_not_exit_codes(api_run, tmp_path):
             {**CONFIG, "datasets": [{"name": "iris", "split": {"train": 140, "test": 45}}]},
             out=tmp_path / "bad",
         )
-    from bench.run.store import RunLock
+    from bench.core.store import RunLock
 
     with RunLock(api_run.path), pytest.raises(pb.RunLockedError):
         pb.run(CONFIG, out=api_run.path, progress=False)

@@ -272,7 +272,11 @@ def test_the_summary_pairs_seeds_within_each_model():
     two["model_id"], two["model_label"], two["model"] = plugin_id("m2", {}), "m2", "m2"
     two["accuracy"] = two["accuracy"] - 0.1 * (two["defense_id"] == tf(0.1))  # worse filter
     report = build_report(pd.concat([one, two]), {"recovery": {"bootstrap": 0}})
-    bullets = [b for b in report.section("Summary").bullets if "best deployable" in b]
-    assert len(bullets) == 2
-    assert "trusted_filter(b=0.25) at 20% (+23.0 points" in bullets[0]  # the best at f = 0
-    assert "glc" not in bullets[1] and "(+23.0 points" in bullets[1]
+    findings = report.section("Findings").subsections
+    assert len(findings) == 2
+    cells = [
+        " ".join(sub.tables[0].frame["best deployable defense (paired gain, f = 0)"])
+        for sub in findings
+    ]
+    assert "trusted_filter(b=0.25) +23.0 pts" in cells[0]  # the best at f = 0
+    assert "glc" not in cells[1] and "+23.0 pts" in cells[1]

@@ -539,7 +539,7 @@ def test_provenance_runs_record_drops_and_detection_per_source():
     import json
 
     from bench.run.runner import run_cell
-    from bench.run.store import records_to_table
+    from bench.core.store import records_to_table
 
     attack = {"name": "label_flip", "mode": "random", "sources": 3, "poisoned_sources": 1}
     cells, fractions = _iris_cells(["none", {"name": "provenance", "budget": 0.2}], attack)

@@ -35,7 +35,7 @@ from bench.models import MODELS
 from bench.run.config import parse_config
 from bench.run.grid import expand
 from bench.run.orchestrate import run_config
-from bench.run.store import Store
+from bench.core.store import Store
 from defenses import DEFENSES
 
 INFO = {
@@ -382,7 +382,7 @@ def test_records_of_an_older_schema_are_recomputed_with_a_warning(tmp_path):
     victim = sorted((tmp_path / "cells").glob("*.json"))[0]
     record = json.loads(victim.read_text())
     record["schema_version"] = 1
-    from bench.run.store import record_checksum
+    from bench.core.store import record_checksum
 
     record["checksum"] = record_checksum(record)
     victim.write_text(json.dumps(record))

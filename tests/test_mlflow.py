@@ -28,7 +28,7 @@ from bench.interfaces.tracking import (
     refit_model,
     step_of,
 )
-from bench.run.store import Store
+from bench.core.store import Store
 
 TINY = """
 name: tinyml

@@ -26,7 +26,7 @@ import yaml
 from bench.interfaces.cli import main
 from bench.run.config import parse_config
 from bench.run.orchestrate import run_config
-from bench.run.store import RunLock, RunLockedError, Store, record_checksum
+from bench.core.store import RunLock, RunLockedError, Store, record_checksum
 
 CLI = [sys.executable, "-m", "bench.interfaces.cli"]
 
@@ -434,7 +434,7 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from bench.run.store import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "import sys, time; from bench.core.store import RunLock; RunLock(sys.argv[1]).acquire(); "
             "print('locked', flush=True); time.sleep(120)",
             str(out),
         ],
@@ -492,9 +492,9 @@ def test_lock_message_names_the_real_holder_not_a_stale_pid(tmp_path, monkeypatc
         if Path("/proc/locks").exists():  # Linux: the kernel says who holds it
             assert f"PID {holder.pid}" in message, message
         # Where the kernel does not say (no /proc/locks), the stale PID is named as such.
-        import bench.run.store
+        import bench.core.store
 
-        monkeypatch.setattr(bench.run.store, "_flock_holders", lambda fd: [])
+        monkeypatch.setattr(bench.core.store, "_flock_holders", lambda fd: [])
         with pytest.raises(RunLockedError) as info:
             RunLock(out).acquire()
         assert f"last recorded holder: PID {stale}, not running" in str(info.value)

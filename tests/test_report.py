@@ -287,40 +287,60 @@ def _synthetic(gains: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_summary_names_the_defense_the_paired_numbers_resolve():
+def _gain_cells(report) -> list[str]:
+    """The findings tables' "best deployable defense" cells, in order."""
+    cells = []
+    for sub in report.section("Findings").subsections:
+        for table in sub.tables:
+            cells += table.frame["best deployable defense (paired gain, f = 0)"].tolist()
+    return cells
+
+
+def test_findings_name_the_defense_the_paired_numbers_resolve():
     from bench.analysis.report import build_report
 
     # "steady" gains 4 points on every seed; "wild" gains more on average but not reliably
     table = _synthetic({"steady": [0.04, 0.041, 0.039, 0.04], "wild": [0.3, -0.2, 0.25, -0.1]})
-    bullets = " ".join(
-        build_report(table, {"recovery": {"bootstrap": 0}}).section("Summary").bullets
+    (cell,) = _gain_cells(build_report(table, {"recovery": {"bootstrap": 0}}))
+    gain = (
+        table[table["defense"] == "steady"]["accuracy"].to_numpy()
+        - table[(table["defense"] == "none") & (table["rate"] == 0.2)]["accuracy"].to_numpy()
     )
-    assert "best deployable defense (paired over seeds): steady at 20% (+4.0 points" in bullets
-    assert "over 4 paired seeds" in bullets
+    assert cell.startswith(f"steady {gain.mean() * 100:+.1f} pts [")
+    assert "n.s." not in cell and "tolerance" not in cell
 
 
-def test_summary_names_no_winner_when_the_interval_includes_zero():
+def test_findings_name_no_winner_when_the_interval_includes_zero():
     from bench.analysis.report import build_report
 
     table = _synthetic({"wild": [0.3, -0.2, 0.25, -0.1]})
-    bullets = " ".join(
-        build_report(table, {"recovery": {"bootstrap": 0}}).section("Summary").bullets
-    )
-    assert "no deployable defense is distinguishable from none at 20% at 4 seeds" in bullets
-    assert "wild at 20% (+" not in bullets
+    (cell,) = _gain_cells(build_report(table, {"recovery": {"bootstrap": 0}}))
+    assert cell.startswith("wild +6.2 pts [") and cell.endswith(" n.s.")
 
 
-def test_summary_says_a_resolved_gain_within_the_tolerance_is_within_it():
+def test_findings_say_a_resolved_gain_within_the_tolerance_is_within_it():
     """A gain whose interval excludes 0 but whose mean is below the tolerance names no winner,
-    and the sentence does not call it indistinguishable (it is distinguishable, just small)."""
+    and the cell does not call it indistinguishable (it is distinguishable, just small)."""
     from bench.analysis.report import build_report
 
     table = _synthetic({"small": [0.002, 0.003, 0.002, 0.003]})
     meta = {"recovery": {"bootstrap": 0, "tolerance": 0.005}}
-    bullets = " ".join(build_report(table, meta).section("Summary").bullets)
-    assert "no deployable defense gains more than the tolerance (0.5 points) at 20%" in bullets
-    assert "distinguishable from none, but within the tolerance" in bullets
-    assert "small at 20% (+" not in bullets
+    (cell,) = _gain_cells(build_report(table, meta))
+    assert cell.startswith("small +0.") and cell.endswith("within tolerance")
+
+
+def test_the_summary_is_short_and_its_numbers_are_the_tables():
+    from bench.analysis.report import build_report
+
+    table = _synthetic({"steady": [0.04, 0.041, 0.039, 0.04]})
+    report = build_report(table, {"recovery": {"bootstrap": 0}})
+    bullets = report.section("Summary").bullets
+    assert 1 <= len(bullets) <= 10
+    lost = 0.95 - table[(table["defense"] == "none") & (table["rate"] == 0.2)]["accuracy"].mean()
+    assert f"({lost * 100:.1f} points lost)" in bullets[0]
+    (row,) = report.section("Findings").subsections[0].tables[0].frame.to_dict("records")
+    assert row["accuracy lost"] == f"{lost * 100:+.1f} pts"
+    assert row["seeds"] == 4
 
 
 def test_failed_cells_are_a_section_with_distinct_reasons_and_counts(run_dir):

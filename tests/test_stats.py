@@ -354,3 +354,18 @@ def test_the_coverage_check_fails_the_old_percentile_bootstrap():
     # the check has teeth: the percentile interval labelled 95 % covers ~74 % at 3 seeds
     cov = simulated_coverage(3, "percentile", 0.95, N_SIM_SLOW, seed=3, n_boot=200)
     assert cov.coverage < 0.85 and not _within_five_points(cov), cov
+
+
+@pytest.mark.parametrize("scenario", ["digits", "noisy", "early", "late", "skewed"])
+@pytest.mark.parametrize("n_max", [10, 20])
+def test_sequential_seeds_keep_the_coverage_they_say(scenario, n_max):
+    """The precision rule (add seeds in rounds until the interval is 0.25× wide or at the cap)
+    chooses its seed count from the data: its final interval still covers within 5 points."""
+    from bench.analysis.precision import simulated_sequential_coverage
+
+    cov = simulated_sequential_coverage(
+        SCENARIOS[scenario], 3, n_max, 0.25, 0.95, N_SIM, seed=4, scenario=scenario
+    )
+    print(f"{scenario} 3..{n_max} seeds: {cov.coverage:.3f} ± {cov.se:.3f}, {cov.mean_seeds:.1f}")
+    assert _within_five_points(cov), cov
+    assert 3 <= cov.mean_seeds <= n_max

@@ -299,7 +299,7 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
 def load_results(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The results table at ``path`` (run directory, .parquet or .csv) and its run.json metadata
     ({} when absent). Raises :class:`CompareError` saying why the input is unusable."""
-    from bench.run.store import read_run_meta, read_table
+    from bench.core.store import read_run_meta, read_table
 
     path = Path(path)
     if not path.exists():
@@ -714,7 +714,7 @@ def write_baseline(run: str | Path, dest: str | Path) -> list[Path]:
     written paths.
     """
     from bench.core.atomic import atomic_write_text
-    from bench.run.store import read_table, write_parquet
+    from bench.core.store import read_table, write_parquet
 
     run = Path(run)
     table = load_results(run)[0]

@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.analysis.report import Plot
 from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID, stable_hash
-from bench.run.store import atomic_write
+from bench.core.store import atomic_write
 
 #: figure width per panel and height, inches
 PANEL_W, PANEL_H = 4.2, 3.4

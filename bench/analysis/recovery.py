@@ -61,6 +61,7 @@ from bench.core.schema import (
     NO_ATTACK_ID,
     NO_DEFENSE_ID,
     POOL_EXHAUSTED,
+    REFERENCE_COLUMNS,
     SYMMETRIC_LABEL_NOISE,
     higher_is_better,
     stable_hash,
@@ -282,7 +283,9 @@ def clean_reference(
 ) -> pd.DataFrame:
     """Per-seed clean reference values: columns dataset_id, model_id, seed, reference.
 
-    The clean rows are attack ``none``, rate 0, defense ``none``, f = 0, status ok. For the
+    The clean rows are attack ``none``, rate 0, defense ``none``, f = 0, status ok. Where they
+    carry ``reference_<metric>`` (``recovery.reference_fits`` > 1) that average of several
+    clean fits is the reference, else the clean model's own value. For the
     attack success rate the clean cell has no attack to measure, so the value is read from its
     confusion matrix for the targeted ``pair`` (source, target class indices, as the attacked
     rows record them in ``source_class`` / ``target_class``).
@@ -300,6 +303,10 @@ def clean_reference(
             ]
     else:
         out = clean[[*keys, metric]].rename(columns={metric: "reference"})
+        averaged = REFERENCE_COLUMNS.get(metric)
+        if averaged in clean:  # recovery.reference_fits > 1: the mean of several clean fits
+            values = pd.to_numeric(clean[averaged], errors="coerce")
+            out["reference"] = values.where(values.notna(), out["reference"])
     return out.groupby(keys, as_index=False)["reference"].mean()
 
 

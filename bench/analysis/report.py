@@ -26,6 +26,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.analysis.findings import (
+    answered_share,
+    deployable,
+    findings_table,
+)
+from bench.analysis.formats import (
+    DASH,
+    fmt_multiple,
+    fmt_rate,
+    fmt_recovery,
+    fmt_rows,
+    fmt_span,
+)
 from bench.analysis.recovery import (
     crossing_point,
     estimate_recovery,
@@ -48,8 +61,8 @@ from bench.core.schema import (
     check_table,
     higher_is_better,
 )
+from bench.core.store import atomic_write_text, read_run_config, read_run_meta, read_table
 from bench.core.types import PoisonBenchError
-from bench.run.store import atomic_write_text, read_run_config, read_run_meta, read_table
 
 #: The commonly quoted rule of thumb: poison rate → (low, high) extra clean data needed (× n).
 #: "~10 %" at 5 % poisoning is read as the range 0.05–0.2×.
@@ -58,8 +71,6 @@ RULE_OF_THUMB: dict[float, tuple[float, float, str]] = {
     0.10: (0.3, 0.5, "0.3–0.5×"),
     0.50: (3.0, 5.0, "3–5×"),
 }
-
-DASH = "–"
 
 # ---------------------------------------------------------------------------------------------
 # The report as data
@@ -138,71 +149,6 @@ def mean_std(values: pd.Series) -> str:
     if len(values) == 1:
         return f"{values.iloc[0]:.3f}"
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
-
-
-def fmt_multiple(f: float) -> str:
-    """An extra fraction as a multiple of n_train: ``0.25``, ``1.5``, ``12`` (no unit)."""
-    if not math.isfinite(f):
-        return "∞"
-    if f == 0:
-        return "0"
-    if f < 10:
-        return f"{f:.2g}" if f < 1 else f"{f:.1f}".rstrip("0").rstrip(".")
-    return f"{f:.0f}"
-
-
-def fmt_recovery(row: pd.Series) -> str:
-    """A headline cell: ``0.5× [0.25–1.0]``; ``> 2×`` when censored (``†`` when the clean pool
-    ended the grid); the interval's upper end reads ``2+`` when it lies beyond the grid."""
-    f, f_max = float(row["f_needed"]), float(row["f_max"])
-    if math.isnan(f):
-        return DASH
-    dagger = "†" if bool(row.get("pool_exhausted", False)) else ""
-    if math.isinf(f):
-        return f"> {fmt_multiple(f_max)}×{dagger}"
-    text = f"{fmt_multiple(f)}×"
-    lo, hi = float(row.get("f_low", math.nan)), float(row.get("f_high", math.nan))
-    if not math.isnan(lo):
-        hi_text = f"{fmt_multiple(f_max)}+" if math.isinf(hi) else fmt_multiple(hi)
-        lo_text = f"{fmt_multiple(f_max)}+" if math.isinf(lo) else fmt_multiple(lo)
-        text += f" [{lo_text}–{hi_text}]"
-    return text + dagger
-
-
-def fmt_rows(row: pd.Series) -> str:
-    """A defense-value cell in clean rows saved, with its paired interval: ``+120 [+30, +210]``,
-    ``≥ +300`` (a lower bound), ``+40 [−20, +100] n.s.`` when the interval includes 0 (not
-    distinguishable from no defense), ``–`` when unknown."""
-    value, kind = float(row["defense_value_rows"]), row["defense_value_kind"]
-    if math.isnan(value):
-        return DASH
-    text = f"{value:+.0f}"
-    if kind == "lower_bound":
-        return f"≥ {text}"
-    n = float(row.get("n_train", math.nan))
-    low, high = (
-        float(row.get("defense_value_low", math.nan)),
-        float(row.get("defense_value_high", math.nan)),
-    )
-    if math.isnan(low) or math.isnan(n):
-        return text
-    bounds = [
-        f"{v * n:+.0f}" if math.isfinite(v) else ("+∞" if v > 0 else "−∞") for v in (low, high)
-    ]
-    text += f" [{bounds[0]}, {bounds[1]}]"
-    return text if bool(row.get("defense_value_resolved", False)) else f"{text} n.s."
-
-
-def fmt_rate(rate: float) -> str:
-    """A poison rate as a percentage: ``10%``, ``2.5%``."""
-    return f"{rate:.0%}" if rate * 100 == round(rate * 100) else f"{rate:.1%}"
-
-
-def _span(low: float, high: float) -> str:
-    """``0.5×`` or ``0–0.25×``."""
-    if low == high:
-        return f"{fmt_multiple(low)}×"
-    return f"{fmt_multiple(low)}–{fmt_multiple(high)}×"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,42 +416,6 @@ def targeted_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 # ---------------------------------------------------------------------------------------------
 # Paired comparisons (same seed, same split, same poison)
 # ---------------------------------------------------------------------------------------------
-
-
-def paired_gain(
-    df: pd.DataFrame, attack_id: str, rate: float, defense_id: str, metric: str
-) -> tuple[float, float, float, int]:
-    """Mean per-seed gain of ``defense_id`` over no defense in ``metric`` (signed so that
-    positive is better) at f = 0, with a 95 % t-interval: ``(mean, low, high, n_seeds)``.
-
-    Seeds are paired: a seed's defended and undefended cells share the split, the poison and
-    the model initialization, so the difference removes what they share.
-    """
-    ok = _f0(df)
-    sub = ok[(ok["attack_id"] == attack_id) & (ok["rate"] == rate)]
-    a = sub[sub["defense_id"] == defense_id].set_index("seed")[metric]
-    b = sub[sub["defense_id"] == NO_DEFENSE_ID].set_index("seed")[metric]
-    common = a.index.intersection(b.index)
-    sign = 1.0 if higher_is_better(metric) else -1.0
-    diff = sign * (a.loc[common].to_numpy(float) - b.loc[common].to_numpy(float))
-    return paired_t(diff)
-
-
-def paired_t(diff: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
-    """Mean of per-seed paired differences and its t-interval: ``(mean, low, high, n)``;
-    the interval is NaN with fewer than 2 seeds."""
-    from scipy import stats
-
-    diff = np.asarray(diff, dtype=float)
-    diff = diff[np.isfinite(diff)]
-    n = len(diff)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    mean = float(diff.mean())
-    if n < 2:
-        return mean, math.nan, math.nan, n
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * diff.std(ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half, n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -933,173 +843,113 @@ def budget_section(df: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Section | 
 # ---------------------------------------------------------------------------------------------
 
 
-def best_defense_sentence(
-    df: pd.DataFrame, attack_id: str, rate: float, metric: str, tolerance: float
-) -> str | None:
-    """Which deployable defense helps most at (attack, rate), judged on paired per-seed gains
-    over no defense: among the defenses whose gain's 95 % interval excludes 0 (and whose mean
-    gain exceeds ``tolerance``), the one with the largest mean gain; a larger but unresolved
-    mean gain is mentioned as such. When none is resolved, a sentence says so instead of naming
-    a winner."""
-    ok = _f0(df)
-    sub = ok[(ok["attack_id"] == attack_id) & (ok["rate"] == rate)]
-    if NO_DEFENSE_ID not in set(sub["defense_id"]):
-        return None
-    labels = _labels(sub, "defense")
-    reference = set()
-    if "defense_reference" in sub:
-        reference = set(sub.loc[sub["defense_reference"].fillna(False).astype(bool), "defense_id"])
-    candidates = [d for d in labels if d != NO_DEFENSE_ID and d not in reference]
-    if not candidates:
-        return None
-    gains = {d: paired_gain(df, attack_id, rate, d, metric) for d in candidates}
-    gains = {d: g for d, g in gains.items() if g[3] > 0 and math.isfinite(g[0])}
-    if not gains:
-        return None
-    where = fmt_rate(rate)
-    resolved = {
-        d: g for d, g in gains.items() if g[3] >= 2 and math.isfinite(g[1]) and g[1] > 0
-        and g[0] > tolerance
-    }  # fmt: skip
-    if resolved:
-        best = max(resolved, key=lambda d: resolved[d][0])
-        mean, low, high, n = resolved[best]
-        text = (
-            f"{labels[best]} at {where} (+{mean * 100:.1f} points, 95 % CI "
-            f"[{low * 100:+.1f}, {high * 100:+.1f}] over {n} paired seeds)"
-        )
-        larger = [d for d in gains if d not in resolved and gains[d][0] > mean]
-        if larger:
-            text += (
-                f"; {', '.join(labels[d] for d in larger)} gain(s) more on average but are not "
-                f"distinguishable from none at {n} seeds"
-            )
-        return text
-    best = max(gains, key=lambda d: gains[d][0])
-    mean, low, high, n = gains[best]
-    interval = f"[{low * 100:+.1f}, {high * 100:+.1f}]" if math.isfinite(low) else "no interval"
-    if n >= 2 and math.isfinite(low) and low > 0:  # resolved, but a gain within the tolerance
-        return (
-            f"no deployable defense gains more than the tolerance ({tolerance * 100:.1f} points) "
-            f"at {where} (largest mean gain: {labels[best]}, {mean * 100:+.1f} points, "
-            f"{interval} over {n} paired seeds: distinguishable from none, but within the "
-            "tolerance)"
-        )
-    return (
-        f"no deployable defense is distinguishable from none at {where} at {n} seeds "
-        f"(largest mean gain: {labels[best]}, {mean * 100:+.1f} points, {interval})"
-    )
-
-
 def summary_lines(
-    df: pd.DataFrame, rec: pd.DataFrame, dataset: str, model: str, metric: str, tolerance: float
+    df: pd.DataFrame,
+    rec: pd.DataFrame,
+    dataset: str,
+    model: str,
+    metric: str,
+    tolerance: float,
+    target: float = math.inf,
 ) -> list[str]:
-    """Plain-language bullet points for one dataset/model (ids), generated from the numbers."""
+    """At most four short bullets for one dataset/model (ids), each backed by a number of the
+    findings table: the clean model, the costliest attack, how many headline cells answer, and
+    the most valuable deployable defense (or that none is distinguishable from none)."""
     lines: list[str] = []
     ok0 = _subset(_f0(df), dataset, model)
     r = _subset(rec, dataset, model)
     if ok0.empty:
         return lines
-    dataset_label = ok0["dataset_label"].iloc[0]
-    model_label = ok0["model_label"].iloc[0]
+    heading = f"{ok0['model_label'].iloc[0]} on {ok0['dataset_label'].iloc[0]}"
     clean = r[(r["attack_id"] == NO_ATTACK_ID) & (r["defense_id"] == NO_DEFENSE_ID)]
     n_train = int(ok0["n_train"].mean()) if "n_train" in ok0 else 0
+    und = r[(r["defense_id"] == NO_DEFENSE_ID) & (r["attack_id"] != NO_ATTACK_ID)]
     if not clean.empty:
         c = clean.iloc[0]
-        lines.append(
-            f"The clean {model_label} on {dataset_label} reaches {metric} {c['reference']:.3f} "
-            f"(mean of {c['n_seeds']} seeds, {n_train} training rows)."
+        text = (
+            f"**{heading}**: clean {metric} {c['reference']:.3f} ({c['n_seeds']} seeds, "
+            f"{n_train} training rows)"
         )
-    attacks = ok0[ok0["attack_id"] != NO_ATTACK_ID][["attack_id", "attack_label"]]
-    for attack_id, attack_label in sorted(
-        attacks.drop_duplicates("attack_id").itertuples(index=False, name=None),
-        key=lambda t: t[1],
-    ):
-        rates = sorted(ok0.loc[ok0["attack_id"] == attack_id, "rate"].unique())
-        top = rates[-1]
-        und = r[
-            (r["attack_id"] == attack_id) & (r["rate"] == top) & (r["defense_id"] == NO_DEFENSE_ID)
-        ]
-        parts = []
-        if not und.empty:
-            u = und.iloc[0]
-            drop = (u["reference"] - u["value_at_0"]) * 100
-            change = f"{drop:.1f} points lost" if drop >= 0 else f"{-drop:.1f} points gained"
-            parts.append(
-                f"**{attack_label}** at {fmt_rate(top)} takes {metric} from {u['reference']:.3f} "
-                f"to {u['value_at_0']:.3f} ({change}) without a defense"
+        if und["value_at_0"].notna().any():
+            worst = und.loc[(und["reference"] - und["value_at_0"]).idxmax()]
+            text += (
+                f"; the costliest attack is {worst['attack_label']} at {fmt_rate(worst['rate'])} "
+                f"({(worst['reference'] - worst['value_at_0']) * 100:.1f} points lost), which "
+                f"needs {fmt_recovery(worst)} extra clean data"
             )
-        flips = ok0[(ok0["attack_id"] == attack_id) & (ok0["defense_id"] == NO_DEFENSE_ID)]
-        is_flip = ok0.loc[ok0["attack_id"] == attack_id, "attack"].iloc[0] == "label_flip"
-        if is_flip and len(flips) and {"n_poisoned", "n_eligible"} <= set(flips.columns):
-            counts = flips.groupby("rate")[["n_poisoned", "n_eligible"]].mean()
-            text = ", ".join(
-                f"{row.n_poisoned:.0f} of {n_train} at {fmt_rate(rate)}"
-                + (
-                    f" ({row.n_poisoned / n_train:.1%} of the train set)"
-                    if row.n_eligible < n_train
-                    else ""
-                )
-                for rate, row in counts.iterrows()
-            )
-            parts.append(f"labels flipped: {text}")
-        own = _subset(df, dataset, model)  # pair seeds within this dataset and model only
-        verdicts = [
-            best_defense_sentence(own, attack_id, rate, metric, tolerance) for rate in rates
-        ]
-        verdicts = [v for v in verdicts if v]
-        if verdicts:
-            parts.append("best deployable defense (paired over seeds): " + "; ".join(verdicts))
-        if parts:
-            lines.append("; ".join(parts) + ".")
-    und = r[
-        (r["defense_id"] == NO_DEFENSE_ID)
-        & (r["attack_id"] != NO_ATTACK_ID)
-        & r["f_needed"].notna()
-    ]
-    if not und.empty:
-        cells = [
-            f"{row['attack_label']} at {fmt_rate(row['rate'])}: {fmt_recovery(row)}"
-            for _, row in und.iterrows()
-        ]
+        lines.append(text + ".")
+    answered, total = answered_share(und, target)
+    if total:
+        wide = "bounded" if math.isinf(target) else f"at most {fmt_multiple(target)}× wide"
         lines.append(
-            "Extra clean data needed without a defense (× the train set): " + "; ".join(cells) + "."
+            f"{answered} of {total} headline cells on {heading} are answered ({wide} or > grid)"
+            + ("." if answered == total else "; the findings table says what the rest need.")
         )
-    value = r[
-        (r["defense_id"] != NO_DEFENSE_ID)
-        & r["defense_value_rows"].notna()
-        & (r["attack_id"] != NO_ATTACK_ID)
-        & ~r["defense_reference"].fillna(False).astype(bool)
-    ]
-    # A value counts when its paired interval excludes 0, or when it is a lower bound (the
-    # undefended curve never recovered while the defended one did).
+    value = r[deployable(r) & r["defense_value_rows"].notna() & (r["attack_id"] != NO_ATTACK_ID)]
     solid = value[value["defense_value_resolved"] | (value["defense_value_kind"] == "lower_bound")]
-    if not solid.empty:
+    if not solid.empty and solid["defense_value_rows"].max() > 0:
         best = solid.loc[solid["defense_value_rows"].idxmax()]
-        if best["defense_value_rows"] > 0:
-            bound = "at least " if best["defense_value_kind"] == "lower_bound" else ""
-            lines.append(
-                f"The most valuable deployable defense: {best['defense_label']} is worth {bound}"
-                f"{best['defense_value_rows']:.0f} clean rows at {fmt_rate(best['rate'])} "
-                f"{best['attack_label']} ({fmt_rows(best)} rows)."
-            )
+        bound = "at least " if best["defense_value_kind"] == "lower_bound" else ""
+        lines.append(
+            f"The most valuable deployable defense on {heading}: {best['defense_label']}, worth "
+            f"{bound}{best['defense_value_rows']:.0f} clean rows at {fmt_rate(best['rate'])} "
+            f"{best['attack_label']} ({fmt_rows(best)})."
+        )
     elif not value.empty:
         lines.append(
-            "No deployable defense's clean-data saving is distinguishable from zero at this "
-            "seed count (see the defense value table)."
+            f"No deployable defense's clean-data saving on {heading} is distinguishable from "
+            "zero at this seed count."
         )
     if r["pool_exhausted"].any():
-        n_pool = int(ok0["n_pool"].mean()) if "n_pool" in ok0 else 0
         cut = r.loc[r["pool_exhausted"], "f_max"]
         lines.append(
-            f"**The clean pool ran out** on {dataset_label}: it leaves {n_pool} pool rows "
-            f"({n_pool / max(n_train, 1):.2f}× the train set), so {len(cut)} of {len(r)} curves "
-            f"stop at {_span(cut.min(), cut.max())} instead of "
-            f"{fmt_multiple(r['grid_max'].max())}× (defenses that add pool rows themselves stop "
-            "earliest); a `> X×†` cell means not recovered *within the pool*, not that recovery "
-            "is impossible."
+            f"The clean pool ran out on {heading}: {len(cut)} of {len(r)} curves stop at "
+            f"{fmt_span(cut.min(), cut.max())} (`> X×†`: not recovered within the pool)."
         )
     return lines
+
+
+def precision_target(meta: dict[str, Any]) -> float:
+    """The run's precision request (× n_train) from ``run.json``; ``inf`` when it made none."""
+    precision = meta.get("precision") or {}
+    target = precision.get("target") if isinstance(precision, dict) else None
+    return float(target) if isinstance(target, int | float) and target > 0 else math.inf
+
+
+def findings_section(
+    df: pd.DataFrame,
+    rec: pd.DataFrame,
+    pairs: list[tuple[str, str, str]],
+    target: float,
+    metric: str,
+    tolerance: float,
+) -> Section:
+    """The report's first section: one findings table per dataset and model."""
+    wide = (
+        "bounded"
+        if math.isinf(target)
+        else f"bounded and at most {fmt_multiple(target)}× n_train wide (the run's precision)"
+    )
+    section = Section(
+        "Findings",
+        paragraphs=[
+            f"Per attack and rate, without a defense: the {metric} lost against the clean "
+            "model, the extra clean data needed to get it back (× n_train, [95 % interval]), "
+            "and the deployable defense that saves the most clean rows (paired over seeds; "
+            "`n.s.`: not distinguishable from none). A headline is *answered* when its interval "
+            f'is {wide}, or rules out everything but "not recovered within the grid"; '
+            "otherwise the observed spread says roughly how many more seeds would answer it."
+        ],
+    )
+    for dataset, model, heading in pairs:
+        table = findings_table(
+            _subset(rec, dataset, model), _subset(df, dataset, model), target, metric, tolerance
+        )
+        if not table.empty:
+            section.subsections.append(Section(heading, level=3, tables=[Table(table)]))
+    if not section.subsections:
+        section.paragraphs.append("_No poisoned cell finished._")
+    return section
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1277,14 +1127,15 @@ def build_report(
     acc_metric = metric if metric in ("accuracy", "macro_f1") else "accuracy"
     pairs = _pairs(ok)
 
+    target = precision_target(meta)
+    report.sections.append(findings_section(df, rec, pairs, target, metric, tolerance))
     summary = Section("Summary")
     for dataset, model, _ in pairs:
-        summary.bullets += summary_lines(df, rec, dataset, model, acc_metric, tolerance)
-    rules = []
-    for dataset, model, heading in pairs:
-        rule = rule_of_thumb_table(_subset(rec, dataset, model))
-        rules.append((heading, rule))
-        summary.bullets.append(f"Rule of thumb on {heading}: {rule_summary(rule)}")
+        summary.bullets += summary_lines(df, rec, dataset, model, acc_metric, tolerance, target)
+    rules = [
+        (heading, rule_of_thumb_table(_subset(rec, dataset, model)))
+        for dataset, model, heading in pairs
+    ]
     report.sections.append(summary)
 
     needed = Section(
@@ -1307,7 +1158,7 @@ def build_report(
             cut = r[r["pool_exhausted"]]
             sub.paragraphs.append(
                 f"> **Clean pool exhausted on {heading}**: {len(cut)} of {len(r)} curves stop at "
-                f"{_span(cut['f_max'].min(), cut['f_max'].max())} instead of "
+                f"{fmt_span(cut['f_max'].min(), cut['f_max'].max())} instead of "
                 f"{fmt_multiple(r['grid_max'].max())}× (see the skipped rows below)."
             )
         sub.subsections.append(

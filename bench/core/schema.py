@@ -191,6 +191,21 @@ COLUMNS: tuple[Column, ...] = tuple(
             ),
         ],
     )
+    # --- the clean reference averaged over several fits (recovery.reference_fits) ----------
+    + _columns(
+        "metric",
+        "float64",
+        [
+            (
+                "reference_accuracy",
+                "clean reference, f = 0: mean test accuracy of `reference_fits` fits (its own "
+                "train set and same-size draws from the seed's train and pool rows)",
+            ),
+            ("reference_macro_f1", "clean reference, f = 0: mean macro-F1 of the same fits"),
+            ("reference_log_loss", "clean reference, f = 0: mean log-loss of the same fits"),
+        ],
+    )
+    + _columns("size", "Int64", [("reference_fits", "clean reference: fits averaged (null: one)")])
     + _columns(
         "detection",
         "float64",
@@ -367,6 +382,8 @@ DIRECTIONS: dict[str, int] = {
 
 #: metrics a recovery curve can be measured on
 RECOVERY_METRICS = ("accuracy", "macro_f1", "attack_success_rate")
+#: metrics whose clean reference may average several fits: metric → its averaged column
+REFERENCE_COLUMNS = {m: f"reference_{m}" for m in ("accuracy", "macro_f1", "log_loss")}
 DEFAULT_METRIC = "accuracy"
 #: how close to the clean reference counts as recovered (0.005 = half a point of accuracy)
 DEFAULT_TOLERANCE = 0.005
@@ -403,6 +420,18 @@ def dataset_id(spec: Mapping[str, Any]) -> str:
     the same configuration on a re-downloaded copy is still the same configuration)."""
     return canonical_json(
         {"name": spec["name"], "params": dict(spec.get("params") or {}), "split": spec["split"]}
+    )
+
+
+def spec_group(spec: Mapping[str, Any]) -> tuple[str, str, str, float, str]:
+    """A cell spec's group (:data:`GROUP_KEYS`: dataset, model, attack, rate and defense ids),
+    as the table's rows of that cell carry it."""
+    return (
+        dataset_id(spec["dataset"]),
+        plugin_id(spec["model"]["name"], spec["model"]["params"]),
+        plugin_id(spec["attack"]["name"], spec["attack"]["params"]),
+        float(spec["rate"]),
+        defense_id(spec["defense"]),
     )
 
 

@@ -73,10 +73,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _run_command(args: argparse.Namespace) -> int:
     from bench.analysis.report import write_report
-    from bench.run.config import load_config
+    from bench.run.config import load_config, with_precision
     from bench.run.orchestrate import RunInterrupted, run_config
 
-    config = load_config(args.config)
+    config = with_precision(load_config(args.config), args.precision, args.max_seeds)
     if args.data_dir:
         config = dataclasses.replace(config, data_dir=args.data_dir)
     out = Path(args.out) if args.out else DEFAULT_RESULTS / config.name
@@ -243,7 +243,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _write_output(path: str, text: str) -> None:
     """Write a file the user asked for; a failure is a PoisonBenchError naming the path."""
-    from bench.run.store import atomic_write_text
+    from bench.core.store import atomic_write_text
 
     try:
         atomic_write_text(Path(path), text)
@@ -273,6 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="recompute every cell")
     run.add_argument("--data-dir", help="where image datasets live (default $POISONBENCH_DATA)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--precision",
+        type=float,
+        metavar="W",
+        help="add seeds in rounds until every headline interval is at most W × n_train wide "
+        "(the config's seeds run first; as seeds: {precision: W} in the config)",
+    )
+    run.add_argument(
+        "--max-seeds",
+        type=int,
+        metavar="N",
+        help="the most seeds a group gets with --precision (default: the config's, else 20)",
+    )
     run.add_argument(
         "--no-report",
         action="store_true",

@@ -228,7 +228,7 @@ def headline_table(rec: Any) -> Any:
     NaN when unknown; ``best_resolved`` says its paired interval excludes 0)."""
     import pandas as pd
 
-    from bench.analysis.report import fmt_recovery
+    from bench.analysis.formats import fmt_recovery
     from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID
 
     keys = ["dataset_id", "model_id", "attack_id", "rate"]
@@ -514,7 +514,7 @@ class MlflowTracker:
     def finish(self, status: str = "FINISHED") -> None:
         """Log the cells not logged yet (found finished in the store), the report, the table and
         run.json on the parent run, and close it with ``status``."""
-        from bench.run.store import Store, read_table
+        from bench.core.store import Store, read_table
 
         assert self.parent_id is not None, "start() first"
         try:
@@ -578,9 +578,9 @@ class MlflowTracker:
         from mlflow.entities import Metric, RunTag
 
         from bench.core.schema import jsonable
+        from bench.core.store import Store
         from bench.run.grid import Cell
         from bench.run.runner import run_name
-        from bench.run.store import Store
 
         assert self.parent_id is not None, "start() first"
         spec = record["spec"]

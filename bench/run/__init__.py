@@ -1,3 +1,3 @@
 """Execution: the config, plug-in loading, the grid of cells, the cell runner, the local and
-Dask executors, the orchestration of a run and the store of records. It produces records; it
-never reads a report."""
+Dask executors and the orchestration of a run (rounds of seeds driven by the estimates of
+:mod:`bench.analysis` when a precision is asked for). It produces records."""

@@ -19,6 +19,7 @@ so a config that lists modules runs their code: the trust model of any Python co
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import reprlib
@@ -92,6 +93,24 @@ class RecoverySpec:
     tolerance: float = DEFAULT_TOLERANCE
     bootstrap: int = DEFAULT_BOOTSTRAP
     early_stop: bool = False
+    #: fits the clean reference averages per seed: its own train set and ``reference_fits − 1``
+    #: more of the same size and class counts, drawn from the seed's train and pool rows
+    #: (never its test rows); 1: the clean model alone. See :mod:`bench.analysis.recovery`.
+    reference_fits: int = 1
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """Seeds added in rounds until the headline answers (``seeds: {min, max, precision}``).
+
+    target: the width the "extra clean data needed" interval must reach, in × n_train (0.25:
+    the interval spans at most a quarter of the training set); max_seeds: the cap on seeds per
+    group. A group whose interval is still wider (or unbounded) after a round gets more seeds;
+    the others keep theirs. See :mod:`bench.analysis.precision` for the stopping rule.
+    """
+
+    target: float
+    max_seeds: int
 
 
 @dataclass(frozen=True)
@@ -165,8 +184,11 @@ class Config:
     attacks: tuple[PluginSpec, ...]
     rates: tuple[float, ...]
     defenses: tuple[tuple[PluginSpec, ...], ...]
+    #: the seeds every cell runs (with ``precision``, the first round's: ``seeds.min``)
     seeds: tuple[int, ...]
     recovery: RecoverySpec = field(default_factory=RecoverySpec)
+    #: seeds added in rounds to the groups whose headline interval is still too wide (or None)
+    precision: PrecisionSpec | None = None
     description: str = ""
     data_dir: str | None = None
     #: modules imported for their plug-ins (``plugins:``); not part of any cell's identity
@@ -353,6 +375,65 @@ def _rate(value: Any, path: str) -> float:
 MAX_SEEDS = 10_000
 
 
+#: the seeds-per-group cap a precision request gets when it names none
+DEFAULT_MAX_SEEDS = 20
+
+
+def _seed_plan(value: Any, path: str) -> tuple[tuple[int, ...], PrecisionSpec | None]:
+    """``seeds``: a count, a list, or ``{min: 3, max: 20, precision: 0.25}`` (seeds 0..min-1
+    first, then rounds of more seeds up to ``max`` for the groups still wider than
+    ``precision``)."""
+    if not isinstance(value, dict):
+        return _seeds(value, path), None
+    value = _mapping(value, path, {"min", "max", "precision"})
+    if "precision" not in value:
+        raise _fail(
+            f"{path}.precision",
+            "missing: a seeds mapping asks for a precision (the target width of the headline "
+            "interval, × n_train, e.g. 0.25); give a count or a list for fixed seeds",
+        )
+    low = value.get("min", 3)
+    high = value.get("max", DEFAULT_MAX_SEEDS)
+    for key, number in (("min", low), ("max", high)):
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise _fail(f"{path}.{key}", f"expected a seed count, got {_short(number)}")
+    if not 2 <= low <= MAX_SEEDS:
+        raise _fail(f"{path}.min", f"must be in 2..{MAX_SEEDS} (an interval needs 2), got {low}")
+    if not low <= high <= MAX_SEEDS:
+        raise _fail(f"{path}.max", f"must be in {low}..{MAX_SEEDS} (at least min), got {high}")
+    return tuple(range(low)), PrecisionSpec(
+        target=_precision(value["precision"], f"{path}.precision"), max_seeds=high
+    )
+
+
+def _precision(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(
+            path, f"expected a positive width in × n_train (e.g. 0.25), got {_short(value)}"
+        )
+    if value <= 0:
+        raise _fail(path, f"must be > 0 (the target width of the interval, × n_train), got {value}")
+    return float(value)
+
+
+def with_precision(config: Config, target: float | None, max_seeds: int | None = None) -> Config:
+    """``config`` with a precision request set or changed (the CLI's ``--precision`` and
+    ``--max-seeds``); seeds as configured become the first round."""
+    if target is None and max_seeds is None:
+        return config
+    current = config.precision
+    target = _precision(
+        target if target is not None else getattr(current, "target", None), "precision"
+    )
+    cap = max_seeds if max_seeds is not None else getattr(current, "max_seeds", DEFAULT_MAX_SEEDS)
+    if not len(config.seeds) <= cap <= MAX_SEEDS:
+        raise _fail(
+            "seeds.max",
+            f"must be in {len(config.seeds)}..{MAX_SEEDS} (at least the seeds run first), got {cap}",
+        )
+    return dataclasses.replace(config, precision=PrecisionSpec(target=target, max_seeds=cap))
+
+
 def _seeds(value: Any, path: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         if not 1 <= value <= MAX_SEEDS:
@@ -372,7 +453,7 @@ def _seeds(value: Any, path: str) -> tuple[int, ...]:
 
 
 def _recovery(value: Any, path: str) -> RecoverySpec:
-    allowed = {"fractions", "metric", "tolerance", "bootstrap", "early_stop"}
+    allowed = {"fractions", "metric", "tolerance", "bootstrap", "early_stop", "reference_fits"}
     value = _mapping(value or {}, path, allowed)
     kwargs: dict[str, Any] = {}
     if "fractions" in value:
@@ -427,7 +508,20 @@ def _recovery(value: Any, path: str) -> RecoverySpec:
                 f"{path}.early_stop", f"expected true or false, got {_short(value['early_stop'])}"
             )
         kwargs["early_stop"] = value["early_stop"]
+    if "reference_fits" in value:
+        k = value["reference_fits"]
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_REFERENCE_FITS:
+            raise _fail(
+                f"{path}.reference_fits",
+                f"expected a fit count in 1..{MAX_REFERENCE_FITS} (1: the clean model alone), "
+                f"got {_short(k)}",
+            )
+        kwargs["reference_fits"] = k
     return RecoverySpec(**kwargs)
+
+
+#: the most clean-reference fits per seed a config may ask for
+MAX_REFERENCE_FITS = 64
 
 
 def parse_plugins(value: Any) -> tuple[str, ...]:
@@ -536,6 +630,7 @@ def parse_config(raw: Any, default_name: str = "run") -> Config:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise _fail("description", f"expected a string, got {_short(description)}")
+    seeds, precision = _seed_plan(raw.get("seeds", 3), "seeds")
     return Config(
         name=name,
         description=description,
@@ -544,7 +639,8 @@ def parse_config(raw: Any, default_name: str = "run") -> Config:
         attacks=attacks,
         rates=rates,
         defenses=tuple(defenses),
-        seeds=_seeds(raw.get("seeds", 3), "seeds"),
+        seeds=seeds,
+        precision=precision,
         recovery=_recovery(raw.get("recovery"), "recovery"),
         data_dir=data_dir,
         plugins=plugins,

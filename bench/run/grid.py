@@ -15,13 +15,13 @@ and every pipeline that starts with the same steps (see :mod:`bench.run.runner`)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from bench.core.schema import canonical_json, stable_hash
+from bench.core.schema import canonical_json, spec_group, stable_hash
 
 
 def stage_rng(*key: Any) -> np.random.Generator:
@@ -136,12 +136,18 @@ def make_tasks(
     return tasks
 
 
-def iter_specs(config: Any, dataset_keys: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def iter_specs(
+    config: Any,
+    dataset_keys: Sequence[dict[str, Any]],
+    extra_seeds: Mapping[tuple[Any, ...], Sequence[int]] | None = None,
+) -> Iterator[dict[str, Any]]:
     """Every cell spec of ``config`` (dataset keys already carry their fingerprints).
 
     A rate-0 cell poisons nothing whatever the attack, so it is one ``none`` attack cell per
     (dataset, model, defense, seed): the clean reference is computed once, not once per attack.
-    Cells an ``exclude`` rule of the config matches are left out.
+    Cells an ``exclude`` rule of the config matches are left out. ``extra_seeds`` maps a group
+    (:func:`bench.core.schema.spec_group`) to seeds it runs beyond ``config.seeds`` (the rounds
+    of a precision request); they follow the configured cells.
     """
     from bench.run.config import PluginSpec, cell_tokens
 
@@ -156,36 +162,75 @@ def iter_specs(config: Any, dataset_keys: Sequence[dict[str, Any]]) -> Iterator[
         }
     poisonings = [({"name": "none", "params": {}}, 0.0)]
     poisonings += [(a.canonical(), r) for a in config.attacks for r in config.rates if r > 0]
+    reference_fits = int(getattr(config.recovery, "reference_fits", 1) or 1)
+
+    def is_none(steps: Any) -> bool:
+        return [s.canonical() for s in steps] == [{"name": "none", "params": {}}]
+
+    def spec(
+        dataset_key: dict[str, Any],
+        attack: dict[str, Any],
+        rate: float,
+        model: Any,
+        steps: Any,
+        seed: int,
+    ) -> dict[str, Any] | None:
+        if excluded is not None and excluded(
+            **cell_tokens(
+                dataset_key["name"],
+                model,
+                PluginSpec(attack["name"], attack["params"]),
+                steps,
+                seed,
+                rate,
+            )
+        ):
+            return None
+        out = {
+            "dataset": dataset_key,
+            "model": model.canonical(),
+            "attack": attack,
+            "rate": rate,
+            "defense": [s.canonical() for s in steps],
+            "seed": seed,
+        }
+        if early_stop is not None:
+            out["early_stop"] = early_stop
+        if reference_fits > 1 and rate == 0 and attack["name"] == "none" and is_none(steps):
+            out["reference_fits"] = reference_fits  # the clean reference: its values change
+        return out
+
     for dataset_key in dataset_keys:
         for attack, rate in poisonings:
             for seed in config.seeds:
                 for model in config.models:
                     for steps in config.defenses:
-                        if excluded is not None and excluded(
-                            **cell_tokens(
-                                dataset_key["name"],
-                                model,
-                                PluginSpec(attack["name"], attack["params"]),
-                                steps,
-                                seed,
-                                rate,
-                            )
-                        ):
-                            continue
-                        spec = {
+                        if (out := spec(dataset_key, attack, rate, model, steps, seed)) is not None:
+                            yield out
+    if not extra_seeds:
+        return
+    configured = set(config.seeds)
+    for dataset_key in dataset_keys:
+        for attack, rate in poisonings:
+            for model in config.models:
+                for steps in config.defenses:
+                    group = spec_group(
+                        {
                             "dataset": dataset_key,
                             "model": model.canonical(),
                             "attack": attack,
                             "rate": rate,
                             "defense": [s.canonical() for s in steps],
-                            "seed": seed,
                         }
-                        if early_stop is not None:
-                            spec["early_stop"] = early_stop
-                        yield spec
+                    )
+                    for seed in extra_seeds.get(group, ()):
+                        if seed in configured:
+                            continue
+                        if (out := spec(dataset_key, attack, rate, model, steps, seed)) is not None:
+                            yield out
 
 
-def expand(config: Any) -> Grid:
+def expand(config: Any, extra_seeds: Mapping[tuple[Any, ...], Sequence[int]] | None = None) -> Grid:
     """Validate every dataset and plug-in of ``config`` against its data, then list its cells.
 
     This is the one validation pass before anything runs: each dataset is loaded and split
@@ -262,7 +307,7 @@ def expand(config: Any) -> Grid:
             "notes": list(getattr(dataset, "notes", ()) or ()),
         }
     cells: dict[str, Cell] = {}
-    for spec in iter_specs(config, keys):
+    for spec in iter_specs(config, keys, extra_seeds):
         cell = Cell(spec)
         cells.setdefault(cell.cell_id, cell)
     return Grid(

@@ -4,6 +4,7 @@ in tasks, write the records as they arrive, then the table and ``run.json``."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import platform
 import signal
 import sys
@@ -17,20 +18,23 @@ from typing import Any
 
 import yaml
 
+from bench.analysis.precision import plan_round, precision_table
 from bench.core.atomic import check_writable
 from bench.core.schema import SCHEMA_VERSION
-from bench.core.types import STOP_SIGNALS
-from bench.run.config import Config
-from bench.run.grid import Cell, expand, make_tasks
-from bench.run.plugins import check_workers_see, plugin_origins
-from bench.run.store import (
+from bench.core.store import (
     RunLock,
     Store,
     atomic_write_text,
+    read_run_meta,
+    read_table,
     records_to_table,
     write_run_meta,
     write_table,
 )
+from bench.core.types import STOP_SIGNALS
+from bench.run.config import Config
+from bench.run.grid import Cell, expand, make_tasks
+from bench.run.plugins import check_workers_see, plugin_origins
 
 PACKAGES = ("poisonbench", "numpy", "scikit-learn", "pyod", "pandas", "torch", "torchvision")
 
@@ -166,10 +170,85 @@ def run_config(
         try:
             grid = expand(config)  # validates; writes nothing
             check_writable(out)  # a filesystem fault stops the run before any work, not after
-            return _run_locked(config, out, grid, options, started, pool)
+            summary = _run_locked(config, out, grid, options, started, pool)
+            if config.precision is not None:
+                summary = _precision_rounds(config, out, options, started, summary)
+            return summary
         finally:
             if pool is not None:
                 pool.close(kill=True)  # a no-op when the run used and closed it
+
+
+def _precision_rounds(
+    config: Config, out: Path, options: RunOptions, started: float, first: RunSummary
+) -> RunSummary:
+    """Add seeds in rounds to the groups whose headline interval is still wider than the
+    config's precision (:mod:`bench.analysis.precision`), until all are resolved or at the cap.
+
+    Each round is an ordinary resumable run of the grid with more seeds for those groups: the
+    stored (cell, fraction) pairs are skipped, so an interrupted or repeated precision run
+    replays the finished rounds from disk and goes on where it stopped. ``run.json`` gets a
+    ``precision`` section with every group's seeds, width and status.
+    """
+    spec = config.precision
+    assert spec is not None
+    options = dataclasses.replace(options, fresh=False)  # later rounds extend the first
+    total = first
+    counts: dict[tuple[Any, ...], int] = {}
+    rounds = [{"groups": None, "cells_run": first.n_run}]
+    while True:
+        table = read_table(out)
+        status = precision_table(
+            table, spec.target, spec.max_seeds, config.recovery.metric, config.recovery.tolerance
+        )
+        want = plan_round(status, spec.max_seeds)
+        if not want:
+            break
+        counts.update(want)
+        grid = expand(config, _extra_seeds(config.seeds, counts))
+        summary = _run_locked(config, out, grid, options, started)
+        rounds.append({"groups": len(want), "cells_run": summary.n_run})
+        total = _merged(total, summary)
+    meta = read_run_meta(out)
+    meta["summary"] = total.as_dict()
+    meta["precision"] = {
+        "target": spec.target,
+        "max_seeds": spec.max_seeds,
+        "min_seeds": len(config.seeds),
+        "rounds": rounds,
+        "groups": status.to_dict(orient="records"),
+    }
+    write_run_meta(out, meta)
+    return total
+
+
+def _extra_seeds(
+    configured: tuple[int, ...], counts: dict[tuple[Any, ...], int]
+) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """For each group, the seeds beyond ``configured`` that bring it to its count: the
+    smallest non-negative integers not configured, so every group's seeds are a prefix of one
+    sequence (and the groups that move together share them, paired)."""
+    taken = set(configured)
+    longest = max(counts.values(), default=0) - len(configured)
+    sequence = [s for s in range(len(configured) + longest + len(taken)) if s not in taken]
+    return {key: tuple(sequence[: n - len(configured)]) for key, n in counts.items()}
+
+
+def _merged(before: RunSummary, after: RunSummary) -> RunSummary:
+    """One summary for two rounds of a run: ``after``'s grid, both rounds' work."""
+    n_run = before.n_run + after.n_run
+    fits_run = before.fits_run + after.fits_run
+    return dataclasses.replace(
+        after,
+        n_run=n_run,
+        n_cached=max(0, after.n_cells - n_run),
+        n_failed=before.n_failed + after.n_failed,
+        fits_run=fits_run,
+        fits_cached=max(0, after.n_fits - fits_run),
+        compute_seconds=before.compute_seconds + after.compute_seconds,
+        problems=list(dict.fromkeys([*before.problems, *after.problems])),
+        failures=[*before.failures, *after.failures],
+    )
 
 
 def _early_pool(config: Config, options: RunOptions) -> Any:
@@ -345,6 +424,7 @@ def run_meta(config: Config, grid: Any, summary: RunSummary) -> dict[str, Any]:
             "early_stop": config.recovery.early_stop,
         },
         "seeds": list(config.seeds),
+        "precision": None,
         "plugins": {
             "modules": list(getattr(config, "plugins", ()) or ()),
             "used": plugin_origins(config),

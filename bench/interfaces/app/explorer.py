@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from bench.core.schema import NESTED_COLUMNS, NO_ATTACK_ID, NO_DEFENSE_ID
+from bench.core.store import read_table
 from bench.core.types import PoisonBenchError
-from bench.run.store import read_table
 
 #: The column that identifies each dataset, model, attack and defense wherever the explorer
 #: groups or filters rows: the configuration ids (``bench.core.schema``), never a display string.

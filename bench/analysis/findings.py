@@ -1,0 +1,225 @@
+"""The report's opening answers: one findings table per dataset and model.
+
+Each row is an attack and poison rate (without a defense), with: the accuracy it costs, the
+extra clean data needed to get it back [interval], the best deployable defense by clean rows
+saved (paired over seeds), and whether the headline is answered, or roughly how many more seeds
+would answer it (:func:`bench.analysis.precision.seeds_needed`). A pure function of the
+estimates table (:func:`bench.analysis.recovery.estimate_recovery`) and the results table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis.formats import fmt_rate, fmt_recovery, fmt_rows
+from bench.analysis.precision import BEYOND_GRID, MET, NO_DATA, precision_table, width
+from bench.analysis.stats import paired_difference
+from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID, higher_is_better
+
+#: the findings table's columns, in order
+FINDINGS_COLUMNS = (
+    "attack",
+    "rate",
+    "seeds",
+    "accuracy lost",
+    "extra clean data needed",
+    "best deployable defense (paired gain, f = 0)",
+    "clean rows saved (most)",
+    "answer",
+)
+
+
+def _at_f0(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["status"] == "ok") & (df["extra_fraction"] == 0)]
+
+
+def paired_gain(
+    df: pd.DataFrame, attack_id: str, rate: float, defense_id: str, metric: str
+) -> tuple[float, float, float, int]:
+    """Mean per-seed gain of ``defense_id`` over no defense in ``metric`` (signed so that
+    positive is better) at f = 0, with a 95 % t-interval: ``(mean, low, high, n_seeds)``.
+
+    Seeds are paired: a seed's defended and undefended cells share the split, the poison and
+    the model initialization, so the difference removes what they share.
+    """
+    ok = _at_f0(df)
+    sub = ok[(ok["attack_id"] == attack_id) & (ok["rate"] == rate)]
+    a = sub[sub["defense_id"] == defense_id].groupby("seed")[metric].mean()
+    b = sub[sub["defense_id"] == NO_DEFENSE_ID].groupby("seed")[metric].mean()
+    common = a.index.intersection(b.index)
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    diff = paired_difference(
+        sign * a.loc[common].to_numpy(float), sign * b.loc[common].to_numpy(float)
+    )
+    return diff.mean, diff.low, diff.high, diff.n
+
+
+@dataclass(frozen=True)
+class BestGain:
+    """The deployable defense with the largest paired gain at f = 0, and how sure it is.
+
+    kind: ``resolved`` (interval excludes 0 and the mean exceeds the tolerance), ``within
+    tolerance`` (excludes 0 but smaller than the tolerance) or ``unresolved``; larger: labels
+    of unresolved defenses with a larger mean gain than a resolved winner.
+    """
+
+    defense_id: str
+    label: str
+    mean: float
+    low: float
+    high: float
+    n: int
+    kind: str
+    larger: tuple[str, ...] = ()
+
+
+def best_gain(
+    df: pd.DataFrame, attack_id: str, rate: float, metric: str, tolerance: float
+) -> BestGain | None:
+    """Which deployable defense helps most at (attack, rate), judged on paired per-seed gains
+    over no defense at f = 0: among the defenses whose gain's 95 % interval excludes 0 and whose
+    mean gain exceeds ``tolerance``, the one with the largest mean gain; otherwise the largest
+    mean gain, marked as not resolved. None without an undefended arm or a positive gain."""
+    ok = _at_f0(df)
+    sub = ok[(ok["attack_id"] == attack_id) & (ok["rate"] == rate)]
+    if NO_DEFENSE_ID not in set(sub["defense_id"]):
+        return None
+    pairs = sub[["defense_id", "defense_label"]].drop_duplicates("defense_id")
+    labels = dict(zip(pairs["defense_id"], pairs["defense_label"], strict=True))
+    reference = set()
+    if "defense_reference" in sub:
+        reference = set(sub.loc[sub["defense_reference"].fillna(False).astype(bool), "defense_id"])
+    candidates = [d for d in labels if d != NO_DEFENSE_ID and d not in reference]
+    gains = {d: paired_gain(df, attack_id, rate, d, metric) for d in candidates}
+    gains = {d: g for d, g in gains.items() if g[3] > 0 and math.isfinite(g[0])}
+    if not gains:
+        return None
+    resolved = {
+        d: g for d, g in gains.items() if g[3] >= 2 and math.isfinite(g[1]) and g[1] > 0
+        and g[0] > tolerance
+    }  # fmt: skip
+    if resolved:
+        best = max(resolved, key=lambda d: resolved[d][0])
+        larger = tuple(
+            labels[d] for d in gains if d not in resolved and gains[d][0] > gains[best][0]
+        )
+        return BestGain(best, labels[best], *resolved[best], kind="resolved", larger=larger)
+    best = max(gains, key=lambda d: gains[d][0])
+    mean, low, high, n = gains[best]
+    kind = "within tolerance" if n >= 2 and math.isfinite(low) and low > 0 else "unresolved"
+    return BestGain(best, labels[best], mean, low, high, n, kind=kind)
+
+
+def gain_cell(best: BestGain | None) -> str:
+    """A findings cell: ``steady +4.0 pts [+3.9, +4.1]``; ``n.s.`` or ``within tolerance``
+    marks a winner that is not one; ``–`` when no defense gains."""
+    if best is None:
+        return "–"
+    interval = f" [{best.low * 100:+.1f}, {best.high * 100:+.1f}]" if np.isfinite(best.low) else ""
+    text = f"{best.label} {best.mean * 100:+.1f} pts{interval}"
+    if best.kind == "resolved":
+        return text
+    return f"{text} {'within tolerance' if best.kind == 'within tolerance' else 'n.s.'}"
+
+
+def deployable(rec: pd.DataFrame) -> pd.Series:
+    """Defended rows of a real defense (not ``none``, not a reference such as the oracle)."""
+    reference = rec["defense_reference"].fillna(False).astype(bool)
+    return (rec["defense_id"] != NO_DEFENSE_ID) & ~reference
+
+
+def best_defense(rec: pd.DataFrame) -> pd.Series | None:
+    """Among one (attack, rate)'s deployable defenses, the one that saves the most clean rows,
+    preferring values that answer (paired interval excludes 0, or a lower bound) over point
+    estimates that do not; None when no defense has a value."""
+    rows = rec[deployable(rec) & rec["defense_value_rows"].notna()]
+    if rows.empty:
+        return None
+    solid = rows["defense_value_resolved"].fillna(False).astype(bool) | (
+        rows["defense_value_kind"] == "lower_bound"
+    )
+    pool = rows[solid] if solid.any() else rows
+    return pool.loc[pool["defense_value_rows"].idxmax()]
+
+
+def answer(row: pd.Series, status: pd.Series | None) -> str:
+    """``answered`` / ``> grid`` / ``not resolved: ≈ N more seeds`` / why seeds cannot help."""
+    if status is None or status["precision_status"] == NO_DATA:
+        return "–"
+    if bool(status["precision_met"]):
+        return "answered: > grid" if status["precision_status"] == BEYOND_GRID else "answered"
+    needed, n = float(status["seeds_needed"]), int(status["n_seeds"])
+    if not math.isfinite(needed):
+        cut = "the clean pool" if bool(row.get("pool_exhausted", False)) else "the grid"
+        return f"not resolved: {cut} ends before the curve recovers"
+    more = int(needed) - n
+    if more <= 0:
+        return "not resolved"
+    plus = "+" if needed > 1000 else ""
+    return f"not resolved: ≈ {more:,}{plus} more seeds"
+
+
+def findings_table(
+    rec: pd.DataFrame,
+    df: pd.DataFrame,
+    target: float = math.inf,
+    metric: str = "accuracy",
+    tolerance: float = 0.005,
+) -> pd.DataFrame:
+    """The findings rows of one dataset and model (``rec`` and ``df`` already cut to them).
+
+    target: the width (× n_train) an interval must reach to count as answered (the run's
+    ``precision``; ``inf``: any bounded interval answers).
+    """
+    gain_metric = metric if metric in ("accuracy", "macro_f1") else "accuracy"
+    undefended = rec[(rec["defense_id"] == NO_DEFENSE_ID) & (rec["attack_id"] != NO_ATTACK_ID)]
+    status = precision_table(df, target, 10**9, metric, tolerance, estimates=undefended)
+    by_key = {(s["attack_id"], s["rate"]): s for _, s in status.iterrows()}
+    rows = []
+    for _, u in undefended.sort_values(["attack_label", "rate"]).iterrows():
+        lost = (u["reference"] - u["value_at_0"]) * 100
+        here = rec[(rec["attack_id"] == u["attack_id"]) & (rec["rate"] == u["rate"])]
+        saver = best_defense(here)
+        gain = best_gain(df, u["attack_id"], float(u["rate"]), gain_metric, tolerance)
+        rows.append(
+            {
+                "attack": u["attack_label"],
+                "rate": fmt_rate(float(u["rate"])),
+                "seeds": int(u["n_seeds"]),
+                "accuracy lost": f"{lost:+.1f} pts" if math.isfinite(lost) else "–",
+                "extra clean data needed": fmt_recovery(u),
+                "best deployable defense (paired gain, f = 0)": gain_cell(gain),
+                "clean rows saved (most)": "–"
+                if saver is None
+                else f"{saver['defense_label']}: {fmt_rows(saver)}",
+                "answer": answer(u, by_key.get((u["attack_id"], u["rate"]))),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS))
+
+
+def answered_share(rec: pd.DataFrame, target: float = math.inf) -> tuple[int, int]:
+    """(answered, total) headline cells of poisoned groups: bounded intervals at most
+    ``target`` wide, or "> grid" established."""
+    poisoned = rec[(rec["attack_id"] != NO_ATTACK_ID) & rec["f_low"].notna()]
+    w = width(poisoned["f_low"], poisoned["f_high"])
+    ok = ((w <= target) & (w < math.inf)) | (poisoned["f_low"] == math.inf)
+    return int(ok.sum()), len(poisoned)
+
+
+__all__ = [
+    "FINDINGS_COLUMNS",
+    "MET",
+    "answer",
+    "answered_share",
+    "best_defense",
+    "best_gain",
+    "deployable",
+    "findings_table",
+    "gain_cell",
+    "paired_gain",
+]
