@@ -157,6 +157,15 @@ def _mlflow_tracker(args: argparse.Namespace, config: typing.Any, out: Path) -> 
     return tracker
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from bench.run.config_schema import schema_text
+
+    if args.config:
+        _import_config_plugins(args.config)
+    sys.stdout.write(schema_text())
+    return 0
+
+
 def _cmd_app(args: argparse.Namespace) -> int:
     from bench.interfaces.app import launch
 
@@ -369,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("run_dir")
     base.add_argument("dest", help="e.g. results/baseline/ci")
     base.set_defaults(func=_cmd_baseline)
+
+    sch = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of configs (editor completion; installed plug-ins included)",
+    )
+    sch.add_argument("--config", help="also import this config's plugins: modules")
+    sch.set_defaults(func=_cmd_schema)
 
     app = sub.add_parser(
         "app", help="interactive explorer (Streamlit, optional extra 'app') on 127.0.0.1"
