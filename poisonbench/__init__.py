@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from attacks import ATTACKS as attacks
     from attacks import Attack
     from bench.analysis.compare import CompareError, Comparison
+    from bench.core.store import RunLockedError
     from bench.core.types import (
         DatasetInfo,
         DefenseContext,
@@ -44,7 +45,6 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from bench.run.executors import ExecutorError
     from bench.run.orchestrate import RunInterrupted
     from bench.run.plugins import PluginImportError
-    from bench.core.store import RunLockedError
     from defenses import DEFENSES as defenses
     from defenses import Defense, Filter
     from poisonbench.api import Run, RunWarning, compare, load, run

@@ -538,8 +538,8 @@ def _iris_cells(defenses, attack=None, fractions=(0.0,), **extra):
 def test_provenance_runs_record_drops_and_detection_per_source():
     import json
 
-    from bench.run.runner import run_cell
     from bench.core.store import records_to_table
+    from bench.run.runner import run_cell
 
     attack = {"name": "label_flip", "mode": "random", "sources": 3, "poisoned_sources": 1}
     cells, fractions = _iris_cells(["none", {"name": "provenance", "budget": 0.2}], attack)

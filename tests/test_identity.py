@@ -30,12 +30,12 @@ from bench.core.schema import (
     defense_id,
     plugin_id,
 )
+from bench.core.store import Store
 from bench.core.types import DatasetInfo, ParamError
 from bench.models import MODELS
 from bench.run.config import parse_config
 from bench.run.grid import expand
 from bench.run.orchestrate import run_config
-from bench.core.store import Store
 from defenses import DEFENSES
 
 INFO = {

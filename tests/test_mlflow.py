@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from conftest import require
 
+from bench.core.store import Store
 from bench.core.types import PoisonBenchError
 from bench.interfaces.cli import main
 from bench.interfaces.tracking import (
@@ -28,7 +29,6 @@ from bench.interfaces.tracking import (
     refit_model,
     step_of,
 )
-from bench.core.store import Store
 
 TINY = """
 name: tinyml

@@ -23,10 +23,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from bench.core.store import RunLock, RunLockedError, Store, record_checksum
 from bench.interfaces.cli import main
 from bench.run.config import parse_config
 from bench.run.orchestrate import run_config
-from bench.core.store import RunLock, RunLockedError, Store, record_checksum
 
 CLI = [sys.executable, "-m", "bench.interfaces.cli"]
 

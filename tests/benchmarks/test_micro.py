@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 
 from attacks import ATTACKS
+from bench.core.store import Store, read_table, records_to_table, write_table
 from bench.core.types import DatasetInfo
 from bench.run.config import parse_config
 from bench.run.grid import expand
 from bench.run.runner import run_cell
-from bench.core.store import Store, read_table, records_to_table, write_table
 
 N, D, K = 60_000, 784, 10  # full MNIST train size, flattened 28×28
 INFO = DatasetInfo(name="uniform-60k", class_names=tuple(str(i) for i in range(K)), n_features=D)
