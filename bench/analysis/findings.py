@@ -16,7 +16,14 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.formats import fmt_rate, fmt_recovery, fmt_rows
-from bench.analysis.precision import BEYOND_GRID, MET, NO_DATA, precision_table, width
+from bench.analysis.precision import (
+    BEYOND_GRID,
+    MAX_LOOKAHEAD,
+    MET,
+    NO_DATA,
+    precision_table,
+    width,
+)
 from bench.analysis.stats import paired_difference
 from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID, higher_is_better
 
@@ -135,8 +142,9 @@ def deployable(rec: pd.DataFrame) -> pd.Series:
 def best_defense(rec: pd.DataFrame) -> pd.Series | None:
     """Among one (attack, rate)'s deployable defenses, the one that saves the most clean rows,
     preferring values that answer (paired interval excludes 0, or a lower bound) over point
-    estimates that do not; None when no defense has a value."""
-    rows = rec[deployable(rec) & rec["defense_value_rows"].notna()]
+    estimates that do not; None when no defense saves rows (a defense that costs clean data is
+    in the "Extra clean data needed" tables, not named here as a saver)."""
+    rows = rec[deployable(rec) & (rec["defense_value_rows"] > 0)]
     if rows.empty:
         return None
     solid = rows["defense_value_resolved"].fillna(False).astype(bool) | (
@@ -159,8 +167,9 @@ def answer(row: pd.Series, status: pd.Series | None) -> str:
     more = int(needed) - n
     if more <= 0:
         return "not resolved"
-    plus = "+" if needed > 1000 else ""
-    return f"not resolved: ≈ {more:,}{plus} more seeds"
+    if needed > MAX_LOOKAHEAD:  # the crossing sits where the curve is flat, at the grid's end
+        return f"not resolved: > {MAX_LOOKAHEAD:,} seeds; a longer grid would answer it"
+    return f"not resolved: ≈ {more:,} more seeds"
 
 
 def findings_table(
