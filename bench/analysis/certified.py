@@ -55,12 +55,12 @@ def _clean(rows: pd.DataFrame) -> pd.DataFrame:
     return clean.drop_duplicates(["dataset_id", "model_id", "defense_id", "seed"])
 
 
-def certified_curves(df: pd.DataFrame) -> pd.DataFrame:
+def certified_curves(df: pd.DataFrame, every_radius: bool = False) -> pd.DataFrame:
     """Certified accuracy by radius: one row per (dataset, model, certified defense, radius).
 
     Columns: the ids and labels, ``radius`` (0, 1, 2, 5, 10, ... up to the first radius no seed
-    certifies), ``certified_accuracy`` (mean over seeds of the share of test rows predicted
-    right with radius >= r), ``seeds``.
+    certifies; with ``every_radius`` every integer up to it, for plots), ``certified_accuracy``
+    (mean over seeds of the share of test rows predicted right with radius >= r), ``seeds``.
     """
     columns = [
         "dataset_id", "model_id", "defense_id", "dataset_label", "model_label", "defense_label",
@@ -72,7 +72,7 @@ def certified_curves(df: pd.DataFrame) -> pd.DataFrame:
         ["dataset_id", "model_id", "defense_id"], sort=False
     ):
         top = max(int(r.max()) if len(r) else 0 for r in g["_radii"])
-        for r in radius_grid(top):
+        for r in range(top + 2) if every_radius else radius_grid(top):
             share = [float(np.mean(radii >= r)) for radii in g["_radii"]]
             first = g.iloc[0]
             out.append(
@@ -169,6 +169,18 @@ def clean_cost(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _ordered(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``frame`` with its defense labels in natural order (``dpa(k=10)`` before ``k=100``)."""
+    import re
+
+    def key(label: str) -> list[Any]:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(label))]
+
+    order = sorted(frame[column].unique(), key=key)
+    rank = {label: i for i, label in enumerate(order)}
+    return frame.sort_values(column, key=lambda c: c.map(rank), kind="stable")
+
+
 def curve_table(curves: pd.DataFrame) -> pd.DataFrame:
     """Certified accuracy with one row per defense (label) and one column per radius."""
     if curves.empty:
@@ -179,7 +191,7 @@ def curve_table(curves: pd.DataFrame) -> pd.DataFrame:
     # a curve stops at its first radius with no certified row: beyond it the share is 0 too
     wide = wide.reindex(columns=sorted(wide.columns)).fillna(0.0)
     wide.columns = [f"r={r}" for r in wide.columns]
-    return wide.round(3).reset_index(names="defense")
+    return _ordered(wide.round(3).reset_index(names="defense"), "defense")
 
 
 def gap_sentence(point: pd.Series) -> str:
@@ -190,11 +202,15 @@ def gap_sentence(point: pd.Series) -> str:
         else "**the accuracy fell below the certified floor in a seed** (a bagging certificate "
         "may fail with probability alpha; a DPA one never should)"
     )
-    return (
+    head = (
         f"{point['defense_label']} under {point['attack_label']} at {fmt_rate(point['rate'])} "
-        f"({point['n_poisoned']:g} poisoned rows): keeps {point['accuracy']:.3f} accuracy, the "
-        f"certificate guarantees {point['certified']:.3f} at that many rows, so the attack is "
-        f"{point['gap']:.3f} above the worst case; {verdict}."
+        f"({point['n_poisoned']:g} poisoned rows): keeps {point['accuracy']:.3f} accuracy"
+    )
+    if point["certified"] == 0:
+        return f"{head}; no test row is certified at that many rows, so the certificate says nothing here."
+    return (
+        f"{head}, the certificate guarantees {point['certified']:.3f} at that many rows, so the "
+        f"attack is {point['gap']:.3f} above the worst case; {verdict}."
     )
 
 
@@ -229,12 +245,18 @@ def certified_section(df: pd.DataFrame, plots: list[Plot] | None = None) -> Sect
             if len(cost)
             else cost
         )
-        for _, r in c.iterrows():
-            sub.bullets.append(
-                f"{r['defense_label']}: clean accuracy {r['accuracy']:.3f} against "
-                f"{r['plain_accuracy']:.3f} for the plain model (cost {r['cost']:+.3f}); median "
-                f"certified radius of the right predictions {r['median_radius']:g}."
+        if len(c):
+            shown = c[["defense_label", "accuracy", "plain_accuracy", "cost", "median_radius"]]
+            shown = shown.rename(
+                columns={
+                    "defense_label": "defense",
+                    "accuracy": "clean accuracy",
+                    "plain_accuracy": "plain model",
+                    "cost": "cost",
+                    "median_radius": "median radius (right rows)",
+                }
             )
+            sub.tables.append(Table(_ordered(shown, "defense").round(3), title="Clean cost"))
         p = (
             points[(points["dataset_id"] == dataset) & (points["model_id"] == model)]
             if len(points)
@@ -244,8 +266,11 @@ def certified_section(df: pd.DataFrame, plots: list[Plot] | None = None) -> Sect
             shown = p[["defense_label", "attack_label", "rate", "n_poisoned", "accuracy",
                        "certified", "gap"]].copy()  # fmt: skip
             shown["rate"] = shown["rate"].map(fmt_rate)
-            sub.tables.append(Table(shown.round(3), title="The grid's attacks beside the floor"))
-            sub.bullets += [gap_sentence(row) for _, row in p.iterrows()]
+            shown = _ordered(shown, "defense_label").round(3)
+            sub.tables.append(Table(shown, title="The grid's attacks beside the certified floor"))
+            gaps = Section("Gap to the worst case", level=4)
+            gaps.bullets = [gap_sentence(row) for _, row in _ordered(p, "defense_label").iterrows()]
+            sub.subsections.append(gaps)
         for name, plot in images.items():
             if plot.title.startswith(heading):
                 sub.images.append((plot.title, name))
@@ -258,7 +283,7 @@ def plot_certified(df: pd.DataFrame, out_dir: str | Path) -> list[Plot]:
     defense) with the attacked ensembles' accuracy as points at their n_poisoned."""
     from bench.analysis.plots import _figure, _save, slug
 
-    curves = certified_curves(df)
+    curves = certified_curves(df, every_radius=True)
     if curves.empty:
         return []
     points = certified_points(df)
