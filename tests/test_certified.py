@@ -351,3 +351,18 @@ def test_a_run_records_certificates_the_ensemble_recomputes(tmp_path):
     assert row["certified_radii"] == np.where(right, dpa_radius(votes), -1).tolist()
     assert row["accuracy"] == pytest.approx(right.mean())
     assert row["certified_accuracy"]["0"] == pytest.approx(right.mean())
+
+
+def test_dpa_ensemble_is_the_same_under_reordering_of_the_rows():
+    """The partitions follow the rows' content, so shuffling the training set trains the same
+    members (an order-insensitive base model) and gives the same votes and radii."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 2)).astype(np.float32)
+    y = rng.integers(0, K, size=60).astype(np.int64)
+    test = rng.normal(size=(20, 2)).astype(np.float32)
+    order = rng.permutation(60)
+    a = EnsembleClassifier(_NNSpec(), INFO, 0, DPAPlan(7)).fit(X, y)
+    b = EnsembleClassifier(_NNSpec(), INFO, 1, DPAPlan(7)).fit(X[order], y[order])
+    np.testing.assert_array_equal(a.votes(test), b.votes(test))
+    for u, v in zip(a.certify(test), b.certify(test), strict=True):
+        np.testing.assert_array_equal(u, v)
