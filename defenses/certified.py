@@ -175,6 +175,7 @@ class BaggingPlan(EnsemblePlan):
     """Bagging's ensemble: ``models`` members on subsamples drawn with replacement."""
 
     unit = "rows modified (features or label)"
+    feature_change_cost = 1
 
     models: int
     sample: float

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.analysis.certified import certified_curves, certified_points, certified_section
-from bench.core.certificates import certified_metrics, radius_grid
+from bench.core.certificates import certified_changes, certified_metrics, radius_grid
 from bench.core.types import DatasetInfo, DefenseContext, ParamError, TrainingSet
 from bench.models.ensemble import EnsembleClassifier
 from defenses import DEFENSES
@@ -351,6 +351,17 @@ def test_a_run_records_certificates_the_ensemble_recomputes(tmp_path):
     assert row["certified_radii"] == np.where(right, dpa_radius(votes), -1).tolist()
     assert row["accuracy"] == pytest.approx(right.mean())
     assert row["certified_accuracy"]["0"] == pytest.approx(right.mean())
+    assert row["certified_changes"] == row["n_poisoned"] > 0  # label flips: one change a row
+
+
+def test_certified_changes_count_a_moved_row_by_the_plans_cost():
+    X = np.arange(12, dtype=np.float32).reshape(4, 3)
+    Xp = X.copy()
+    Xp[1, 0] += 1  # features changed (moves DPA partition)
+    mask = np.array([True, True, False, False])  # row 0 relabelled, row 1 moved
+    assert certified_changes(X, Xp, mask, DPAPlan.feature_change_cost) == 3
+    assert certified_changes(X, Xp, mask, BaggingPlan.feature_change_cost) == 2
+    assert certified_changes(X, Xp[:3], mask, 2) is None
 
 
 def test_dpa_ensemble_is_the_same_under_reordering_of_the_rows():

@@ -9,8 +9,9 @@ records for ``dpa`` and ``bagging``; see ``bench/core/certificates.py``). Per da
 - the **points**: the accuracy the same ensemble keeps under each attack and rate of the grid,
   at that attack's ``n_poisoned``. Pairing a seed's attacked cell with the same seed's clean
   certificate at ``r = n_poisoned`` gives the guaranteed floor; the gap is how far the attack is
-  from the worst case (a label flip is one change for both certificates: DPA hashes features
-  only, bagging counts modified rows);
+  from the worst case. The radius is in the certificate's unit: a label flip is one change for
+  both (DPA hashes features only, bagging counts modified rows), a row whose features an
+  attack changed is two for DPA (``certified_changes`` in the record);
 - the **cost**: clean accuracy of the ensemble against the plain model (defense ``none``) at
   rate 0, paired by seed.
 """
@@ -82,13 +83,21 @@ def certified_curves(df: pd.DataFrame, every_radius: bool = False) -> pd.DataFra
     return pd.DataFrame(out, columns=columns)
 
 
+def _changes(row: pd.Series) -> int:
+    """The attacked cell's size in the certificate's unit (``certified_changes``: a relabelled
+    row is one change, a row whose features changed is two for dpa), else ``n_poisoned``."""
+    value = row.get("certified_changes")
+    return int(row["n_poisoned"]) if value is None or pd.isna(value) else int(value)
+
+
 def certified_points(df: pd.DataFrame) -> pd.DataFrame:
     """The grid's attacks against the certified ensembles: one row per (dataset, model,
     defense, attack, rate > 0), means over the seeds that have both the attacked and the clean
     cell.
 
-    Columns: ids and labels, ``rate``, ``n_poisoned``, ``accuracy`` (what the attack leaves),
-    ``certified`` (the clean certificate's floor at r = the seed's n_poisoned), ``gap``
+    Columns: ids and labels, ``rate``, ``n_poisoned`` (mean over seeds), ``changes`` (the same
+    in the certificate's unit), ``accuracy`` (what the attack leaves), ``certified`` (the clean
+    certificate's floor at r = the seed's changes), ``gap``
     (accuracy − certified), ``holds`` (accuracy >= certified in every seed), ``seeds``.
     """
     rows = certified_rows(df)
@@ -97,15 +106,16 @@ def certified_points(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     keys = ["dataset_id", "model_id", "defense_id", "attack_id", "rate"]
     for key, g in attacked.groupby(keys, sort=False):
-        acc, floor, n_poisoned = [], [], []
+        acc, floor, n_poisoned, changes = [], [], [], []
         for _, row in g.iterrows():
             base = (row["dataset_id"], row["model_id"], row["defense_id"], row["seed"])
             if base not in clean.index:
                 continue
-            n = int(row["n_poisoned"])
+            n = _changes(row)
             acc.append(float(row["accuracy"]))
             floor.append(float(np.mean(clean[base] >= n)))
-            n_poisoned.append(n)
+            n_poisoned.append(int(row["n_poisoned"]))
+            changes.append(n)
         if not acc:
             continue
         first = g.iloc[0]
@@ -117,6 +127,7 @@ def certified_points(df: pd.DataFrame) -> pd.DataFrame:
                 "defense_label": first["defense_label"],
                 "attack_label": first["attack_label"],
                 "n_poisoned": float(np.mean(n_poisoned)),
+                "changes": float(np.mean(changes)),
                 "accuracy": float(np.mean(acc)),
                 "certified": float(np.mean(floor)),
                 "gap": float(np.mean(acc) - np.mean(floor)),
@@ -202,9 +213,11 @@ def gap_sentence(point: pd.Series) -> str:
         else "**the accuracy fell below the certified floor in a seed** (a bagging certificate "
         "may fail with probability alpha; a DPA one never should)"
     )
+    changes = point.get("changes", point["n_poisoned"])
+    extra = f", {changes:g} changes" if changes != point["n_poisoned"] else ""
     head = (
         f"{point['defense_label']} under {point['attack_label']} at {fmt_rate(point['rate'])} "
-        f"({point['n_poisoned']:g} poisoned rows): keeps {point['accuracy']:.3f} accuracy"
+        f"({point['n_poisoned']:g} poisoned rows{extra}): keeps {point['accuracy']:.3f} accuracy"
     )
     if point["certified"] == 0:
         return f"{head}; no test row is certified at that many rows, so the certificate says nothing here."
@@ -226,10 +239,11 @@ def certified_section(df: pd.DataFrame, plots: list[Plot] | None = None) -> Sect
             "Certified accuracy at radius r: the share of clean test rows the ensemble predicts "
             "right *and* provably keeps when any r training rows are inserted, deleted or "
             "relabelled (dpa: Levine & Feizi's partition-vote bound; bagging: Jia et al.'s "
-            "binomial bound, which holds with probability 1 − alpha; both count a label flip "
-            "as one change). Curves come from the clean cells (rate 0), means over seeds; the "
-            "attacked rows give what the grid's attacks actually leave, beside the certified "
-            "floor at their number of poisoned rows (same seed)."
+            "binomial bound, which holds with probability 1 − alpha per row; both count a "
+            "label flip as one change, and dpa counts a row whose features changed as two). "
+            "Curves come from the clean cells (rate 0), means over seeds; the attacked rows "
+            "give what the grid's attacks actually leave, beside the certified floor at their "
+            "number of changes (same seed)."
         ],
     )
     images = {p.filename: p for p in (plots or []) if p.kind == "certified"}
@@ -263,8 +277,8 @@ def certified_section(df: pd.DataFrame, plots: list[Plot] | None = None) -> Sect
             else points
         )
         if len(p):
-            shown = p[["defense_label", "attack_label", "rate", "n_poisoned", "accuracy",
-                       "certified", "gap"]].copy()  # fmt: skip
+            shown = p[["defense_label", "attack_label", "rate", "n_poisoned", "changes",
+                       "accuracy", "certified", "gap"]].copy()  # fmt: skip
             shown["rate"] = shown["rate"].map(fmt_rate)
             shown = _ordered(shown, "defense_label").round(3)
             sub.tables.append(Table(shown, title="The grid's attacks beside the certified floor"))
@@ -310,12 +324,12 @@ def plot_certified(df: pd.DataFrame, out_dir: str | Path) -> list[Plot]:
                 first = q["attack_id"] not in labelled
                 labelled.add(q["attack_id"])
                 ax.plot(
-                    q["n_poisoned"] + 0.5, q["accuracy"], marker[q["attack_id"]],
+                    q["changes"] + 0.5, q["accuracy"], marker[q["attack_id"]],
                     color=line.get_color(), markersize=4,
                     label=f"{q['attack_label']} (measured)" if first else None,
                 )  # fmt: skip
         ax.set_xscale("log")
-        ax.set_xlabel("poisoned rows r (+0.5, log scale)")
+        ax.set_xlabel("changes r: poisoned rows in the certificate's unit (+0.5, log scale)")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)

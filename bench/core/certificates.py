@@ -58,3 +58,21 @@ def certified_metrics(
         "certified_radius_median": float(np.median(radii[right])) if right.any() else None,
         "certified_unit": unit,
     }
+
+
+def certified_changes(
+    X_clean: np.ndarray,
+    X_poisoned: np.ndarray,
+    mask: np.ndarray,
+    feature_change_cost: int,
+) -> int | None:
+    """The size of a cell's poisoning in the certificate's unit: 1 per poisoned row whose
+    features are unchanged (a relabelled row), ``feature_change_cost`` per row whose features
+    changed. None when the attack changed the number of rows (no row-by-row comparison)."""
+    if X_clean.shape != X_poisoned.shape:
+        return None
+    flat_clean = X_clean.reshape(len(X_clean), -1)
+    flat_poisoned = X_poisoned.reshape(len(X_poisoned), -1)
+    moved = np.any(flat_clean != flat_poisoned, axis=1) & np.asarray(mask, dtype=bool)
+    relabelled = np.asarray(mask, dtype=bool) & ~moved
+    return int(relabelled.sum() + feature_change_cost * moved.sum())

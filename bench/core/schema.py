@@ -328,6 +328,17 @@ COLUMNS: tuple[Column, ...] = tuple(
         ],
     )
     + _columns(
+        "certified",
+        "Int64",
+        [
+            (
+                "certified_changes",
+                "dpa/bagging: the cell's poisoning in the certificate's unit (a relabelled row "
+                "counts 1; a row whose features changed 2 for dpa, 1 for bagging)",
+            ),
+        ],
+    )
+    + _columns(
         "fit",
         "Int64",
         [("ensemble_abstaining", "dpa/bagging: ensemble members without rows (no vote)")],

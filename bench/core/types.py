@@ -216,6 +216,9 @@ class EnsemblePlan:
 
     #: the threat model's unit, for tables: what one change of the radius is
     unit: ClassVar[str] = "rows inserted, deleted or relabelled"
+    #: changes of the radius one poisoned row costs when the attack changed its features (DPA:
+    #: 2, the row moves partition; bagging: 1, a modified row); a relabelled row costs 1
+    feature_change_cost: ClassVar[int] = 2
 
     @property
     def n_members(self) -> int:

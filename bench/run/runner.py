@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from attacks import ATTACKS
-from bench.core.certificates import certified_metrics
+from bench.core.certificates import certified_changes, certified_metrics
 from bench.core.metrics import classification_metrics, detection_metrics
 from bench.core.schema import (
     EARLY_STOP,
@@ -563,7 +563,11 @@ def _run(
         row.update(metrics)
         row.update(getattr(model, "fit_info_", None) or {})
         if fit_set.ensemble is not None:  # certified defenses: radii of the test predictions
-            row.update(certified_metrics(p.y_test, *model.certify(p.X_test), fit_set.ensemble.unit))
+            plan = fit_set.ensemble
+            row.update(certified_metrics(p.y_test, *model.certify(p.X_test), plan.unit))
+            row["certified_changes"] = certified_changes(
+                p.X_train, p.poisoned.X, p.poisoned.mask, plan.feature_change_cost
+            )
         row.update(n_fit=len(fit_set), t_fit=t_fit, t_predict=t_predict, status="ok", error=None)
         if stop:
             if reference is None:  # this is the clean reference cell itself (f = 0 comes first)
