@@ -4,11 +4,13 @@ A defense step maps the training set to a new one before fitting (``apply``). Fi
 rows and report outlier scores; ``label_smoothing`` softens targets; ``extra_clean`` appends
 trusted rows from the clean pool. ``trusted_filter``, ``glc``, ``roni`` and ``provenance`` learn
 from a budget of trusted pool rows (counted in ``StepResult.pool_used``); ``gce``, ``sce``,
-``glc`` and ``dp_sgd`` change how a torch model trains. A cell's defense is a list of such steps.
+``glc`` and ``dp_sgd`` change how a torch model trains; ``dpa`` and ``bagging`` make the model
+a certified ensemble. A cell's defense is a list of such steps.
 """
 
 from defenses import (  # noqa: F401  (registers the plug-ins)
     baselines,
+    certified,
     confident_learning,
     dp_sgd,
     extra_clean,

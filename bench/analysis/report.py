@@ -1256,6 +1256,12 @@ def build_report(
         filters.paragraphs.append("_No filter defense in this run._")
     report.sections.append(filters)
 
+    from bench.analysis.certified import certified_section  # (imports this module)
+
+    certified = certified_section(df, list(plots))
+    if certified is not None:
+        report.sections.append(certified)
+
     plot_section = Section("Plots")
     for plot in plots:
         plot_section.images.append((plot.title, plot.filename))
@@ -1408,6 +1414,9 @@ def write_report(run_dir: str | Path) -> Path:
         plots = write_plots(
             df, run_dir, curves, metric=metric, tolerance=float(settings["tolerance"])
         )
+        from bench.analysis.certified import plot_certified  # (imports this module)
+
+        plots += plot_certified(df, run_dir)
     report = build_report(df, meta, config, plots, name=run_dir.name)
     path = run_dir / "report.md"
     atomic_write_text(path, render_markdown(report))

@@ -89,6 +89,7 @@ class Column:
     name: str
     dtype: str
     kind: str  # identity | label | size | metric | detection | step | fit | timing | status | meta
+    #            | certified
     doc: str
 
 
@@ -312,6 +313,52 @@ COLUMNS: tuple[Column, ...] = tuple(
             ("removed_per_class", "JSON: rows the filters removed per class"),
         ],
     )
+    # -- certified defenses (dpa, bagging; issue 27): bench/core/certificates.py --------------
+    + _columns(
+        "certified",
+        "string",
+        [
+            (
+                "certified_radii",
+                "JSON, dpa/bagging: per test row (test-set order), the certified radius of the "
+                "ensemble's prediction where it is right, −1 where it is wrong or not certified",
+            ),
+            (
+                "certified_accuracy",
+                "JSON, dpa/bagging: {radius r: share of test rows predicted right with radius "
+                ">= r} at r = 0, 1, 2, 5, 10, 20, 50, 100, ... up to the first r where it is 0",
+            ),
+            ("certified_unit", "dpa/bagging: what one change of the radius is (threat model)"),
+        ],
+    )
+    + _columns(
+        "certified",
+        "float64",
+        [
+            (
+                "certified_radius_median",
+                "dpa/bagging: median certified radius of the correctly predicted test rows "
+                "(−1 counts a right prediction bagging cannot certify)",
+            ),
+        ],
+    )
+    + _columns(
+        "certified",
+        "Int64",
+        [
+            (
+                "certified_changes",
+                "dpa/bagging: the cell's poisoning in the certificate's unit (a relabelled row "
+                "counts 1; a row whose features changed 2 for dpa, 1 for bagging)",
+            ),
+        ],
+    )
+    + _columns(
+        "fit",
+        "Int64",
+        [("ensemble_abstaining", "dpa/bagging: ensemble members without rows (no vote)")],
+    )
+    # -- end certified defenses ----------------------------------------------------------------
 )
 
 COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
@@ -324,6 +371,9 @@ NESTED_COLUMNS = (
     "removed_per_class",
     "per_source",
     "glc_corruption",
+    # certified defenses (issue 27)
+    "certified_radii",
+    "certified_accuracy",
 )
 
 #: Step-detail columns (kind ``step``) come from the ``details`` of defense steps: a defense

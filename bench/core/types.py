@@ -124,6 +124,9 @@ class TrainingSet:
     ``privacy`` is a differential-privacy training choice set by ``dp_sgd`` (e.g.
     ``{"noise_multiplier": 1.0, "epsilon": None, "max_grad_norm": 1.0, "delta": 1e-5}``);
     like ``loss``, only models that support it may fit such a set.
+    ``ensemble`` is set by a certified defense (``dpa``, ``bagging``; see
+    :class:`EnsemblePlan`): the cell's model becomes an ensemble of base models, each fit on
+    the rows the plan assigns it, and its test predictions carry certified radii.
     """
 
     X: np.ndarray
@@ -136,6 +139,7 @@ class TrainingSet:
     loss: dict[str, Any] | None = None
     source: np.ndarray | None = None
     privacy: dict[str, Any] | None = None
+    ensemble: EnsemblePlan | None = None
 
     def __post_init__(self) -> None:
         if self.targets is None:
@@ -165,6 +169,7 @@ class TrainingSet:
             loss=self.loss,
             source=self.source[rows],
             privacy=self.privacy,
+            ensemble=self.ensemble,
         )
 
     def hard_targets(self) -> np.ndarray:
@@ -195,7 +200,43 @@ class TrainingSet:
             loss=self.loss,
             source=np.concatenate([self.source, np.full(len(y), TRUSTED_SOURCE, np.int64)]),
             privacy=self.privacy,
+            ensemble=self.ensemble,
         )
+
+
+class EnsemblePlan:
+    """How a certified defense turns the cell's model into an ensemble, and what it certifies.
+
+    Set in :attr:`TrainingSet.ensemble` by a defense step (``defenses/certified.py``); the runner
+    then fits :attr:`n_members` base models of the cell's model, member ``j`` on the rows
+    ``members(X)[j]`` of the set it fits (an empty index array: that member abstains), predicts
+    by plurality vote (ties to the smaller class index) and asks :meth:`radius` for each test
+    row's certified radius.
+    """
+
+    #: the threat model's unit, for tables: what one change of the radius is
+    unit: ClassVar[str] = "rows inserted, deleted or relabelled"
+    #: changes of the radius one poisoned row costs when the attack changed its features (DPA:
+    #: 2, the row moves partition; bagging: 1, a modified row); a relabelled row costs 1
+    feature_change_cost: ClassVar[int] = 2
+
+    @property
+    def n_members(self) -> int:
+        raise NotImplementedError
+
+    def members(self, X: np.ndarray) -> list[np.ndarray]:
+        """Row indices (int64) of ``X`` each base model trains on, ``n_members`` arrays."""
+        raise NotImplementedError
+
+    def radius(self, votes: np.ndarray, n_rows: int) -> np.ndarray:
+        """Certified radius (int64, one per row of ``votes``) of the plurality class.
+
+        votes: n×k counts of the members' votes (abstaining members count nowhere).
+        n_rows: rows of the training set the members were drawn from.
+        Returns the number of training-row changes the prediction provably withstands;
+        −1 where the plan cannot certify it even without any change (bagging's bound).
+        """
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from attacks import ATTACKS
+from bench.core.certificates import certified_changes, certified_metrics
 from bench.core.metrics import classification_metrics, detection_metrics
 from bench.core.schema import (
     EARLY_STOP,
@@ -44,6 +45,7 @@ from bench.core.types import DatasetInfo, DefenseContext, Poisoned, TrainingSet
 from bench.data.datasets import load_dataset, split
 from bench.models import MODELS, check_loss_support, check_privacy_support, fit_options
 from bench.models.by_path import check_weight_support
+from bench.models.ensemble import EnsembleClassifier
 from bench.run.grid import Cell, stage_rng, stage_seed
 from defenses import DEFENSES
 
@@ -473,8 +475,14 @@ def model_seed(spec: dict[str, Any]) -> int:
 
 def fit_model(cell: Cell, prepared: PreparedCell, fit_set: TrainingSet) -> Any:
     """Build the cell's model (seeded by :func:`model_seed`) and fit it on ``fit_set`` with the
-    loss or privacy options a defense step chose, if any."""
-    model = prepared.model_spec.build(prepared.info, model_seed(cell.spec))
+    loss or privacy options a defense step chose, if any. Under a certified defense
+    (``fit_set.ensemble``) the model is the ensemble of that spec the plan describes."""
+    if fit_set.ensemble is not None:
+        model = EnsembleClassifier(
+            prepared.model_spec, prepared.info, model_seed(cell.spec), fit_set.ensemble
+        )
+    else:
+        model = prepared.model_spec.build(prepared.info, model_seed(cell.spec))
     model.fit(fit_set.X, fit_set.targets, fit_set.sample_weight, **fit_options(fit_set))
     return model
 
@@ -551,6 +559,12 @@ def _run(
         metrics = classification_metrics(p.y_test, proba, info.n_classes, attack.target_pair())
         row.update(metrics)
         row.update(getattr(model, "fit_info_", None) or {})
+        if fit_set.ensemble is not None:  # certified defenses: radii of the test predictions
+            plan = fit_set.ensemble
+            row.update(certified_metrics(p.y_test, *model.certify(p.X_test), plan.unit))
+            row["certified_changes"] = certified_changes(
+                p.X_train, p.poisoned.X, p.poisoned.mask, plan.feature_change_cost
+            )
         row.update(n_fit=len(fit_set), t_fit=t_fit, t_predict=t_predict, status="ok", error=None)
         if f == 0 and int(s.get("reference_fits") or 1) > 1:
             row.update(reference_metrics(cell, p, metrics, int(s["reference_fits"])))
