@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.report import Plot, Section, Table, fmt_rate
+from bench.analysis.document import Plot, Section, Table
+from bench.analysis.formats import fmt_rate
+from bench.analysis.plots import _figure, _save, slug
 from bench.core.certificates import radius_grid
 from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID, stable_hash
 
@@ -295,7 +297,6 @@ def certified_section(df: pd.DataFrame, plots: list[Plot] | None = None) -> Sect
 def plot_certified(df: pd.DataFrame, out_dir: str | Path) -> list[Plot]:
     """Per dataset and model, certified accuracy against radius (one step curve per certified
     defense) with the attacked ensembles' accuracy as points at their n_poisoned."""
-    from bench.analysis.plots import _figure, _save, slug
 
     curves = certified_curves(df, every_radius=True)
     if curves.empty:

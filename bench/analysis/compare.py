@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.analysis.recovery import estimate_recovery
+from bench.analysis.stats import MIN_SEEDS_FOR_INTERVAL, t_quantile
 from bench.core.schema import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_METRIC,
@@ -431,7 +433,6 @@ def _seed_checks(
 def _interval_se(low: float, high: float, n_seeds: int) -> float:
     """A standard error from the 95 % t-interval of ``n_seeds`` seeds (half-width over the t
     quantile; inf when the interval is open or there are too few seeds for one)."""
-    from bench.analysis.stats import MIN_SEEDS_FOR_INTERVAL, t_quantile
 
     if not (np.isfinite(low) and np.isfinite(high)) or n_seeds < MIN_SEEDS_FOR_INTERVAL:
         return float("inf")
@@ -442,7 +443,6 @@ def _recovery_checks(
     base: pd.DataFrame, new: pd.DataFrame, settings: Settings
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Checks of the extra clean data needed, one per configuration BASE estimates."""
-    from bench.analysis.recovery import estimate_recovery
 
     kwargs = {
         "metric": settings.recovery_metric,

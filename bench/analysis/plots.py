@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.report import Plot
+from bench.analysis.document import Plot
+from bench.analysis.recovery import recovery_curves
 from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID, stable_hash
 from bench.core.store import atomic_write
 
@@ -249,7 +250,6 @@ def write_plots(
     references: clean reference per (dataset_id, model_id) (the mean f = 0 clean value when
     None).
     """
-    from bench.analysis.recovery import recovery_curves
 
     out = Path(out_dir)
     ok = df[df["status"] == "ok"] if "status" in df else df.iloc[0:0]

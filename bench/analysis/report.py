@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.analysis.certified import certified_section, plot_certified
+from bench.analysis.document import Plot, Report, Section, Table
 from bench.analysis.findings import (
     answered_share,
     deployable,
@@ -39,6 +41,7 @@ from bench.analysis.formats import (
     fmt_rows,
     fmt_span,
 )
+from bench.analysis.plots import write_plots
 from bench.analysis.recovery import (
     crossing_point,
     estimate_recovery,
@@ -75,65 +78,6 @@ RULE_OF_THUMB: dict[float, tuple[float, float, str]] = {
 # ---------------------------------------------------------------------------------------------
 # The report as data
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Table:
-    """A table of the report: a DataFrame rendered with ``to_markdown`` (index included when
-    ``index``), with an optional heading and a note under it."""
-
-    frame: pd.DataFrame
-    title: str = ""
-    note: str = ""
-    index: bool = False
-
-    def markdown(self) -> str:
-        if self.frame.empty:
-            return "_(no rows)_"
-        frame = self.frame.reset_index() if self.index else self.frame
-        return frame.to_markdown(index=False)
-
-
-@dataclass
-class Section:
-    """A section: a heading, paragraphs, bullet points, tables, images and subsections."""
-
-    title: str
-    level: int = 2
-    paragraphs: list[str] = field(default_factory=list)
-    bullets: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    images: list[tuple[str, str]] = field(default_factory=list)  # (title, file name)
-    subsections: list[Section] = field(default_factory=list)
-    details: str = ""  # text shown collapsed (<details>), e.g. the config
-
-
-@dataclass
-class Report:
-    """The whole report as values: a title, a description and its sections in order."""
-
-    title: str
-    description: str
-    sections: list[Section]
-
-    def section(self, title: str) -> Section:
-        """The first section (at any depth) whose title starts with ``title``."""
-        stack = list(self.sections)
-        while stack:
-            s = stack.pop(0)
-            if s.title.startswith(title):
-                return s
-            stack = s.subsections + stack
-        raise KeyError(title)
-
-
-@dataclass(frozen=True)
-class Plot:
-    """A written plot: its title for the report and its file name beside ``report.md``."""
-
-    title: str
-    filename: str
-    kind: str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1256,8 +1200,6 @@ def build_report(
         filters.paragraphs.append("_No filter defense in this run._")
     report.sections.append(filters)
 
-    from bench.analysis.certified import certified_section  # (imports this module)
-
     certified = certified_section(df, list(plots))
     if certified is not None:
         report.sections.append(certified)
@@ -1402,7 +1344,6 @@ def render_report(run_dir: str | Path, plots: Sequence[Plot] | None = None) -> s
 
 def write_report(run_dir: str | Path) -> Path:
     """Draw the plots and write ``report.md`` in ``run_dir``; returns the report's path."""
-    from bench.analysis.plots import write_plots
 
     run_dir = Path(run_dir)
     df, meta, config = load_report_inputs(run_dir)
@@ -1414,8 +1355,6 @@ def write_report(run_dir: str | Path) -> Path:
         plots = write_plots(
             df, run_dir, curves, metric=metric, tolerance=float(settings["tolerance"])
         )
-        from bench.analysis.certified import plot_certified  # (imports this module)
-
         plots += plot_certified(df, run_dir)
     report = build_report(df, meta, config, plots, name=run_dir.name)
     path = run_dir / "report.md"
