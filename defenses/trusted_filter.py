@@ -134,6 +134,10 @@ class TrustedFilter(Filter):
         **{k: k for k in ("contamination_used", "threshold_used", "threshold_rule")},
     }
 
+    tune_space: ClassVar[Mapping[str, tuple]] = {
+        "contamination": ("auto", 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+    }
+
     budget: float = 0.1
     model: ClassifierName = "logreg"
     contamination: float | Literal["auto"] | None = None

@@ -442,8 +442,15 @@ def plugin_id(name: str, params: Mapping[str, Any]) -> str:
 
 
 def defense_id(steps: Sequence[Mapping[str, Any]]) -> str:
-    """The id of a defense pipeline: canonical JSON of its steps (each ``{name, params}``)."""
-    return canonical_json([{"name": s["name"], "params": dict(s["params"])} for s in steps])
+    """The id of a defense pipeline: canonical JSON of its steps (each ``{name, params}``, and
+    ``tune``, the search space, for a tuned step: see ``bench.run.tuning``)."""
+    return canonical_json(
+        [
+            {"name": s["name"], "params": dict(s["params"])}
+            | ({"tune": s["tune"]} if s.get("tune") is not None else {})
+            for s in steps
+        ]
+    )
 
 
 def dataset_id(spec: Mapping[str, Any]) -> str:
