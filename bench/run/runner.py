@@ -442,9 +442,13 @@ def _defense_step(
     if spec.get("tune"):
         if evaluate is None:
             raise ValueError(f"step {i + 1} ({spec['name']}) is tuned: it needs the cell's model")
-        result, step = tune_step(
-            spec, state.train, ctx, info, lambda: stage_rng("defense", *key), evaluate
-        )
+        # a candidate draws as the untuned step at its setting would: key ends with the prefix
+        *stage, _ = key
+
+        def candidate_rng(fixed: dict[str, Any]) -> np.random.Generator:
+            return stage_rng("defense", *stage, [*prefix[:i], fixed])
+
+        result, step = tune_step(spec, state.train, ctx, info, candidate_rng, evaluate)
         declared = {**step.recorded, **TUNE_COLUMNS}
     else:
         result = step.apply(state.train, ctx, stage_rng("defense", *key))

@@ -133,15 +133,16 @@ def tune_step(
     train: TrainingSet,
     ctx: DefenseContext,
     info: DatasetInfo,
-    make_rng: Callable[[], np.random.Generator],
+    make_rng: Callable[[dict[str, Any]], np.random.Generator],
     evaluate: Evaluate,
 ) -> tuple[StepResult, Any]:
     """Apply the tuned step ``spec`` to ``train``: the setting best on held-out pool rows.
 
     The validation rows are the next ``round(budget × n_train)`` rows of the pool; the
-    candidates read their own trusted rows after them. Every candidate gets the same generator
-    (``make_rng()``: common random numbers), so settings are compared on equal footing; ties
-    go to the first setting in :func:`iter_settings` order. Returns the chosen candidate's
+    candidates read their own trusted rows after them. A candidate gets the generator of the
+    untuned step at its setting (``make_rng(spec)``, ``spec`` its ``{name, params}``), so the
+    chosen output is the fixed-setting cell's own (paired with it); ties go to the first
+    setting in :func:`iter_settings` order. Returns the chosen candidate's
     result, with the validation rows added to its ``pool_used`` and the choice in its details,
     and the chosen step object (for its ``recorded`` columns).
     """
@@ -160,8 +161,9 @@ def tune_step(
     )
     best: tuple[float, dict[str, Any], StepResult, Any] | None = None
     for setting in iter_settings(tune["space"]):
-        step = cls.from_params({**spec["params"], **setting}).bind(info)
-        result = step.apply(train, inner, make_rng())
+        step = cls.from_params({**spec["params"], **setting})
+        fixed = {"name": spec["name"], "params": step.params()}
+        result = step.bind(info).apply(train, inner, make_rng(fixed))
         score = evaluate(result.train, X_val, y_val) if len(y_val) else float("nan")
         if best is None or score > best[0]:  # NaN never wins: the first setting stays
             best = (score, setting, result, step)
