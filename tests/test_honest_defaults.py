@@ -214,3 +214,52 @@ def test_tune_auto_without_a_default_space_says_which_defenses_have_one():
         tiny_config([{"name": "none", "tune": "auto"}])
     assert exc.value.field == "defenses[0].tune"
     assert "no default search space" in exc.value.message and "trusted_filter" in exc.value.message
+
+
+# --------------------------------------------------------------------------------------------
+# Outlier filters: contamination auto (PyThresh)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), [("iforest", {}), ("lof", {}), ("ocsvm", {}), ("pyod", {"detector": "knn"})]
+)
+def test_outlier_filter_auto_removes_fewer_rows_without_noise(name, params):
+    """breast_cancer (284 train rows), uniform feature noise: ``auto`` removes fewer rows at 0 %
+    than at 20 % noise (mean of 3 seeds), and at 20 % it removes at least half the noised rows."""
+    data = load_dataset("breast_cancer", None, {})
+    attack = ATTACKS.get("feature_noise").from_params({}).bind(data.info)
+    step = DEFENSES.get(name).from_params(params).bind(data.info)
+    shares, recalls = {0.0: [], 0.2: []}, []
+    for seed in range(3):
+        parts = split(data, 0.5, 0.25, "rest", rng=stage_rng("split", "honest", seed))
+        X, y = data.X[parts.train], data.y[parts.train]
+        ctx = DefenseContext(info=data.info, n_train=len(y), pool_X=X[:0], pool_y=y[:0])
+        for rate in shares:
+            p = attack.poison(X, y, rate, np.random.default_rng(seed))
+            train = TrainingSet(X=p.X, y=p.y, mask=p.mask, n_classes=data.info.n_classes)
+            result = step.apply(train, ctx, np.random.default_rng(seed))
+            assert result.details["contamination_used"] == pytest.approx(result.removed.mean())
+            assert result.details["threshold_rule"] == f"auto: pythresh {step.auto_method}"
+            shares[rate].append(float(result.removed.mean()))
+            if rate:
+                recalls.append(float(result.removed[p.mask].mean()))
+    assert np.mean(shares[0.0]) < np.mean(shares[0.2]), shares
+    assert np.mean(recalls) >= 0.5, recalls
+
+
+def test_pythresh_leaves_the_global_generator_as_it_found_it():
+    np.random.seed(123)
+    expected = np.random.random()
+    np.random.seed(123)
+    from defenses.outlier import threshold_scores
+
+    threshold_scores(np.random.default_rng(0).normal(size=50), "dsn", seed=7)
+    assert np.random.random() == expected
+
+
+def test_outlier_contamination_rejects_an_unknown_rule():
+    with pytest.raises(ConfigError) as exc:
+        tiny_config([{"name": "iforest", "contamination": "auto:guess"}])
+    assert exc.value.field == "defenses[0].contamination"
+    assert "PyThresh method" in exc.value.message and "dsn" in exc.value.message
