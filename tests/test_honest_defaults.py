@@ -77,19 +77,32 @@ def digits_flips(tmp_path_factory):
     out = tmp_path_factory.mktemp("honest") / "run"
     table = pb.run(config, out=out, progress=False, report=False).table
     assert (table["status"] == "ok").all()
-    return table.groupby(["rate", "defense"])["accuracy"].mean()
+    return table
 
 
 def test_trusted_filter_auto_costs_at_most_half_a_point_on_clean_data(digits_flips):
-    cost = digits_flips[(0.0, "none")] - digits_flips[(0.0, "trusted_filter")]
+    mean = digits_flips.groupby(["rate", "defense"])["accuracy"].mean()
+    cost = mean[(0.0, "none")] - mean[(0.0, "trusted_filter")]
     assert cost <= 0.005, f"auto costs {100 * cost:.2f} points at 0 % poison"
 
 
 def test_trusted_filter_auto_recovers_half_the_gap_at_half_flipped(digits_flips):
-    clean, none = digits_flips[(0.0, "none")], digits_flips[(0.5, "none")]
-    defended = digits_flips[(0.5, "trusted_filter")]
+    mean = digits_flips.groupby(["rate", "defense"])["accuracy"].mean()
+    clean, none = mean[(0.0, "none")], mean[(0.5, "none")]
+    defended = mean[(0.5, "trusted_filter")]
     assert clean - none > 0.1  # the attack does hurt: there is a gap to recover
     assert (defended - none) / (clean - none) >= 0.5, (clean, none, defended)
+
+
+def test_the_findings_name_the_setting_of_the_best_defense(digits_flips):
+    from bench.analysis.report import best_defense_sentence
+
+    attack_id = digits_flips.loc[digits_flips["rate"] == 0.5, "attack_id"].iloc[0]
+    sentence = best_defense_sentence(digits_flips, attack_id, 0.5, "accuracy", 0.005)
+    tf = digits_flips[(digits_flips["rate"] == 0.5) & (digits_flips["defense"] != "none")]
+    share = 100 * tf["contamination_used"].mean()
+    assert sentence.startswith("trusted_filter(b=0.1, auto) [setting: auto: conformal")
+    assert f"removed {share:.1f} %" in sentence
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,6 +184,7 @@ def test_budget_accounting_includes_the_validation_rows():
     (p0, p1), (t0, t1) = plain["rows"], tuned["rows"]
     assert p0["n_trusted_used"] == 30 and p0["n_trusted_read"] == 30
     assert t0["n_tune_rows"] == 60 and t0["n_trusted_used"] == 30 + 60
+    assert t0["n_trusted_read"] == 30 + 60  # the budget section counts them as read
     # digits: 1,797 rows; 300 train, 449 test: a pool of 1,048; f = 3.3 asks for 990 more rows
     assert p0["n_pool"] == 1048
     assert p1["status"] == "ok"  # 30 + 990 <= 1,048
@@ -263,3 +277,21 @@ def test_outlier_contamination_rejects_an_unknown_rule():
         tiny_config([{"name": "iforest", "contamination": "auto:guess"}])
     assert exc.value.field == "defenses[0].contamination"
     assert "PyThresh method" in exc.value.message and "dsn" in exc.value.message
+
+
+def test_setting_note_counts_the_tuned_choices_per_seed():
+    import pandas as pd
+
+    from bench.analysis.settings import setting_note
+
+    frame = pd.DataFrame(
+        {
+            "defense_id": ["t"] * 4 + ["u"],
+            "extra_fraction": [0.0, 0.0, 0.0, 1.0, 0.0],
+            "tuned_setting": ['{"epsilon":0.1}', '{"epsilon":0.1}', '{"epsilon":0.2}', "x", None],
+        }
+    )
+    assert setting_note(frame, "t") == (
+        ' [setting: tuned: {"epsilon":0.1} in 2 of 3 seeds, {"epsilon":0.2} in 1 of 3 seeds]'
+    )
+    assert setting_note(frame, "u") == ""

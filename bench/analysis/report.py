@@ -33,6 +33,7 @@ from bench.analysis.recovery import (
     recovery_curves,
     skip_reasons,
 )
+from bench.analysis.settings import setting_note
 from bench.analysis.stats import paired_difference
 from bench.core.schema import (
     DEFAULT_BOOTSTRAP,
@@ -699,6 +700,7 @@ def _budget_cases(df: pd.DataFrame, metric: str) -> list[tuple[_Case, list[_Use]
             for _, group in at.groupby(["defense_id", "extra_fraction"], sort=True):
                 n_extra = int(round(float(group["n_extra"].iloc[0])))
                 label = str(group["defense_label"].iloc[0])
+                label += setting_note(group, str(group["defense_id"].iloc[0]))  # issue 25
                 if n_extra:
                     label += f" + append {n_extra} rows"
                 uses.append(ctx.use(group, "learn", label, budget))
@@ -965,7 +967,7 @@ def best_defense_sentence(
         best = max(resolved, key=lambda d: resolved[d][0])
         mean, low, high, n = resolved[best]
         text = (
-            f"{labels[best]} at {where} (+{mean * 100:.1f} points, 95 % CI "
+            f"{labels[best]}{setting_note(sub, best)} at {where} (+{mean * 100:.1f} points, 95 % CI "
             f"[{low * 100:+.1f}, {high * 100:+.1f}] over {n} paired seeds)"
         )
         larger = [d for d in gains if d not in resolved and gains[d][0] > mean]

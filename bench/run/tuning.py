@@ -6,7 +6,8 @@ of its search space to the same (poisoned) training set, fits the cell's own mod
 output and keeps the setting whose model is most accurate on the validation rows. Selection
 reads the training set and the pool only, never the test set (the tuner is never given it),
 and the validation rows count against the clean-data budget like any trusted rows the step
-reads (``n_trusted_used``; ``n_tune_rows`` says how many), so budget comparisons stay fair.
+reads (``n_trusted_used`` and ``n_trusted_read``; ``n_tune_rows`` says how many), so budget
+comparisons stay fair.
 
 Identity: a tuned step's spec is ``{"name", "params", "tune": {"space", "budget"}}``; its id
 holds the search space (``auto`` resolved to the defense's own ``tune_space``), never the
@@ -37,6 +38,8 @@ TUNE_COLUMNS: Mapping[str, str] = {
     "tune_score": "tune_score",
     "n_tune_rows": "n_tune_rows",
     "pool_short": "pool_short",
+    # the validation rows are read to learn from (to choose), so the budget section counts them
+    "pool_rows": "n_trusted_read",
 }
 
 
@@ -174,6 +177,7 @@ def tune_step(
         tuned_setting=canonical_json(setting),
         tune_score=score if np.isfinite(score) else None,
         n_tune_rows=len(y_val),
+        pool_rows=int(details.get("pool_rows") or 0) + len(y_val),
         pool_short=int(details.get("pool_short") or 0) + (wanted - len(y_val)),
     )
     result = StepResult(
