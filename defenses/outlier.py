@@ -170,7 +170,7 @@ class OutlierFilter(Filter):
     per_class: fit one detector per labelled class (default) or one for all rows.
     contamination: ``auto`` (the default): a PyThresh threshold on the detector's scores (per
         class when per_class), the method chosen per detector by measurement (``auto_method``:
-        iforest ``dsn``, lof ``moll``, ocsvm ``regr``, pyod ``dsn``; see the README); or
+        ``dsn`` for iforest, ocsvm and pyod, ``moll`` for lof; see the README); or
         ``auto:<method>`` for another PyThresh method; or a fixed share of rows removed (per
         class when per_class), in (0, 0.5].
     space: ``raw``, ``standardized``, ``pca:K`` (PCA of the raw features), ``std-pca:K``
@@ -337,7 +337,6 @@ class OCSVMFilter(OutlierFilter):
     n_components: int = 300
     max_fit_rows: int | None = None
     detector_name: ClassVar[str] = "ocsvm"
-    auto_method: ClassVar[str] = "regr"
 
     def __post_init__(self) -> None:
         super().__post_init__()
