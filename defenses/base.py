@@ -35,6 +35,9 @@ class Defense(Plugin):
     #: several steps combine). The runner copies the keys a step's details hold into every row
     #: of the cell; other details stay out of the table.
     recorded: ClassVar[Mapping[str, str]] = {}
+    #: the search space ``tune: auto`` uses (parameter → values; ``bench.run.tuning``); empty:
+    #: the defense has none, and ``tune`` must give its own
+    tune_space: ClassVar[Mapping[str, tuple]] = {}
 
     def apply(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator

@@ -13,8 +13,9 @@ Out-of-fold probabilities matter: a model scored on the rows it was fit on has m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -43,6 +44,10 @@ class ConfidentLearning(Filter):
     Score of a row: 1 − its self-confidence, the out-of-fold probability of its given label,
     in [0, 1] (higher = more likely mislabelled).
     """
+
+    tune_space: ClassVar[Mapping[str, tuple]] = {
+        "filter_by": ("prune_by_noise_rate", "prune_by_class", "both")
+    }
 
     folds: int = 5
     model: ClassifierName = "logreg"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -18,6 +20,8 @@ class LabelSmoothing(Defense):
 
     epsilon: smoothing mass in [0, 1); 0 leaves the targets one-hot.
     """
+
+    tune_space: ClassVar[Mapping[str, tuple]] = {"epsilon": (0.0, 0.05, 0.1, 0.2, 0.3)}
 
     epsilon: float = 0.1
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, Literal
@@ -22,6 +23,7 @@ from bench.core.types import (
     DatasetInfo,
     DefenseContext,
     ParamError,
+    StepResult,
     TrainingSet,
     check_fraction,
     check_range,
@@ -55,6 +57,49 @@ def pyod_detector_class(detector: str) -> type:
     if not (exact or found):
         raise ParamError("detector", f"pyod.models.{module_name} defines no detector")
     return (exact or found)[0]
+
+
+#: PyThresh methods ``contamination: auto:<method>`` may name (those that need no extra package)
+PYTHRESH_METHODS = (
+    "aucp", "boot", "chau", "decomp", "dsn", "eb", "filter", "fwfm", "gesd", "hist", "iqr",
+    "karch", "mad", "moll", "mtt", "qmcd", "regr", "wind", "yj", "zscore",
+)  # fmt: skip
+
+
+def parse_contamination(value: Any, field: str = "contamination") -> str | None:
+    """The PyThresh method of ``auto`` / ``auto:<method>`` (``""``: the detector's own), or None
+    for a fixed share in (0, 0.5] (checked). Raises ParamError naming ``field`` otherwise."""
+    if isinstance(value, str):
+        kind, _, method = value.partition(":")
+        if kind == "auto" and (method == "" or method in PYTHRESH_METHODS):
+            return method
+        raise ParamError(
+            field,
+            f"must be a share in (0, 0.5], 'auto' or 'auto:<method>' with a PyThresh method "
+            f"({', '.join(PYTHRESH_METHODS)}), got {value!r}",
+        )
+    check_fraction(value, field, low_open=True)
+    if value > 0.5:
+        raise ParamError(field, f"{value} is outside (0, 0.5] (PyOD's range)")
+    return None
+
+
+def threshold_scores(raw: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """Which of the outlier scores ``raw`` (higher = more outlying) PyThresh's ``method`` flags.
+
+    PyThresh seeds NumPy's global generator when a thresholder is built; the caller's global
+    state is restored, so library code leaves it as it found it.
+    """
+    module = importlib.import_module(f"pythresh.thresholds.{method}")
+    cls = getattr(module, method.upper())
+    if len(np.unique(raw)) < 2:  # nothing stands out: a constant score flags no row
+        return np.zeros(len(raw), dtype=bool)
+    state = np.random.get_state()
+    try:
+        labels = cls(random_state=seed).eval(np.asarray(raw, dtype=np.float64))
+    finally:
+        np.random.set_state(state)
+    return np.asarray(labels, dtype=bool)
 
 
 SPACES = "raw, standardized, pca:K, std-pca:K, auto"
@@ -120,28 +165,72 @@ def rbf_gamma(Z: np.ndarray, gamma: float | str) -> float:
 
 @dataclass(frozen=True)
 class OutlierFilter(Filter):
-    """Remove the ``contamination`` share of rows a PyOD detector scores as most outlying.
+    """Remove the rows a PyOD detector scores as most outlying: a data-driven share by default.
 
     per_class: fit one detector per labelled class (default) or one for all rows.
-    contamination: share of rows removed (per class when per_class), in (0, 0.5].
+    contamination: ``auto`` (the default): a PyThresh threshold on the detector's scores (per
+        class when per_class), the method chosen per detector by measurement (``auto_method``:
+        ``dsn`` for iforest, ocsvm and pyod, ``moll`` for lof; see the README); or
+        ``auto:<method>`` for another PyThresh method; or a fixed share of rows removed (per
+        class when per_class), in (0, 0.5].
     space: ``raw``, ``standardized``, ``pca:K`` (PCA of the raw features), ``std-pca:K``
         (standardize, then PCA) or ``auto`` (standardized for tabular data, pca:50 for
         images), fit on the rows being filtered (see :func:`project`).
     """
 
     per_class: bool = True
-    contamination: float = 0.1
+    contamination: float | str = "auto"
     space: str = "auto"
 
     detector_name: ClassVar[str] = ""
+    #: the PyThresh method ``contamination: auto`` uses (measured per detector: README)
+    auto_method: ClassVar[str] = "dsn"
+    recorded: ClassVar[Mapping[str, str]] = {
+        k: k for k in ("contamination_used", "threshold_used", "threshold_rule")
+    }
+    tune_space: ClassVar[Mapping[str, tuple]] = {
+        "contamination": ("auto", 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+    }
 
     def __post_init__(self) -> None:
-        check_fraction(self.contamination, "contamination", low_open=True)
-        if self.contamination > 0.5:
-            raise ParamError(
-                "contamination", f"{self.contamination} is outside (0, 0.5] (PyOD's range)"
-            )
+        parse_contamination(self.contamination)
         parse_space(self.space)
+
+    @property
+    def method(self) -> str | None:
+        """The PyThresh method that sets the threshold, or None for a fixed share."""
+        method = parse_contamination(self.contamination)
+        return method or self.auto_method if method is not None else None
+
+    def threshold_rule(self) -> str:
+        """How the threshold is set, for the table (``threshold_rule``)."""
+        if self.method is None:
+            return f"fixed share {self.contamination:g}"
+        return f"auto: pythresh {self.method}"
+
+    def cut(self, raw: np.ndarray, seed: int) -> np.ndarray:
+        """The rows of ``raw`` (one detector's scores, higher = more outlying) to flag."""
+        if self.method is not None:
+            return threshold_scores(raw, self.method, seed)
+        # PyOD's rule: flag the scores above the (1 − contamination) percentile.
+        return raw > np.percentile(raw, 100 * (1 - float(self.contamination)))
+
+    def apply(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> StepResult:
+        result = super().apply(train, ctx, rng)
+        judged = ~train.trusted
+        removed = result.removed if result.removed is not None else np.zeros(len(train), bool)
+        flagged_raw = result.scores[removed] if result.scores is not None else np.array([])
+        result.details.update(
+            contamination_used=float(removed[judged].mean()) if judged.any() else 0.0,
+            # per class, scores are within-class ranks: no one threshold to report
+            threshold_used=(
+                float(flagged_raw.min()) if not self.per_class and len(flagged_raw) else None
+            ),
+            threshold_rule=self.threshold_rule(),
+        )
+        return result
 
     def detector_kwargs(self) -> dict[str, Any]:
         return {}
@@ -155,7 +244,9 @@ class OutlierFilter(Filter):
             kwargs["random_state"] = seed
         if "n_neighbors" in accepted:
             kwargs["n_neighbors"] = max(1, min(kwargs.get("n_neighbors", 20), n_rows - 1))
-        return cls(contamination=self.contamination, **kwargs)
+        # With a data-driven threshold PyOD's own labels are not used (see ``cut``).
+        share = 0.1 if self.method is not None else float(self.contamination)
+        return cls(contamination=share, **kwargs)
 
     def score(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
@@ -180,10 +271,12 @@ class OutlierFilter(Filter):
 
     def fit_scores(self, Z: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Outlier scores of the rows ``Z`` (higher = more outlying) and the boolean mask of the
-        ``contamination`` share flagged, from a detector fit on ``Z``."""
+        rows flagged (see ``cut``), from a detector fit on ``Z``."""
         detector = self.make_detector(len(Z), seed).fit(Z)
         raw = np.asarray(detector.decision_scores_, dtype=np.float64)
-        return raw, np.asarray(detector.labels_, dtype=bool)
+        if self.method is None:
+            return raw, np.asarray(detector.labels_, dtype=bool)
+        return raw, self.cut(raw, seed)
 
 
 @DEFENSES.register("iforest")
@@ -209,6 +302,7 @@ class LOFFilter(OutlierFilter):
 
     n_neighbors: int = 20
     detector_name: ClassVar[str] = "lof"
+    auto_method: ClassVar[str] = "moll"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -282,6 +376,8 @@ class OCSVMFilter(OutlierFilter):
         if self.approx == "exact" and not subsample:
             detector = self.make_detector(len(Z), seed, gamma=gamma).fit(Z)
             raw = np.asarray(detector.decision_scores_, dtype=np.float64)
+            if self.method is not None:
+                return raw, self.cut(raw, seed)
             return raw, np.asarray(detector.labels_, dtype=bool)
         if self.approx == "exact":
             detector = self.make_detector(len(fit_rows), seed, gamma=gamma).fit(fit_rows)
@@ -298,9 +394,7 @@ class OCSVMFilter(OutlierFilter):
             model = SGDOneClassSVM(nu=self.nu, random_state=seed)
             model.fit(feature_map.fit_transform(fit_rows))
             raw = -np.asarray(model.decision_function(feature_map.transform(Z)), dtype=np.float64)
-        # PyOD's rule: flag the scores above the (1 − contamination) percentile.
-        threshold = np.percentile(raw, 100 * (1 - self.contamination))
-        return raw, raw > threshold
+        return raw, self.cut(raw, seed)
 
 
 @DEFENSES.register("pyod")

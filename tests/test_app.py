@@ -466,7 +466,7 @@ def test_two_settings_of_one_defense_are_two_series(run_dir):
     forest = table["defense"] == "iforest"
     other = table[forest].assign(
         defense_id=lambda t: t["defense_id"].str.replace(
-            '"contamination":0.1', '"contamination":0.3'
+            r'"contamination":[^,}]+', '"contamination":0.3', regex=True
         ),
         accuracy=lambda t: t["accuracy"] - 0.1,
     )

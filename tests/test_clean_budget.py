@@ -298,6 +298,7 @@ def test_a_defense_asking_for_more_pool_rows_than_are_left_gets_the_rest_and_say
         ("trusted_filter", {"budget": float("inf")}, "budget", "finite"),
         ("trusted_filter", {"contamination": 0.2, "threshold": 0.5}, "threshold", "not both"),
         ("trusted_filter", {"contamination": 1.5}, "contamination", "in [0, 1]"),
+        ("trusted_filter", {"contamination": "guess"}, "contamination", "'auto'"),
         ("trusted_filter", {"threshold": -0.1}, "threshold", "in [0, 1]"),
         ("trusted_filter", {"model": "svm"}, "model", "'logreg', 'random_forest', 'knn'"),
         ("trusted_filter", {"action": "drop"}, "action", "'remove', 'relabel'"),
@@ -325,8 +326,8 @@ def test_parameters_are_validated_naming_the_field(name, params, field, message)
 
 def test_either_or_parameters_have_one_spelling_per_behaviour():
     tf = DEFENSES.get("trusted_filter")
-    assert tf.from_params({}).contamination == 0.1
-    assert tf.from_params({}) == tf.from_params({"contamination": 0.1})
+    assert tf.from_params({}).contamination == "auto"
+    assert tf.from_params({}) == tf.from_params({"contamination": "auto"})
     assert tf.from_params({"threshold": 0.4}).contamination is None
     dp = DEFENSES.get("dp_sgd")
     assert dp.from_params({}) == dp.from_params({"noise_multiplier": 1.0})

@@ -73,7 +73,7 @@ def test_per_class_iforest_detects_random_flips_far_better_than_global(seed):
     train = poisoned_set(X, y, 0.1, seed)
     aucs = {}
     for per_class in (True, False):
-        result = apply("iforest", train, no_pool(300), per_class=per_class)
+        result = apply("iforest", train, no_pool(300), per_class=per_class, contamination=0.1)
         metrics = detection_metrics(train.mask, result.removed, result.scores, train.y, K)
         aucs[per_class] = metrics["det_roc_auc"]
         assert result.removed.sum() == pytest.approx(0.1 * 300, abs=K), "contamination is honoured"

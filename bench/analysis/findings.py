@@ -24,6 +24,7 @@ from bench.analysis.precision import (
     precision_table,
     width,
 )
+from bench.analysis.settings import setting_note
 from bench.analysis.stats import paired_difference
 from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID, higher_is_better
 
@@ -82,6 +83,8 @@ class BestGain:
     n: int
     kind: str
     larger: tuple[str, ...] = ()
+    #: the setting it was compared at (:func:`bench.analysis.settings.setting_note`)
+    setting: str = ""
 
 
 def best_gain(
@@ -114,11 +117,20 @@ def best_gain(
         larger = tuple(
             labels[d] for d in gains if d not in resolved and gains[d][0] > gains[best][0]
         )
-        return BestGain(best, labels[best], *resolved[best], kind="resolved", larger=larger)
+        return BestGain(
+            best,
+            labels[best],
+            *resolved[best],
+            kind="resolved",
+            larger=larger,
+            setting=setting_note(sub, best),
+        )
     best = max(gains, key=lambda d: gains[d][0])
     mean, low, high, n = gains[best]
     kind = "within tolerance" if n >= 2 and math.isfinite(low) and low > 0 else "unresolved"
-    return BestGain(best, labels[best], mean, low, high, n, kind=kind)
+    return BestGain(
+        best, labels[best], mean, low, high, n, kind=kind, setting=setting_note(sub, best)
+    )
 
 
 def gain_cell(best: BestGain | None) -> str:
@@ -127,7 +139,7 @@ def gain_cell(best: BestGain | None) -> str:
     if best is None:
         return "–"
     interval = f" [{best.low * 100:+.1f}, {best.high * 100:+.1f}]" if np.isfinite(best.low) else ""
-    text = f"{best.label} {best.mean * 100:+.1f} pts{interval}"
+    text = f"{best.label}{best.setting} {best.mean * 100:+.1f} pts{interval}"
     if best.kind == "resolved":
         return text
     return f"{text} {'within tolerance' if best.kind == 'within tolerance' else 'n.s.'}"

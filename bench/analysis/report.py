@@ -49,6 +49,7 @@ from bench.analysis.recovery import (
     recovery_curves,
     skip_reasons,
 )
+from bench.analysis.settings import setting_note
 from bench.analysis.stats import paired_difference
 from bench.core.schema import (
     DEFAULT_BOOTSTRAP,
@@ -553,6 +554,7 @@ def _budget_cases(df: pd.DataFrame, metric: str) -> list[tuple[_Case, list[_Use]
             for _, group in at.groupby(["defense_id", "extra_fraction"], sort=True):
                 n_extra = int(round(float(group["n_extra"].iloc[0])))
                 label = str(group["defense_label"].iloc[0])
+                label += setting_note(group, str(group["defense_id"].iloc[0]))  # issue 25
                 if n_extra:
                     label += f" + append {n_extra} rows"
                 uses.append(ctx.use(group, "learn", label, budget))

@@ -359,6 +359,53 @@ COLUMNS: tuple[Column, ...] = tuple(
         [("ensemble_abstaining", "dpa/bagging: ensemble members without rows (no vote)")],
     )
     # -- end certified defenses ----------------------------------------------------------------
+    # --- Defenses at honest settings (issue 25): what a filter's threshold rule chose and what
+    # tuning chose; step columns (``Defense.recorded``), the last step's value in a pipeline.
+    + _columns(
+        "step",
+        "float64",
+        [
+            (
+                "contamination_used",
+                "filters: share of the rows the step judged that it flagged, in [0, 1] (`auto` "
+                "rules choose it from the data; a fixed contamination gives itself)",
+            ),
+            (
+                "threshold_used",
+                "filters: the score cut-off the step applied (trusted_filter: 1 - p(given label), "
+                "the lowest score flagged; outlier filters with `per_class: false`: the "
+                "detector-score threshold; null when per class or nothing flagged)",
+            ),
+            ("tune_score", "tuned steps: validation accuracy of the chosen setting"),
+        ],
+    )
+    + _columns(
+        "step",
+        "Int64",
+        [
+            (
+                "n_tune_rows",
+                "tuned steps: clean-pool rows held out to select the setting on (part of "
+                "n_trusted_used)",
+            ),
+        ],
+    )
+    + _columns(
+        "step",
+        "string",
+        [
+            (
+                "threshold_rule",
+                "filters: how the threshold was set (`fixed share 0.1`, `threshold 0.8`, "
+                "`auto: ...` naming the data-driven method)",
+            ),
+            (
+                "tuned_setting",
+                "tuned steps: canonical JSON of the parameters tuning chose, e.g. "
+                '`{"contamination":0.2}`',
+            ),
+        ],
+    )
 )
 
 COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
@@ -391,6 +438,7 @@ STEP_SUMS = frozenset(
         "n_rejected_chunks",
         "n_sources_dropped",
         "poisoned_sources_dropped",
+        "n_tune_rows",  # issue 25: every tuned step holds out its own validation rows
     }
 )
 #: the pool accounting every row carries, 0 when no step records it
@@ -461,8 +509,15 @@ def plugin_id(name: str, params: Mapping[str, Any]) -> str:
 
 
 def defense_id(steps: Sequence[Mapping[str, Any]]) -> str:
-    """The id of a defense pipeline: canonical JSON of its steps (each ``{name, params}``)."""
-    return canonical_json([{"name": s["name"], "params": dict(s["params"])} for s in steps])
+    """The id of a defense pipeline: canonical JSON of its steps (each ``{name, params}``, and
+    ``tune``, the search space, for a tuned step: see ``bench.run.tuning``)."""
+    return canonical_json(
+        [
+            {"name": s["name"], "params": dict(s["params"])}
+            | ({"tune": s["tune"]} if s.get("tune") is not None else {})
+            for s in steps
+        ]
+    )
 
 
 def dataset_id(spec: Mapping[str, Any]) -> str:

@@ -59,8 +59,12 @@ class PluginSpec:
 
     name: str
     params: dict[str, Any]
+    #: defense steps only: the canonical ``tune`` spec (``bench.run.tuning``), None untuned
+    tune: dict[str, Any] | None = None
 
     def canonical(self) -> dict[str, Any]:
+        if self.tune is not None:  # only tuned steps carry it: untuned ids stay as they were
+            return {"name": self.name, "params": self.params, "tune": self.tune}
         return {"name": self.name, "params": self.params}
 
 
@@ -315,6 +319,21 @@ def _plugin(entry: Any, registry: Registry, path: str) -> PluginSpec:
     except TypeError as exc:  # e.g. unhashable values inside a frozen dataclass
         raise _fail(path, str(exc)) from None
     return PluginSpec(name=name, params=instance.params())
+
+
+def _defense_step(entry: Any, path: str) -> PluginSpec:
+    """A defense step: a plug-in entry, plus an optional ``tune:`` (see
+    :mod:`bench.run.tuning`): ``{name: iforest, tune: {contamination: [0.05, 0.1]}}``."""
+    if not (isinstance(entry, dict) and "tune" in entry):
+        return _plugin(entry, DEFENSES, path)
+    from bench.run.tuning import parse_tune
+
+    spec = _plugin({k: v for k, v in entry.items() if k != "tune"}, DEFENSES, path)
+    try:
+        tune = parse_tune(entry["tune"], DEFENSES.get(spec.name), spec.params, f"{path}.tune")
+    except ParamError as exc:
+        raise _fail(exc.field, exc.message) from None
+    return PluginSpec(name=spec.name, params=spec.params, tune=tune)
 
 
 def _size(value: Any, path: str, allow_rest: bool = False) -> int | float | str:
@@ -616,10 +635,8 @@ def parse_config(raw: Any, default_name: str = "run") -> Config:
             raise _fail(f"defenses[{i}]", "an empty list of steps (use 'none')")
         defenses.append(
             tuple(
-                _plugin(
-                    s,
-                    DEFENSES,
-                    f"defenses[{i}][{j}]" if isinstance(entry, list) else f"defenses[{i}]",
+                _defense_step(
+                    s, f"defenses[{i}][{j}]" if isinstance(entry, list) else f"defenses[{i}]"
                 )
                 for j, s in enumerate(steps)
             )

@@ -47,6 +47,7 @@ from bench.models import MODELS, check_loss_support, check_privacy_support, fit_
 from bench.models.by_path import check_weight_support
 from bench.models.ensemble import EnsembleClassifier
 from bench.run.grid import Cell, stage_rng, stage_seed
+from bench.run.tuning import TUNE_COLUMNS, tune_step, tuned_label
 from defenses import DEFENSES
 
 
@@ -120,7 +121,10 @@ def identity_columns(cell: Cell, info: DatasetInfo | None = None) -> dict[str, A
         dataset_label=source.label(),
         model_label=model.label() if hasattr(model, "label") else model.name,
         attack_label=_provenance_label(attack),
-        defense_label="+".join(step.label() for step in steps),
+        defense_label="+".join(
+            tuned_label(step.label(), st["tune"]) if st.get("tune") else step.label()
+            for step, st in zip(steps, s["defense"], strict=True)
+        ),
         n_classes=info.n_classes if info is not None else None,
         source_class=pair[0] if pair else None,
         target_class=pair[1] if pair else None,
@@ -356,13 +360,24 @@ def prepare_cell(
         short=(),
     )
     computed = False
+    evaluate = _validation_accuracy(cell, info)  # for tuned steps only (bench.run.tuning)
     for i in range(len(s["defense"])):
         prefix = s["defense"][: i + 1]
         previous = state
+        # A tuned step chooses with the cell's model: its output is shared per model only.
+        tuned = [s["model"]] if any(st.get("tune") for st in prefix) else []
         state, reused = cache.get(
-            [*poisoning, "defense", prefix],
+            [*poisoning, "defense", prefix, *tuned],
             lambda i=i, prev=previous, prefix=prefix: _defense_step(
-                prev, prefix, i, info, len(y_train), pool_X, pool_y, [*poisoning, prefix]
+                prev,
+                prefix,
+                i,
+                info,
+                len(y_train),
+                pool_X,
+                pool_y,
+                [*poisoning, prefix],
+                evaluate,
             ),
         )
         computed |= not reused
@@ -411,14 +426,31 @@ def _defense_step(
     pool_X: np.ndarray,
     pool_y: np.ndarray,
     key: list[Any],
+    evaluate: Callable[[TrainingSet, np.ndarray, np.ndarray], float] | None = None,
 ) -> _Defended:
-    """Apply step ``i`` (the last of ``prefix``) to the output of the steps before it."""
+    """Apply step ``i`` (the last of ``prefix``) to the output of the steps before it.
+
+    A tuned step (``tune`` in its spec) is the best of its settings on held-out pool rows,
+    scored by ``evaluate`` (see :mod:`bench.run.tuning`)."""
     spec = prefix[i]
     step = DEFENSES.get(spec["name"]).from_params(spec["params"]).bind(info)
     ctx = DefenseContext(
         info=info, n_train=n_train, pool_X=pool_X, pool_y=pool_y, pool_start=state.pool_start
     )
-    result = step.apply(state.train, ctx, stage_rng("defense", *key))
+    declared = step.recorded
+    if spec.get("tune"):
+        if evaluate is None:
+            raise ValueError(f"step {i + 1} ({spec['name']}) is tuned: it needs the cell's model")
+        # a candidate draws as the untuned step at its setting would: key ends with the prefix
+        *stage, _ = key
+
+        def candidate_rng(fixed: dict[str, Any]) -> np.random.Generator:
+            return stage_rng("defense", *stage, [*prefix[:i], fixed])
+
+        result, step = tune_step(spec, state.train, ctx, info, candidate_rng, evaluate)
+        declared = {**step.recorded, **TUNE_COLUMNS}
+    else:
+        result = step.apply(state.train, ctx, stage_rng("defense", *key))
     # Track which of the poisoned rows survive: filters keep row order and appended pool rows
     # go to the end, so the first len(kept) rows of a step's input are the surviving originals.
     removed_total, kept = state.removed_total.copy(), state.kept
@@ -431,7 +463,7 @@ def _defense_step(
             first_scores[kept] = result.scores[: len(kept)]
         removed_total[kept[gone]] = True
         kept = kept[~gone]
-    recorded = record_details(state.recorded, step.recorded, result.details)
+    recorded = record_details(state.recorded, declared, result.details)
     short = state.short
     lacking = int(recorded.get("pool_short") or 0) - int(state.recorded.get("pool_short") or 0)
     if lacking > 0:
@@ -466,6 +498,24 @@ def record_details(
             value = previous + value
         out[column] = value
     return out
+
+
+def _validation_accuracy(
+    cell: Cell, info: DatasetInfo
+) -> Callable[[TrainingSet, np.ndarray, np.ndarray], float]:
+    """What a tuned step scores a candidate by: the cell's model (its own seed, as every fit
+    of the cell) fit on the candidate's training set, its accuracy on the validation rows.
+    It is given only those rows: tuning cannot read the test set."""
+    s = cell.spec
+
+    def evaluate(fit_set: TrainingSet, X_val: np.ndarray, y_val: np.ndarray) -> float:
+        spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
+        model = spec.build(info, model_seed(s))
+        model.fit(fit_set.X, fit_set.targets, fit_set.sample_weight, **fit_options(fit_set))
+        predicted = np.asarray(model.predict_proba(X_val)).argmax(axis=1)
+        return float(np.mean(predicted == y_val))
+
+    return evaluate
 
 
 def model_seed(spec: dict[str, Any]) -> int:
