@@ -274,7 +274,8 @@ def run(
         code are visible; with more, every plug-in must be built in, an installed entry point
         or defined in a module the config lists under ``plugins:``).
     out : str or path-like, optional
-        The run directory (default ``results/runs/<config name>``).
+        The run directory (default, also for ``""``: ``results/runs/<config name>``). It must
+        be new, empty or an earlier run's: a folder holding other files is a ConfigError.
     fresh : bool
         Recompute every cell instead of skipping finished ones.
     progress : bool
@@ -323,7 +324,8 @@ def run(
     parsed = as_config(config)
     if data_dir is not None:
         parsed = dataclasses.replace(parsed, data_dir=os.fspath(data_dir))
-    out_dir = Path(out) if out is not None else DEFAULT_RESULTS / parsed.name
+    # "" means the default, as ``--out ''`` does (it once meant the current directory)
+    out_dir = Path(out) if out is not None and os.fspath(out) else DEFAULT_RESULTS / parsed.name
     seen: set[str] = set()
 
     def warn(problem: str) -> None:

@@ -707,33 +707,13 @@ def parse_floors(values: Iterable[str]) -> dict[str, float]:
     return floors
 
 
-def write_baseline(run: str | Path, dest: str | Path) -> list[Path]:
+def write_baseline(run: str | Path, dest: str | Path, force: bool = False) -> list[Path]:
     """Copy a run's results table (and its small run.json) into the baseline folder ``dest``.
 
-    Only small files: ``results.parquet`` and ``run.json``, never the cell records. Returns the
-    written paths.
+    Only small files: ``results.parquet`` and ``run.json``, never the cell records. Never into
+    a run directory; an existing baseline only with ``force``; both files in one step (see
+    :mod:`bench.analysis.baseline`). Returns the written paths.
     """
-    from bench.core.atomic import atomic_write_text
-    from bench.run.store import read_table, write_parquet
+    from bench.analysis.baseline import write_baseline as write
 
-    run = Path(run)
-    table = load_results(run)[0]
-    dest = Path(dest)
-    if dest.suffix in (".parquet", ".csv"):
-        target, folder = dest, dest.parent
-    else:
-        target, folder = dest / "results.parquet", dest
-    try:
-        if target.suffix == ".csv":
-            atomic_write_text(target, table.to_csv(index=False))
-        else:
-            write_parquet(table, target)
-        read_table(target)  # what was written must read back
-        written = [target]
-        run_json = (run if run.is_dir() else run.parent) / "run.json"
-        if run_json.exists() and run_json.resolve() != (folder / "run.json").resolve():
-            atomic_write_text(folder / "run.json", run_json.read_text())
-            written.append(folder / "run.json")
-    except OSError as exc:
-        raise CompareError(f"cannot write baseline {dest}: {exc.strerror or exc}") from None
-    return written
+    return write(run, dest, force)

@@ -222,7 +222,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     metrics = [m.strip() for m in ",".join(args.metrics).split(",") if m.strip()] or None
     if args.write_baseline and not Path(args.base).exists():
-        for path in write_baseline(args.new, args.base):  # the first baseline: nothing to diff
+        for path in write_baseline(args.new, args.base, force=True):  # the first: no diff
             print(f"baseline: wrote {path}")
         return 0
     result = compare(args.base, args.new, metrics, args.k, parse_floors(args.abs_floor))
@@ -234,8 +234,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         import json
 
         _write_output(args.json, json.dumps(result.to_json(), indent=2, allow_nan=False))
-    if args.write_baseline:
-        for path in write_baseline(args.new, args.base):
+    if args.write_baseline:  # a deliberate refresh of an existing baseline
+        for path in write_baseline(args.new, args.base, force=True):
             print(f"baseline: wrote {path}")
         return 0
     return result.exit_code
@@ -254,7 +254,7 @@ def _write_output(path: str, text: str) -> None:
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from bench.analysis.compare import write_baseline
 
-    for path in write_baseline(args.run_dir, args.dest):
+    for path in write_baseline(args.run_dir, args.dest, force=args.force):
         print(f"baseline: wrote {path}")
     return 0
 
@@ -354,7 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     base = sub.add_parser("baseline", help="copy a run's results table into a baseline folder")
     base.add_argument("run_dir")
-    base.add_argument("dest", help="e.g. results/baseline/ci")
+    base.add_argument("dest", help="e.g. results/baseline/ci (never a run directory)")
+    base.add_argument(
+        "--force", action="store_true", help="replace the baseline that DEST already holds"
+    )
     base.set_defaults(func=_cmd_baseline)
 
     app = sub.add_parser(

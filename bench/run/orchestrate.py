@@ -157,8 +157,10 @@ def run_config(
     elif kwargs:
         raise TypeError("run_config: give options or keyword arguments, not both")
     started = time.perf_counter()
-    out = Path(out_dir)
+    from bench.run.destination import check_run_destination
     from bench.run.executors import check_executor
+
+    out = check_run_destination(out_dir)  # before anything is made or computed
 
     check_executor(options.executor, options.scheduler)  # before the run directory is made
     with RunLock(out):  # first: a second run on this directory fails before loading any data
