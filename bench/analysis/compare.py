@@ -549,6 +549,33 @@ def align_models(base: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, l
     return new, notes
 
 
+def check_unique_rows(df: pd.DataFrame, name: str) -> None:
+    """CompareError when rows repeat a (configuration, seed, extra-clean fraction): a
+    concatenated or doubled table, which no run writes."""
+    key = [*SEED_KEYS, "extra_fraction"]
+    repeated = df.duplicated(key, keep=False)
+    if repeated.any():
+        first = df[repeated].iloc[0]
+        raise CompareError(
+            f"{name}: {int(repeated.sum())} rows repeat a configuration, seed and extra-clean "
+            f"fraction (e.g. {first.get('attack_label', '?')}, rate {first['rate']}, "
+            f"{first.get('defense_label', '?')}, seed {first['seed']}, f = "
+            f"{first['extra_fraction']}); a run writes each once (a concatenated table?)"
+        )
+
+
+def _failed_metrics_as_nan(
+    base: pd.DataFrame, new: pd.DataFrame, metrics: Sequence[str]
+) -> pd.DataFrame:
+    """``new`` with the metric columns BASE has added as NaN when no row of NEW finished: a
+    run whose every cell failed writes no metric column, and that is a regression (every
+    number went missing), not a table of another shape."""
+    if (new["status"] == "ok").any():
+        return new
+    missing = [m for m in dict.fromkeys(metrics) if m in base.columns and m not in new.columns]
+    return new.assign(**dict.fromkeys(missing, math.nan)) if missing else new
+
+
 def compare_tables(
     base: pd.DataFrame,
     new: pd.DataFrame,
@@ -563,7 +590,10 @@ def compare_tables(
             check_table(df, REQUIRED, name)
         except SchemaError as exc:
             raise CompareError(str(exc)) from None
+    for name, df in ((base_name, base), (new_name, new)):
+        check_unique_rows(df, name)
     wanted = [m for m in settings.metrics if m != "f_needed"]
+    new = _failed_metrics_as_nan(base, new, [*wanted, settings.recovery_metric])
     for metric in wanted:
         in_base = (
             metric in base.columns and pd.to_numeric(base[metric], errors="coerce").notna().any()
@@ -573,6 +603,13 @@ def compare_tables(
                 f"{new_name}: results table lacks the metric column {metric} that {base_name} "
                 "has numbers for (a table of another shape?)"
             )
+    if "f_needed" in settings.metrics:
+        for name, df in ((base_name, base), (new_name, new)):
+            if settings.recovery_metric not in df.columns:
+                raise CompareError(
+                    f"{name}: results table lacks the column {settings.recovery_metric}, which "
+                    "the extra clean data needed (f_needed) is estimated from"
+                )
     new, notes = align_models(base, new)
     key = list(SEED_KEYS)
     cells_b, cells_n = _cells(base), _cells(new)
@@ -662,6 +699,10 @@ def settings_from(
         tolerance = float(recovery.get("tolerance", DEFAULT_TOLERANCE))
     except (TypeError, ValueError):
         raise CompareError(f"run.json: recovery.tolerance is not a number: {recovery}") from None
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise CompareError(
+            f"run.json: recovery.tolerance must be a finite number >= 0, got {tolerance:g}"
+        )
     return Settings(
         metrics=tuple(metrics) if metrics else DEFAULT_METRICS,
         k=DEFAULT_K if k is None else float(k),
