@@ -366,19 +366,44 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("run_dir", nargs="?", help="run directory to open in the results explorer")
     app.add_argument("--port", type=int, default=8501, help="TCP port (default 8501)")
     app.set_defaults(func=_cmd_app)
+    #: the subcommands' parsers, so that an error in one prints that one's usage
+    parser.commands = dict(sub.choices)  # type: ignore[attr-defined]
     return parser
 
 
+def _open_closed_std_streams() -> None:
+    """Point a closed stdout or stderr (``>&-``, ``2>&-``) at /dev/null.
+
+    Output is optional, the run is not: with stderr closed Python sets ``sys.stderr`` to None
+    and the progress bar crashed before any cell; and the next file opened would take the
+    free descriptor 1 or 2, so whatever a library writes to it would land in that file.
+    """
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "w", closefd=False, errors="backslashreplace"))  # noqa: SIM115
+
+
 def main(argv: list[str] | None = None) -> int:
+    _open_closed_std_streams()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    command = parser.commands[args.command]  # type: ignore[attr-defined]
+    if extra:  # in the subcommand's own usage, not the top level's
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "jobs", 1) < 1:
-        parser.error("--jobs must be >= 1")
+        command.error("--jobs must be >= 1")
     if getattr(args, "workers", None) is not None and args.workers < 1:
-        parser.error("--workers must be >= 1")
+        command.error("--workers must be >= 1")
     if getattr(args, "mlflow_log_models", False) and args.mlflow is None:
-        parser.error("--mlflow-log-models needs --mlflow")
+        command.error("--mlflow-log-models needs --mlflow")
     try:
         return args.func(args)
     except PoisonBenchError as exc:

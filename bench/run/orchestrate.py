@@ -31,6 +31,7 @@ from bench.run.store import (
     write_run_meta,
     write_table,
 )
+from bench.run.workers import cap_workers, cpu_count
 
 PACKAGES = ("poisonbench", "numpy", "scikit-learn", "pyod", "pandas", "torch", "torchvision")
 
@@ -177,8 +178,8 @@ def run_config(
 def _early_pool(config: Config, options: RunOptions) -> Any:
     """Local workers started before the grid is expanded, so that their start-up (imports,
     dataset loads) overlaps the expansion; None for one process or another executor."""
-    if options.executor != "local" or options.jobs <= 1:
-        return None
+    if options.executor != "local" or options.jobs <= 1 or options.jobs > cpu_count():
+        return None  # beyond the cores: started once the task count caps them (cap_workers)
     from bench.run.executors import start_pool
 
     datasets = [(ds.name, ds.params) for ds in config.datasets]
@@ -244,6 +245,8 @@ def _run_locked(
     tasks = make_tasks(
         todo, MAX_TASK_CELLS if options.share_stages else 1, getattr(config, "plugins", ())
     )
+    options = cap_workers(options, len(tasks), options.on_warning)  # no idle workers
+    summary.workers = options.n_workers
     records_in = execute(
         tasks,
         config.data_dir,
