@@ -9,7 +9,7 @@ Two rules keep a baseline from destroying data or being half written:
   ``results.csv`` and ``run.json``) is replaced only when asked (``force``); a folder holding
   anything else is refused.
 * **One step.** Both files are written under temporary names first and read back, then renamed
-  over the old ones with the stop signals (SIGINT, SIGTERM, SIGHUP) held, so a stop signal
+  over the old ones with the stop signals (``STOP_SIGNALS``) held, so a stop signal
   takes effect after the pair is in place: never the new table beside the old ``run.json``.
   (A kill -9 between the two renames can still split them; the temporary files it leaves
   are hidden ``.NAME.RANDOM.tmp`` files.)
@@ -97,9 +97,8 @@ def _stop_signals_held() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    signals = dict.fromkeys([*STOP_SIGNALS, signal.SIGHUP])
     previous = {
-        sig: handler for sig in signals if (handler := signal.getsignal(sig)) != signal.SIG_IGN
+        sig: handler for sig in STOP_SIGNALS if (handler := signal.getsignal(sig)) != signal.SIG_IGN
     }
     for sig in previous:
         signal.signal(sig, lambda signum, frame: held.append(signum))

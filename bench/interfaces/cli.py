@@ -20,7 +20,8 @@ DEFAULT_RESULTS = Path("results") / "runs"
 
 
 class Stopped(KeyboardInterrupt):
-    """A stop signal (SIGINT or SIGTERM) arrived; ``signum`` says which."""
+    """A stop signal (SIGINT, SIGTERM or SIGHUP: ``STOP_SIGNALS``) arrived; ``signum`` says
+    which."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -34,7 +35,7 @@ def exit_status(signum: int) -> int:
 
 @contextlib.contextmanager
 def stop_handlers() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise :class:`Stopped` in the main thread, once.
+    """Within the block, SIGINT, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread, once.
 
     Set explicitly, not inherited: a process started in the background by a non-interactive
     shell (``cmd &`` in a script, a CI runner) inherits SIGINT as *ignored*, and Python then
@@ -212,7 +213,16 @@ def _import_config_plugins(path: str) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from bench.analysis.report import write_report
 
-    path = write_report(args.run_dir)
+    try:
+        with stop_handlers():  # a stop signal unwinds: a half-written plot's temporary goes
+            path = write_report(args.run_dir)
+    except Stopped as stop:
+        print(
+            f"\ninterrupted ({signal.Signals(stop.signum).name}): the report was not finished; "
+            f"run `poisonbench report {args.run_dir}` again",
+            file=sys.stderr,
+        )
+        return exit_status(stop.signum)
     print(f"report: {path}")
     return 0
 

@@ -297,7 +297,7 @@ def _run_locked(
 
 @contextlib.contextmanager
 def _held_signals() -> Iterator[None]:
-    """Within the block, a stop signal (SIGINT, SIGTERM) is noted, and takes effect when the
+    """Within the block, a stop signal (SIGINT, SIGTERM, SIGHUP) is noted, and takes effect when the
     block ends: the block finishes first.
 
     Whatever the disposition the process inherited: a Python handler (the CLI's, or Python's
