@@ -238,3 +238,13 @@ def test_a_device_file_as_a_csv_is_refused(tmp_path):
         pytest.fail("reading /dev/zero as a CSV did not stop within 60 s")
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert "zero.csv" in done.stdout
+
+
+def test_the_label_column_is_read_by_name_when_rows_carry_an_index_field(tmp_path):
+    """Rows with one field more than the header: pandas takes the first as the index, so the
+    label column is not where its header position says."""
+    rows = "".join(f"{i},{i * 1.5},{'ab'[i % 2]}\n" for i in range(6))
+    (tmp_path / "idx.csv").write_text("a,label\n" + rows)
+    ds = table(tmp_path / "idx.csv")
+    assert ds.info.class_names == ("a", "b")
+    assert ds.y.tolist() == [0, 1, 0, 1, 0, 1]

@@ -480,14 +480,16 @@ class Table(DatasetSource):
         frame.columns = columns
         target = frame[self.target]
         if kind in ("csv", "tsv"):
-            target = _read_text_column(data, kind, compression, columns.index(self.target))
-            target.name = self.target
+            target = _read_text_column(data, kind, compression, self.target, frame.index, label)
         digest = hashlib.sha256(data).hexdigest()
         return frame_to_dataset(frame.drop(columns=[self.target]), target, self, label, digest)
 
 
-def _read_text_column(data: bytes, kind: str, compression: str | None, position: int) -> pd.Series:
-    """Column ``position`` of a CSV/TSV as the text written in the file.
+def _read_text_column(
+    data: bytes, kind: str, compression: str | None, name: str, index: pd.Index, label: str
+) -> pd.Series:
+    """Column ``name`` of a CSV/TSV as the text written in the file (``index``: the full
+    read's row index, which this read must reproduce).
 
     The label column is read as text so that labels which parse as one number (``01`` and
     ``1``, ``1e0`` and ``1``) stay distinct classes and huge integers never pass through int64
@@ -496,16 +498,28 @@ def _read_text_column(data: bytes, kind: str, compression: str | None, position:
     """
     import pandas as pd
 
-    column = pd.read_csv(
-        io.BytesIO(data),
-        sep="\t" if kind == "tsv" else ",",
-        compression=compression,
-        usecols=[position],
-        dtype=str,
-        keep_default_na=False,
-        na_values=[""],
-    )
-    return column.iloc[:, 0]
+    try:
+        column = pd.read_csv(
+            io.BytesIO(data),
+            sep="\t" if kind == "tsv" else ",",
+            compression=compression,
+            usecols=[name],  # by name: rows with an extra leading field shift positions
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+        ).iloc[:, 0]
+    except (ValueError, IndexError) as exc:
+        column, reason = None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+    else:
+        reason = "its rows do not line up with the table's"
+    # (dtype=str also reads an implicit index column as text)
+    if column is None or not column.index.astype(str).equals(index.astype(str)):
+        raise DatasetError(
+            f"{label}: target: cannot read column {name!r} as text ({reason}); give it a "
+            "name of its own (no other column with the same header)"
+        )
+    column.name = name
+    return column
 
 
 def _read_table(
