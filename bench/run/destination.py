@@ -1,7 +1,8 @@
 """Where a run may be written: checked before anything is computed or created.
 
 A run directory is new, empty, or an earlier run's (it holds ``cells/`` or the run lock
-``.lock``, which only a run creates). A folder holding anything else is refused: ``out=""``
+``.lock``, which only a run creates). A folder holding anything else is refused (folders named
+like a run's files, ``results.parquet/``, are left to the write to report): ``out=""``
 once meant the current directory, and a run there replaced the user's own ``config.yaml`` and
 ``report.md``. Never inside the project's own packages (``bench``, ``attacks``, ``defenses``,
 ``poisonbench``), and never a path that cannot be written as UTF-8 (a non-UTF-8 byte in
@@ -15,10 +16,14 @@ import os
 from pathlib import Path
 
 from bench.run.config import ConfigError
-from bench.run.store import LOCK_NAME
+from bench.run.store import LOCK_NAME, RUN_CONFIG, RUN_META
 
 #: what only a run creates in its directory: one of them makes a folder an earlier run's
 RUN_OWN = ("cells", LOCK_NAME)
+#: what else a run writes in its directory (a folder of that name is in the way, not data)
+RUN_FILES = frozenset(
+    {RUN_CONFIG, RUN_META, "results.parquet", "results.csv", "report.md", "dask-scratch"}
+)
 #: the project's packages: no run is written inside them
 PACKAGES = ("bench", "attacks", "defenses", "poisonbench")
 _MAX_SHOWN = 5
@@ -47,8 +52,8 @@ def check_run_destination(out: str | os.PathLike[str], field: str = "out") -> Pa
     Raises
     ------
     ConfigError
-        The path is empty, is not valid UTF-8, lies inside one of the project's packages, is a
-        file, or is a folder that holds files but no earlier run (no ``cells/``, no ``.lock``).
+        The path is empty, is not valid UTF-8, lies inside one of the project's packages, or
+        is a folder that holds files but no earlier run (no ``cells/``, no ``.lock``).
     """
     text = os.fspath(out)
     if not text:
@@ -69,18 +74,21 @@ def check_run_destination(out: str | os.PathLike[str], field: str = "out") -> Pa
                 f"{text!r} is inside the {package.name} package ({package}); runs go to "
                 "results/runs/<name> or another folder of their own",
             )
-    if path.exists() and not path.is_dir():
-        raise ConfigError(field, f"{text!r} is a file, not a run directory")
-    if not path.is_dir():
+    if not path.is_dir():  # new; or a file in the way, which the write reports (WriteError)
         return path
     try:
         entries = sorted(os.listdir(path))
-    except OSError as exc:
-        raise ConfigError(field, f"cannot read {text!r}: {exc.strerror or exc}") from None
-    if entries and not any(name in entries for name in RUN_OWN):
-        shown = ", ".join(entries[:_MAX_SHOWN])
-        if len(entries) > _MAX_SHOWN:
-            shown += f", ... ({len(entries)} in all)"
+    except OSError:  # unreadable: the lock or the first write reports it (WriteError)
+        return path
+    foreign = [
+        name
+        for name in entries
+        if name not in RUN_FILES or not (path / name).is_dir()  # a file a run would replace
+    ]
+    if foreign and not any(name in entries for name in RUN_OWN):
+        shown = ", ".join(foreign[:_MAX_SHOWN])
+        if len(foreign) > _MAX_SHOWN:
+            shown += f", ... ({len(foreign)} in all)"
         raise ConfigError(
             field,
             f"{text!r} holds files but no run ({shown}); a run directory is new, empty or an "
