@@ -48,7 +48,7 @@ gate: $(STAMP)
 
 baseline: $(STAMP)
 	$(VENV)/bin/poisonbench run configs/ci.yaml --jobs $(JOBS) --out $(GATE_RUN) --fresh --quiet
-	$(VENV)/bin/poisonbench baseline $(GATE_RUN) $(BASELINE)
+	$(VENV)/bin/poisonbench baseline $(GATE_RUN) $(BASELINE) --force
 
 clean:
 	rm -rf results/runs .pytest_cache build dist *.egg-info

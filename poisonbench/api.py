@@ -43,8 +43,10 @@ def _plain(value: Any, path: str) -> Any:
     """
     from bench.run.config import ConfigError
 
-    if hasattr(value, "item") and type(value).__module__ == "numpy":
-        value = value.item()  # numpy scalar -> the Python number or bool
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":
+        # a numpy scalar -> the Python number or bool; an array (``np.linspace(0, 0.3, 4)``
+        # as rates) -> nested lists, checked element by element below
+        value = value.tolist()
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, numbers.Integral):
@@ -222,16 +224,33 @@ class Run:
             ``f_needed`` (multiples of n_train; ``inf`` when not recovered within the grid),
             ``f_low``/``f_high``, ``rows_needed``, ``defense_value_f``, ... (see
             ``estimate_recovery``).
+
+        Raises
+        ------
+        ParamError
+            ``metric`` is not one of accuracy, macro_f1, attack_success_rate; ``tolerance`` is
+            negative or not finite; ``n_boot`` is not an integer >= 0 (``field`` names it).
+        PoisonBenchError
+            The run has no finished row (every cell failed).
         """
         from bench.analysis.recovery import estimate_recovery
 
         settings = self.settings()
+        metric, tolerance, n_boot = _recovery_arguments(
+            settings["metric"] if metric is None else metric,
+            settings["tolerance"] if tolerance is None else tolerance,
+            settings["bootstrap"] if n_boot is None else n_boot,
+        )
+        table = self.table
+        if metric not in table.columns or not (table["status"] == "ok").any():
+            from bench.core.types import PoisonBenchError
+
+            raise PoisonBenchError(
+                f"{self.path}: no finished row to estimate recovery from (every cell failed; "
+                "their reasons are in Run.failures)"
+            )
         return estimate_recovery(
-            self.table,
-            metric=settings["metric"] if metric is None else metric,
-            tolerance=float(settings["tolerance"] if tolerance is None else tolerance),
-            n_boot=int(settings["bootstrap"] if n_boot is None else n_boot),
-            seed=seed,
+            table, metric=metric, tolerance=tolerance, n_boot=n_boot, seed=seed
         )
 
     def report(self) -> Path:
@@ -276,7 +295,8 @@ def run(
         code are visible; with more, every plug-in must be built in, an installed entry point
         or defined in a module the config lists under ``plugins:``).
     out : str or path-like, optional
-        The run directory (default ``results/runs/<config name>``).
+        The run directory (default, also for ``""``: ``results/runs/<config name>``). It must
+        be new, empty or an earlier run's: a folder holding other files is a ConfigError.
     fresh : bool
         Recompute every cell instead of skipping finished ones.
     progress : bool
@@ -332,7 +352,8 @@ def run(
     parsed = with_precision(as_config(config), precision, max_seeds)
     if data_dir is not None:
         parsed = dataclasses.replace(parsed, data_dir=os.fspath(data_dir))
-    out_dir = Path(out) if out is not None else DEFAULT_RESULTS / parsed.name
+    # "" means the default, as ``--out ''`` does (it once meant the current directory)
+    out_dir = Path(out) if out is not None and os.fspath(out) else DEFAULT_RESULTS / parsed.name
     seen: set[str] = set()
 
     def warn(problem: str) -> None:
@@ -363,6 +384,24 @@ def run(
     if report:
         result.report()
     return result
+
+
+def _recovery_arguments(metric: Any, tolerance: Any, n_boot: Any) -> tuple[str, float, int]:
+    """``Run.recovery``'s arguments checked: ParamError naming the argument otherwise."""
+    import math
+
+    from bench.core.schema import RECOVERY_METRICS
+    from bench.core.types import ParamError
+
+    if metric not in RECOVERY_METRICS:
+        raise ParamError("metric", f"{metric!r} is not one of {', '.join(RECOVERY_METRICS)}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
+        raise ParamError("tolerance", f"expected a number, got {tolerance!r}")
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ParamError("tolerance", f"must be a finite number >= 0, got {tolerance}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 0:
+        raise ParamError("n_boot", f"expected an integer >= 0, got {n_boot!r}")
+    return str(metric), float(tolerance), int(n_boot)
 
 
 def load(run_dir: str | os.PathLike) -> Run:

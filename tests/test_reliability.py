@@ -666,11 +666,11 @@ def sigint_disposition():
 def test_a_stop_signal_during_a_record_write_takes_effect_after_its_count(sigint_disposition):
     """The run loop writes a record and counts it as one step: a signal that arrives in
     between (the cause of "2 of 36 cells done" printed with 3 records on disk) waits for it."""
-    from bench.run.orchestrate import _held_signals
+    from bench.core.signals import held_signals
 
     sigint_disposition(signal.default_int_handler)
     steps = []
-    with pytest.raises(KeyboardInterrupt), _held_signals():
+    with pytest.raises(KeyboardInterrupt), held_signals():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)  # Python runs a pending handler between bytecodes: here, unheld
         steps.append("counted")
@@ -681,11 +681,11 @@ def test_a_stop_signal_during_a_record_write_takes_effect_after_its_count(sigint
 def test_an_ignored_stop_signal_stays_ignored_while_held(sigint_disposition):
     """A process started with SIGINT ignored keeps ignoring it: holding must not turn an
     ignored signal into one that stops the run."""
-    from bench.run.orchestrate import _held_signals
+    from bench.core.signals import held_signals
 
     sigint_disposition(signal.SIG_IGN)
     steps = []
-    with _held_signals():
+    with held_signals():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
         steps.append("counted")
@@ -699,9 +699,9 @@ def test_a_default_action_signal_is_held_then_takes_its_default_action(tmp_path)
     finishes, then the default action ends the process (status -SIGTERM)."""
     script = (
         "import os, signal, time\n"
-        "from bench.run.orchestrate import _held_signals\n"
+        "from bench.core.signals import held_signals\n"
         "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
-        "with _held_signals():\n"
+        "with held_signals():\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(0.05)\n"
         "    print('counted', flush=True)\n"

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.analysis.errors import CompareError
 from bench.analysis.recovery import estimate_recovery
 from bench.analysis.stats import MIN_SEEDS_FOR_INTERVAL, t_quantile
 from bench.core.schema import (
@@ -73,10 +74,6 @@ DEFAULT_K = 3.0
 JUDGED_FRACTION = 0.0
 #: columns every compared table must have
 REQUIRED = REQUIRED_COLUMNS
-
-
-class CompareError(PoisonBenchError):
-    """The inputs cannot be compared (missing file, unreadable table, no common cells...)."""
 
 
 @dataclass(frozen=True)
@@ -549,6 +546,33 @@ def align_models(base: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, l
     return new, notes
 
 
+def check_unique_rows(df: pd.DataFrame, name: str) -> None:
+    """CompareError when rows repeat a (configuration, seed, extra-clean fraction): a
+    concatenated or doubled table, which no run writes."""
+    key = [*SEED_KEYS, "extra_fraction"]
+    repeated = df.duplicated(key, keep=False)
+    if repeated.any():
+        first = df[repeated].iloc[0]
+        raise CompareError(
+            f"{name}: {int(repeated.sum())} rows repeat a configuration, seed and extra-clean "
+            f"fraction (e.g. {first.get('attack_label', '?')}, rate {first['rate']}, "
+            f"{first.get('defense_label', '?')}, seed {first['seed']}, f = "
+            f"{first['extra_fraction']}); a run writes each once (a concatenated table?)"
+        )
+
+
+def _failed_metrics_as_nan(
+    base: pd.DataFrame, new: pd.DataFrame, metrics: Sequence[str]
+) -> pd.DataFrame:
+    """``new`` with the metric columns BASE has added as NaN when no row of NEW finished: a
+    run whose every cell failed writes no metric column, and that is a regression (every
+    number went missing), not a table of another shape."""
+    if (new["status"] == "ok").any():
+        return new
+    missing = [m for m in dict.fromkeys(metrics) if m in base.columns and m not in new.columns]
+    return new.assign(**dict.fromkeys(missing, math.nan)) if missing else new
+
+
 def compare_tables(
     base: pd.DataFrame,
     new: pd.DataFrame,
@@ -563,7 +587,10 @@ def compare_tables(
             check_table(df, REQUIRED, name)
         except SchemaError as exc:
             raise CompareError(str(exc)) from None
+    for name, df in ((base_name, base), (new_name, new)):
+        check_unique_rows(df, name)
     wanted = [m for m in settings.metrics if m != "f_needed"]
+    new = _failed_metrics_as_nan(base, new, [*wanted, settings.recovery_metric])
     for metric in wanted:
         in_base = (
             metric in base.columns and pd.to_numeric(base[metric], errors="coerce").notna().any()
@@ -573,6 +600,13 @@ def compare_tables(
                 f"{new_name}: results table lacks the metric column {metric} that {base_name} "
                 "has numbers for (a table of another shape?)"
             )
+    if "f_needed" in settings.metrics:
+        for name, df in ((base_name, base), (new_name, new)):
+            if settings.recovery_metric not in df.columns:
+                raise CompareError(
+                    f"{name}: results table lacks the column {settings.recovery_metric}, which "
+                    "the extra clean data needed (f_needed) is estimated from"
+                )
     new, notes = align_models(base, new)
     key = list(SEED_KEYS)
     cells_b, cells_n = _cells(base), _cells(new)
@@ -662,6 +696,10 @@ def settings_from(
         tolerance = float(recovery.get("tolerance", DEFAULT_TOLERANCE))
     except (TypeError, ValueError):
         raise CompareError(f"run.json: recovery.tolerance is not a number: {recovery}") from None
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise CompareError(
+            f"run.json: recovery.tolerance must be a finite number >= 0, got {tolerance:g}"
+        )
     return Settings(
         metrics=tuple(metrics) if metrics else DEFAULT_METRICS,
         k=DEFAULT_K if k is None else float(k),
@@ -705,35 +743,3 @@ def parse_floors(values: Iterable[str]) -> dict[str, float]:
         for m in targets:
             floors[m] = x
     return floors
-
-
-def write_baseline(run: str | Path, dest: str | Path) -> list[Path]:
-    """Copy a run's results table (and its small run.json) into the baseline folder ``dest``.
-
-    Only small files: ``results.parquet`` and ``run.json``, never the cell records. Returns the
-    written paths.
-    """
-    from bench.core.atomic import atomic_write_text
-    from bench.core.store import read_table, write_parquet
-
-    run = Path(run)
-    table = load_results(run)[0]
-    dest = Path(dest)
-    if dest.suffix in (".parquet", ".csv"):
-        target, folder = dest, dest.parent
-    else:
-        target, folder = dest / "results.parquet", dest
-    try:
-        if target.suffix == ".csv":
-            atomic_write_text(target, table.to_csv(index=False))
-        else:
-            write_parquet(table, target)
-        read_table(target)  # what was written must read back
-        written = [target]
-        run_json = (run if run.is_dir() else run.parent) / "run.json"
-        if run_json.exists() and run_json.resolve() != (folder / "run.json").resolve():
-            atomic_write_text(folder / "run.json", run_json.read_text())
-            written.append(folder / "run.json")
-    except OSError as exc:
-        raise CompareError(f"cannot write baseline {dest}: {exc.strerror or exc}") from None
-    return written

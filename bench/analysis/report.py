@@ -926,8 +926,8 @@ def report_settings(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, A
             raise ValueError(rec["tolerance"])
     except (TypeError, ValueError):
         raise PoisonBenchError(
-            f"run.json / config.yaml: recovery.tolerance and .bootstrap must be numbers, got "
-            f"{rec['tolerance']!r:.40} and {rec['bootstrap']!r:.40}"
+            f"run.json / config.yaml: recovery.tolerance must be a finite number >= 0 and "
+            f".bootstrap an integer, got {rec['tolerance']!r:.40} and {rec['bootstrap']!r:.40}"
         ) from None
     if rec["metric"] not in RECOVERY_METRICS:
         raise PoisonBenchError(
@@ -1329,6 +1329,15 @@ def load_report_inputs(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any
     table = read_table(run_dir)
     if not table.empty:
         check_table(table, where=str(run_dir))
+        from bench.analysis.compare import check_unique_rows
+
+        check_unique_rows(table, str(run_dir))
+        finished = table["status"] == "ok"
+        if finished.any() and DEFAULT_METRIC not in table.columns:
+            raise PoisonBenchError(
+                f"{run_dir}: results table lacks the metric column {DEFAULT_METRIC} though "
+                f"{int(finished.sum())} rows finished (a damaged or hand-edited table?)"
+            )
     return table, read_run_meta(run_dir), read_run_config(run_dir)
 
 

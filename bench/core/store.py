@@ -373,6 +373,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
                 break
         else:
             raise PoisonBenchError(f"{path} holds no results.parquet or results.csv")
+    if path.is_dir():  # pyarrow would read a folder as an empty dataset: no columns at all
+        raise PoisonBenchError(f"{path} is a folder, not a results table file")
     if path.suffix not in (".parquet", ".csv"):
         raise PoisonBenchError(f"{path}: expected a run directory, .parquet or .csv")
     try:

@@ -22,9 +22,12 @@ pandas, PIL and scikit-learn's OpenML fetcher are imported inside ``load`` only.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import io
+import math
 import os
+import re
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -170,6 +173,12 @@ def encode_labels(
     ``"10"``); booleans are ``False``, ``True``; anything else is compared as text and sorted
     by Unicode code point (Python's ``sorted``, so ``"B" < "a"``). Raises DatasetError for
     missing labels and for fractional numbers (a regression target).
+
+    Two distinct values never become one class. Text labels (a CSV's target column is read as
+    text) are numbers only when every one of them is an exact whole number and no two of them
+    name the same number: ``01`` beside ``1``, or ``1e0`` beside ``1``, keep their text.
+    Numbers are exact Python integers, so labels beyond int64 (``1e19``, ``2**64 - 1``) stay
+    distinct.
     """
     import pandas as pd
 
@@ -186,24 +195,83 @@ def encode_labels(
         present = np.unique(keys)
         names = [str(bool(v)) for v in present]
         return np.searchsorted(present, keys).astype(np.int64), names
+    raw = np.asarray(plain, dtype=object)
+    distinct = list(dict.fromkeys(raw.tolist()))  # in order of appearance, compared exactly
     if kind in ("integer", "floating", "mixed-integer-float", "decimal"):
-        numbers = np.asarray(plain, dtype=np.float64)
-        if not np.isfinite(numbers).all():
-            raise DatasetError(f"{label}: {field}: column {values.name!r} holds infinite values")
-        fractional = numbers[numbers != np.round(numbers)]
-        if len(fractional):
-            raise DatasetError(
-                f"{label}: {field}: column {values.name!r} holds non-integer numbers (e.g. "
-                f"{fractional[0]:g}); a classification target needs class labels (integers "
-                "or names), not a continuous value"
-            )
-        ints = numbers.astype(np.int64)
-        present = np.unique(ints)
-        return np.searchsorted(present, ints).astype(np.int64), [str(int(v)) for v in present]
-    text = np.asarray([str(v) for v in plain], dtype=object)
+        numbers = [_whole_number(v, values.name, label, field) for v in distinct]
+    elif kind == "string":
+        numbers = _numbers_of_text(distinct, values.name, label, field)
+    else:
+        numbers = None
+    if numbers is not None:
+        by_value = dict(zip(distinct, numbers, strict=True))
+        order = sorted(set(numbers))
+        index = {n: i for i, n in enumerate(order)}
+        codes = np.fromiter((index[by_value[v]] for v in raw), dtype=np.int64, count=len(raw))
+        return codes, [str(n) for n in order]
+    text = np.asarray([str(v) for v in raw], dtype=object)
     names = sorted(set(text.tolist()))
+    if len(names) < len(distinct):  # e.g. 1 and "1" in one object column
+        raise DatasetError(
+            f"{label}: {field}: column {values.name!r} holds values of different types that "
+            "read as the same text (e.g. the number 1 and the string '1'); store the labels "
+            "as text"
+        )
     lookup = {name: i for i, name in enumerate(names)}
     return np.fromiter((lookup[t] for t in text), dtype=np.int64, count=len(text)), names
+
+
+#: the largest decimal exponent of a text label still read as a number (beyond: text)
+_MAX_EXPONENT = 100
+
+
+def _whole_number(value: Any, column: Any, label: str, field: str) -> int:
+    """``value`` (a number) as an exact Python int; DatasetError if it is not whole."""
+    if isinstance(value, int | np.integer):
+        return int(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise DatasetError(f"{label}: {field}: column {column!r} holds infinite values")
+    if not number.is_integer():
+        raise DatasetError(
+            f"{label}: {field}: column {column!r} holds non-integer numbers (e.g. "
+            f"{number:g}); a classification target needs class labels (integers "
+            "or names), not a continuous value"
+        )
+    return int(number)  # exact for any float, so no int64 overflow
+
+
+def _numbers_of_text(distinct: list[str], column: Any, label: str, field: str) -> list[int] | None:
+    """The text labels ``distinct`` as exact whole numbers, or None to keep them as text.
+
+    They are numbers only if every one parses as a finite decimal number (``Decimal``: exact,
+    whatever its size) and no two distinct texts give the same number; then a fractional or
+    infinite one is the same error as in a numeric column.
+    """
+    parsed = []
+    for text in distinct:
+        try:
+            number = decimal.Decimal(text.strip()) if text.strip() == text else None
+        except (decimal.InvalidOperation, ValueError):
+            return None
+        if number is None or (number.is_finite() and number.adjusted() > _MAX_EXPONENT):
+            return None
+        parsed.append(number)
+    if any(n.is_nan() for n in parsed):
+        return None
+    if any(n.is_infinite() for n in parsed):
+        raise DatasetError(f"{label}: {field}: column {column!r} holds infinite values")
+    fractional = [t for t, n in zip(distinct, parsed, strict=True) if n != n.to_integral_value()]
+    if fractional:
+        raise DatasetError(
+            f"{label}: {field}: column {column!r} holds non-integer numbers (e.g. "
+            f"{fractional[0]}); a classification target needs class labels (integers "
+            "or names), not a continuous value"
+        )
+    numbers = [int(n) for n in parsed]
+    if len(set(numbers)) < len(numbers):
+        return None  # "01" and "1": two texts for one number are two classes
+    return numbers
 
 
 def _check_classes(y: np.ndarray, names: list[str], label: str, column: str) -> None:
@@ -411,8 +479,47 @@ class Table(DatasetSource):
             )
         frame.columns = columns
         target = frame[self.target]
+        if kind in ("csv", "tsv"):
+            target = _read_text_column(data, kind, compression, self.target, frame.index, label)
         digest = hashlib.sha256(data).hexdigest()
         return frame_to_dataset(frame.drop(columns=[self.target]), target, self, label, digest)
+
+
+def _read_text_column(
+    data: bytes, kind: str, compression: str | None, name: str, index: pd.Index, label: str
+) -> pd.Series:
+    """Column ``name`` of a CSV/TSV as the text written in the file (``index``: the full
+    read's row index, which this read must reproduce).
+
+    The label column is read as text so that labels which parse as one number (``01`` and
+    ``1``, ``1e0`` and ``1``) stay distinct classes and huge integers never pass through int64
+    (:func:`encode_labels` decides whether they are numbers). Only an empty field is missing:
+    ``NA``, ``None`` or ``null`` are class names there.
+    """
+    import pandas as pd
+
+    try:
+        column = pd.read_csv(
+            io.BytesIO(data),
+            sep="\t" if kind == "tsv" else ",",
+            compression=compression,
+            usecols=[name],  # by name: rows with an extra leading field shift positions
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+        ).iloc[:, 0]
+    except (ValueError, IndexError) as exc:
+        column, reason = None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+    else:
+        reason = "its rows do not line up with the table's"
+    # (dtype=str also reads an implicit index column as text)
+    if column is None or not column.index.astype(str).equals(index.astype(str)):
+        raise DatasetError(
+            f"{label}: target: cannot read column {name!r} as text ({reason}); give it a "
+            "name of its own (no other column with the same header)"
+        )
+    column.name = name
+    return column
 
 
 def _read_table(
@@ -465,6 +572,9 @@ class ImageFolder(DatasetSource):
     sub-folder names in sorted order; files are read in sorted path order (sub-folders too).
     size: [height, width] to resize every image to (bilinear, antialiased; default: keep, all
     images must then share one size). grayscale: one channel (else RGB, three).
+    Names starting with ``.`` (macOS ``._x.png``, ``.DS_Store``) are skipped. 16-bit images
+    are scaled by 65535, float images must lie in [0, 1]. Each file is read once: a symlink to
+    a folder is refused, two paths to one file (through a file symlink) are refused.
     """
 
     #: parameters that make a valid entry (the contract and fuzz tests start from them)
@@ -502,8 +612,6 @@ class ImageFolder(DatasetSource):
 
     def load(self, data_dir: str | None = None) -> Dataset:
         """Decode every image once (PIL) into the n×c×h×w float32 array the image models use."""
-        from PIL import Image, UnidentifiedImageError
-
         label = self.label()
         root = resolve_path(self.path)
         if not root.is_dir():
@@ -519,42 +627,17 @@ class ImageFolder(DatasetSource):
                 f"{'s' if len(classes) != 1 else ''} ({_listing(classes) or 'none'}); the "
                 "layout is one sub-folder of images per class, at least 2 classes"
             )
-        files: list[tuple[Path, int]] = []
-        ignored: list[str] = [e.name for e in os.scandir(root) if e.is_file()]
-        empty = []
-        for index, name in enumerate(classes):
-            found = 0
-            for folder, _dirs, names in sorted(os.walk(root / name, followlinks=True)):
-                for fname in sorted(names):
-                    path = Path(folder) / fname
-                    if fname.lower().endswith(IMAGE_EXTENSIONS):
-                        files.append((path, index))
-                        found += 1
-                    else:
-                        ignored.append(str(path.relative_to(root)))
-            if not found:
-                empty.append(name)
+        files, ignored, empty = _image_files(root, classes, label)
         if empty:
             raise DatasetError(
                 f"{label}: path: class folder{'s' if len(empty) > 1 else ''} {_listing(empty)} "
                 f"in {root} hold{'' if len(empty) > 1 else 's'} no image "
                 f"({', '.join(IMAGE_EXTENSIONS)})"
             )
-        mode = "L" if self.grayscale else "RGB"
         arrays = []
         first_size: tuple[int, int] | None = None
         for path, _ in files:
-            try:
-                with Image.open(path) as image:
-                    image = image.convert(mode)
-                    if self.size is not None:
-                        h, w = self.size
-                        image = image.resize((w, h), Image.Resampling.BILINEAR)
-                    array = np.asarray(image, dtype=np.float32)
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
-                raise DatasetError(
-                    f"{label}: path: cannot decode {path.relative_to(root)}: {exc}"
-                ) from None
+            array = _decode_image(path, root, self.grayscale, self.size, label)
             if first_size is None:
                 first_size = array.shape[:2]
                 first_path = path
@@ -566,7 +649,7 @@ class ImageFolder(DatasetSource):
                     "width] to resize them all"
                 )
             arrays.append(array)
-        X = np.stack(arrays) / np.float32(255.0)
+        X = np.stack(arrays)
         X = X[:, None, :, :] if self.grayscale else X.transpose(0, 3, 1, 2)
         y = np.asarray([index for _, index in files], dtype=np.int64)
         counts = np.bincount(y, minlength=len(classes))
@@ -583,6 +666,122 @@ class ImageFolder(DatasetSource):
         return make_dataset(
             label, X, y, classes, image_shape=tuple(X.shape[1:]), notes=tuple(notes)
         )
+
+
+def _image_files(
+    root: Path, classes: list[str], label: str
+) -> tuple[list[tuple[Path, int]], list[str], list[str]]:
+    """The image files under each class folder, each file once: ``(path, class index)`` in
+    sorted path order, the ignored files (relative to ``root``), and the classes with none.
+
+    Names that start with ``.`` (macOS ``._x.png`` resource files, ``.DS_Store``, ``.git``) are
+    skipped. A symlink to a folder is refused: one that points into ``root`` loads images twice
+    (``cat/self -> .`` would put one file in train, pool and test), one that leaves it has no
+    bound. A symlink to an image file is read like a copy of that file; two paths that resolve
+    to one file are refused, so the split never holds a file twice.
+    """
+    files: list[tuple[Path, int]] = []
+    ignored: list[str] = [e.name for e in os.scandir(root) if e.is_file()]
+    empty: list[str] = []
+    seen: dict[str, Path] = {}  # resolved path -> the first path it was found under
+    for index, name in enumerate(classes):
+        folders: list[tuple[str, list[str]]] = []
+        pending = [root / name]
+        while pending:
+            folder = pending.pop()
+            names = []
+            for entry in os.scandir(folder):
+                relative = Path(entry.path).relative_to(root)
+                if entry.name.startswith("."):
+                    ignored.append(str(relative))
+                elif entry.is_dir():
+                    if entry.is_symlink():
+                        target = os.path.realpath(entry.path)
+                        where = "into" if Path(target).is_relative_to(root.resolve()) else "out of"
+                        raise DatasetError(
+                            f"{label}: path: {relative} is a symlink to a folder ({target}, "
+                            f"{where} the image folder); image_folder does not follow folder "
+                            "symlinks (one back into the folder loads images twice): replace "
+                            "it with the folder itself or remove it"
+                        )
+                    pending.append(Path(entry.path))
+                else:
+                    names.append(entry.name)
+            folders.append((str(folder), names))
+        found = 0
+        for folder, names in sorted(folders):
+            for fname in sorted(names):
+                path = Path(folder) / fname
+                if not fname.lower().endswith(IMAGE_EXTENSIONS):
+                    ignored.append(str(path.relative_to(root)))
+                    continue
+                real = os.path.realpath(path)
+                if real in seen:
+                    raise DatasetError(
+                        f"{label}: path: {path.relative_to(root)} and "
+                        f"{seen[real].relative_to(root)} are the same file ({real}, through a "
+                        "symlink); a file listed twice would land in train and test: keep one"
+                    )
+                seen[real] = path
+                files.append((path, index))
+                found += 1
+        if not found:
+            empty.append(name)
+    return files, ignored, empty
+
+
+#: PIL modes of more than 8 bits per pixel, with the value that is full brightness
+_DEEP_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "F": 1.0}
+
+
+def _decode_image(
+    path: Path, root: Path, grayscale: bool, size: tuple[int, ...] | None, label: str
+) -> np.ndarray:
+    """One image as float32 in [0, 1]: h×w (grayscale) or h×w×3, resized to ``size``.
+
+    8-bit images are scaled by 255; 16-bit ones (PIL mode ``I;16``) by 65535; 32-bit float
+    ones (mode ``F``) are taken as they are and must lie in [0, 1]. 32-bit integer images
+    (mode ``I``) have no known full scale and are refused with their mode. An image larger
+    than PIL's decompression-bomb limit is refused with its pixel count.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    relative = path.relative_to(root)
+    try:
+        with Image.open(path) as image:
+            if image.mode == "I":
+                raise DatasetError(
+                    f"{label}: path: cannot decode {relative}: mode I (32-bit integer pixels) "
+                    "has no known full scale; save it as 8- or 16-bit or as float in [0, 1]"
+                )
+            if image.mode in _DEEP_MODES:
+                full = _DEEP_MODES[image.mode]
+                image = image.convert("F")
+                if size is not None:
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.float32) / np.float32(full)
+                low, high = (float(array.min()), float(array.max())) if array.size else (0, 0)
+                if not (np.isfinite(array).all() and low >= 0 and high <= 1):
+                    raise DatasetError(
+                        f"{label}: path: cannot decode {relative}: mode F (32-bit float) with "
+                        f"values {low:g} .. {high:g}; float images must lie in [0, 1]"
+                    )
+                return array if grayscale else np.repeat(array[:, :, None], 3, axis=2)
+            image = image.convert("L" if grayscale else "RGB")
+            if size is not None:
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,} pixels" if found else str(exc)
+        raise DatasetError(
+            f"{label}: path: cannot decode {relative}: image too large ({pixels}), over "
+            f"PIL's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,}"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"{label}: path: cannot decode {relative}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ DEFAULT_RESULTS = Path("results") / "runs"
 
 
 class Stopped(KeyboardInterrupt):
-    """A stop signal (SIGINT or SIGTERM) arrived; ``signum`` says which."""
+    """A stop signal (SIGINT, SIGTERM or SIGHUP: ``STOP_SIGNALS``) arrived; ``signum`` says
+    which."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -34,7 +35,7 @@ def exit_status(signum: int) -> int:
 
 @contextlib.contextmanager
 def stop_handlers() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise :class:`Stopped` in the main thread, once.
+    """Within the block, SIGINT, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread, once.
 
     Set explicitly, not inherited: a process started in the background by a non-interactive
     shell (``cmd &`` in a script, a CI runner) inherits SIGINT as *ignored*, and Python then
@@ -221,17 +222,27 @@ def _import_config_plugins(path: str) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from bench.analysis.report import write_report
 
-    path = write_report(args.run_dir)
+    try:
+        with stop_handlers():  # a stop signal unwinds: a half-written plot's temporary goes
+            path = write_report(args.run_dir)
+    except Stopped as stop:
+        print(
+            f"\ninterrupted ({signal.Signals(stop.signum).name}): the report was not finished; "
+            f"run `poisonbench report {args.run_dir}` again",
+            file=sys.stderr,
+        )
+        return exit_status(stop.signum)
     print(f"report: {path}")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from bench.analysis.compare import compare, parse_floors, write_baseline
+    from bench.analysis.baseline import write_baseline
+    from bench.analysis.compare import compare, parse_floors
 
     metrics = [m.strip() for m in ",".join(args.metrics).split(",") if m.strip()] or None
     if args.write_baseline and not Path(args.base).exists():
-        for path in write_baseline(args.new, args.base):  # the first baseline: nothing to diff
+        for path in write_baseline(args.new, args.base, force=True):  # the first: no diff
             print(f"baseline: wrote {path}")
         return 0
     result = compare(args.base, args.new, metrics, args.k, parse_floors(args.abs_floor))
@@ -243,8 +254,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         import json
 
         _write_output(args.json, json.dumps(result.to_json(), indent=2, allow_nan=False))
-    if args.write_baseline:
-        for path in write_baseline(args.new, args.base):
+    if args.write_baseline:  # a deliberate refresh of an existing baseline
+        for path in write_baseline(args.new, args.base, force=True):
             print(f"baseline: wrote {path}")
         return 0
     return result.exit_code
@@ -261,9 +272,9 @@ def _write_output(path: str, text: str) -> None:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from bench.analysis.compare import write_baseline
+    from bench.analysis.baseline import write_baseline
 
-    for path in write_baseline(args.run_dir, args.dest):
+    for path in write_baseline(args.run_dir, args.dest, force=args.force):
         print(f"baseline: wrote {path}")
     return 0
 
@@ -376,7 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     base = sub.add_parser("baseline", help="copy a run's results table into a baseline folder")
     base.add_argument("run_dir")
-    base.add_argument("dest", help="e.g. results/baseline/ci")
+    base.add_argument("dest", help="e.g. results/baseline/ci (never a run directory)")
+    base.add_argument(
+        "--force", action="store_true", help="replace the baseline that DEST already holds"
+    )
     base.set_defaults(func=_cmd_baseline)
 
     sch = sub.add_parser(
@@ -392,19 +406,44 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("run_dir", nargs="?", help="run directory to open in the results explorer")
     app.add_argument("--port", type=int, default=8501, help="TCP port (default 8501)")
     app.set_defaults(func=_cmd_app)
+    #: the subcommands' parsers, so that an error in one prints that one's usage
+    parser.commands = dict(sub.choices)  # type: ignore[attr-defined]
     return parser
 
 
+def _open_closed_std_streams() -> None:
+    """Point a closed stdout or stderr (``>&-``, ``2>&-``) at /dev/null.
+
+    Output is optional, the run is not: with stderr closed Python sets ``sys.stderr`` to None
+    and the progress bar crashed before any cell; and the next file opened would take the
+    free descriptor 1 or 2, so whatever a library writes to it would land in that file.
+    """
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "w", closefd=False, errors="backslashreplace"))  # noqa: SIM115
+
+
 def main(argv: list[str] | None = None) -> int:
+    _open_closed_std_streams()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    command = parser.commands[args.command]  # type: ignore[attr-defined]
+    if extra:  # in the subcommand's own usage, not the top level's
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "jobs", 1) < 1:
-        parser.error("--jobs must be >= 1")
+        command.error("--jobs must be >= 1")
     if getattr(args, "workers", None) is not None and args.workers < 1:
-        parser.error("--workers must be >= 1")
+        command.error("--workers must be >= 1")
     if getattr(args, "mlflow_log_models", False) and args.mlflow is None:
-        parser.error("--mlflow-log-models needs --mlflow")
+        command.error("--mlflow-log-models needs --mlflow")
     try:
         return args.func(args)
     except PoisonBenchError as exc:

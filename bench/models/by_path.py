@@ -326,11 +326,15 @@ class SklearnImport(ModelSpec):
             )
         try:
             instance = cls(**self._kwargs(cls, 0))
-            if hasattr(instance, "_validate_params"):  # scikit-learn checks values only in fit
-                instance._validate_params()
+            instance.get_params()
             clone(instance)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise ParamError("params", f"{cls.__name__}: {exc}") from None
+            # scikit-learn's own estimators declare their parameters' valid values and check
+            # them only in fit; check them now so a bad value is a config error. An estimator
+            # written to the template declares none: its values are checked by its own fit.
+            if getattr(instance, "_parameter_constraints", None) is not None:
+                instance._validate_params()
+        except Exception as exc:  # the estimator's own code: one line saying whose it is
+            raise ParamError("params", f"{cls.__name__}: {type(exc).__name__}: {exc}") from None
         kind = getattr(instance, "_estimator_type", None)
         if not (is_classifier(instance) or kind == "classifier"):
             raise ParamError(
@@ -468,6 +472,14 @@ class TorchImport(TorchModel):
                 net = self.make_network(info)
             except PoisonBenchError as exc:
                 raise ParamError(f"{prefix}network", str(exc)) from None
+            except Exception as exc:  # the factory's own code (or not a factory: os:system)
+                reason = str(exc).splitlines()[0] if str(exc) else ""
+                raise ParamError(
+                    f"{prefix}network",
+                    f"{self.network}(info, **params) raised {type(exc).__name__}"
+                    f"{f': {reason}' if reason else ''} (a factory takes the DatasetInfo and "
+                    "returns an nn.Module)",
+                ) from None
             net.train(False)  # a trial batch of zeros: batch-norm statistics stay out of it
             try:
                 with torch.no_grad():

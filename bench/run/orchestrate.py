@@ -8,9 +8,8 @@ import dataclasses
 import platform
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 from bench.analysis.precision import plan_round, precision_table
 from bench.core.atomic import check_writable
 from bench.core.schema import SCHEMA_VERSION
+from bench.core.signals import held_signals
 from bench.core.store import (
     RunLock,
     Store,
@@ -31,10 +31,10 @@ from bench.core.store import (
     write_run_meta,
     write_table,
 )
-from bench.core.types import STOP_SIGNALS
 from bench.run.config import Config
 from bench.run.grid import Cell, expand, make_tasks
 from bench.run.plugins import check_workers_see, plugin_origins
+from bench.run.workers import cap_workers, cpu_count
 
 PACKAGES = ("poisonbench", "numpy", "scikit-learn", "pyod", "pandas", "torch", "torchvision")
 
@@ -161,8 +161,10 @@ def run_config(
     elif kwargs:
         raise TypeError("run_config: give options or keyword arguments, not both")
     started = time.perf_counter()
-    out = Path(out_dir)
+    from bench.run.destination import check_run_destination
     from bench.run.executors import check_executor
+
+    out = check_run_destination(out_dir)  # before anything is made or computed
 
     check_executor(options.executor, options.scheduler)  # before the run directory is made
     with RunLock(out):  # first: a second run on this directory fails before loading any data
@@ -254,8 +256,8 @@ def _merged(before: RunSummary, after: RunSummary) -> RunSummary:
 def _early_pool(config: Config, options: RunOptions) -> Any:
     """Local workers started before the grid is expanded, so that their start-up (imports,
     dataset loads) overlaps the expansion; None for one process or another executor."""
-    if options.executor != "local" or options.jobs <= 1:
-        return None
+    if options.executor != "local" or options.jobs <= 1 or options.jobs > cpu_count():
+        return None  # beyond the cores: started once the task count caps them (cap_workers)
     from bench.run.executors import start_pool
 
     datasets = [(ds.name, ds.params) for ds in config.datasets]
@@ -321,6 +323,8 @@ def _run_locked(
     tasks = make_tasks(
         todo, MAX_TASK_CELLS if options.share_stages else 1, getattr(config, "plugins", ())
     )
+    options = cap_workers(options, len(tasks), options.on_warning)  # no idle workers
+    summary.workers = options.n_workers
     records_in = execute(
         tasks,
         config.data_dir,
@@ -336,7 +340,7 @@ def _run_locked(
             for record in records:
                 computed = len(record["rows"])
                 seconds = float(record.get("seconds") or 0.0)  # this run's, not the merged total
-                with _held_signals():  # a record on disk is a record counted in the summary
+                with held_signals():  # a record on disk is a record counted in the summary
                     record = store.merge(record) if not options.fresh else _write(store, record)
                     summary.n_run += 1
                     summary.fits_run += computed
@@ -367,40 +371,6 @@ def _run_locked(
     write_table(table, out)
     write_run_meta(out, run_meta(config, grid, summary))
     return summary
-
-
-@contextlib.contextmanager
-def _held_signals() -> Iterator[None]:
-    """Within the block, a stop signal (SIGINT, SIGTERM) is noted, and takes effect when the
-    block ends: the block finishes first.
-
-    Whatever the disposition the process inherited: a Python handler (the CLI's, or Python's
-    KeyboardInterrupt) is called afterwards; the default action (``SIG_DFL``, e.g. SIGTERM
-    through the Python API) is re-raised afterwards with the default restored, so the process
-    still ends as the sender meant; an ignored signal stays ignored. Only holding callable
-    handlers made the block hold nothing in a process started with SIGINT ignored (``cmd &``
-    in a script), or after an earlier caller left SIG_DFL behind. Only in the main thread (the
-    only one that may set handlers); elsewhere it holds nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {
-        sig: handler for sig in STOP_SIGNALS if (handler := signal.getsignal(sig)) != signal.SIG_IGN
-    }
-    for sig in previous:
-        signal.signal(sig, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-    if held:
-        handler = previous[held[0]]
-        if callable(handler):
-            handler(held[0], None)
-        else:  # SIG_DFL (or a handler not set from Python): the default action, now
-            signal.raise_signal(held[0])
 
 
 def _write(store: Store, record: dict[str, Any]) -> dict[str, Any]:

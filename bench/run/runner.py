@@ -47,6 +47,7 @@ from bench.models import MODELS, check_loss_support, check_privacy_support, fit_
 from bench.models.by_path import check_weight_support
 from bench.models.ensemble import EnsembleClassifier
 from bench.run.grid import Cell, stage_rng, stage_seed
+from bench.run.proba import checked_proba
 from bench.run.tuning import TUNE_COLUMNS, tune_step, tuned_label
 from defenses import DEFENSES
 
@@ -604,7 +605,9 @@ def _run(
         model = fit_model(cell, p, fit_set)
         t_fit = time.perf_counter() - t0
         t0 = time.perf_counter()
-        proba = model.predict_proba(p.X_test)
+        proba = checked_proba(
+            model.predict_proba(p.X_test), len(p.y_test), info.n_classes, p.model_spec.label()
+        )
         t_predict = time.perf_counter() - t0
         metrics = classification_metrics(p.y_test, proba, info.n_classes, attack.target_pair())
         row.update(metrics)
@@ -703,7 +706,8 @@ def _clean_reference(cell: Cell, metric: str, p: PreparedCell, cache: StageCache
     def fit_clean() -> np.ndarray:
         model = p.model_spec.build(p.info, model_seed(clean.spec))
         model.fit(p.X_train, p.y_train, None)
-        return model.predict_proba(p.X_test)
+        proba = model.predict_proba(p.X_test)
+        return checked_proba(proba, len(p.y_test), p.info.n_classes, p.model_spec.label())
 
     proba, _ = cache.get(["clean-reference", clean.spec], fit_clean)
     metrics = classification_metrics(p.y_test, proba, p.info.n_classes, p.attack.target_pair())

@@ -9,6 +9,7 @@ show as pure functions (no Streamlit import), ``charts.py`` builds their Altair 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import os
 import signal
@@ -67,9 +68,10 @@ def launch(run_dir: str | Path | None = None, port: int = 8501) -> int:
     exit status, 0 after Ctrl-C, or 128 + N after signal N (SIGTERM: 143, SIGHUP: 129), which
     stop the Streamlit server too. ``run_dir`` (optional) opens the results explorer on that
     run."""
-    require_streamlit()
     if not 1 <= int(port) <= 65535:
         raise PoisonBenchError(f"--port: {port} is not a TCP port (1..65535)")
+    check_port_free(int(port))
+    require_streamlit()
     if run_dir is not None and not Path(run_dir).is_dir():
         raise PoisonBenchError(f"run directory {run_dir} does not exist")
     print(f"poisonbench app: http://{ADDRESS}:{port}  (Ctrl-C stops it)", file=sys.stderr)
@@ -88,6 +90,27 @@ def launch(run_dir: str | Path | None = None, port: int = 8501) -> int:
         finally:
             if child is not None:
                 _stop_child(child)
+
+
+def check_port_free(port: int) -> None:
+    """Raise PoisonBenchError ``port P is in use`` when something listens on ADDRESS:port.
+
+    Checked before Streamlit starts: it would otherwise log its own error line and exit 1,
+    which reads like a crash of the app. (The port can still be taken in the moment between
+    this check and Streamlit's bind; Streamlit then says so itself.)
+    """
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as Streamlit's server binds: a connection in TIME_WAIT does not make the port busy
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((ADDRESS, port))
+        except OSError as exc:
+            reason = "in use" if exc.errno == errno.EADDRINUSE else f"unusable ({exc.strerror})"
+            raise PoisonBenchError(
+                f"port {port} is {reason} on {ADDRESS}; choose another with --port"
+            ) from None
 
 
 class _Stopped(KeyboardInterrupt):
