@@ -7,7 +7,6 @@ the command line and the other way round, and both write the same table.
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 import os
 import warnings
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
     from bench.run.config import Config
 
 #: where a run goes when ``out`` is not given, relative to the current directory (as the CLI)
-DEFAULT_RESULTS = Path("results") / "runs"
 
 
 class RunWarning(UserWarning):
@@ -341,49 +339,30 @@ def run(
         For each problem found in the stored records and each distinct reason cells failed.
     """
     from bench.core.types import ParamError
-    from bench.run.orchestrate import run_config
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ParamError("jobs", f"expected an integer >= 1, got {jobs!r}")
     if workers is not None and (isinstance(workers, bool) or workers < 1):
         raise ParamError("workers", f"expected an integer >= 1, got {workers!r}")
-    from bench.run.config import with_precision
+    from bench.run.session import prepare, run_session
 
-    parsed = with_precision(as_config(config), precision, max_seeds)
-    if data_dir is not None:
-        parsed = dataclasses.replace(parsed, data_dir=os.fspath(data_dir))
-    # "" means the default, as ``--out ''`` does (it once meant the current directory)
-    out_dir = Path(out) if out is not None and os.fspath(out) else DEFAULT_RESULTS / parsed.name
-    seen: set[str] = set()
-
-    def warn(problem: str) -> None:
-        if problem not in seen:
-            seen.add(problem)
-            warnings.warn(problem, RunWarning, stacklevel=3)
-
-    summary = run_config(
+    parsed = prepare(as_config(config), data_dir, precision, max_seeds)
+    session = run_session(
         parsed,
-        out_dir,
+        out,
+        report=report,
+        on_warning=lambda problem: warnings.warn(problem, RunWarning, stacklevel=4),
+        failure_text=lambda reason, count: (
+            f"{count} cell(s) failed: {reason} (their rows are in Run.failures)"
+        ),
         jobs=jobs,
         fresh=fresh,
         progress=progress,
         executor=executor,
         scheduler=scheduler,
         workers=workers,
-        on_warning=warn,
     )
-    for problem in summary.problems:
-        warn(problem)
-    reasons: dict[str, int] = {}
-    for failure in summary.failures:
-        reason = failure.split(": ", 1)[-1]
-        reasons[reason] = reasons.get(reason, 0) + 1
-    for reason, count in reasons.items():
-        warn(f"{count} cell(s) failed: {reason} (their rows are in Run.failures)")
-    result = Run(out_dir)
-    if report:
-        result.report()
-    return result
+    return Run(session.out)
 
 
 def _recovery_arguments(metric: Any, tolerance: Any, n_boot: Any) -> tuple[str, float, int]:

@@ -95,14 +95,14 @@ def test_trusted_filter_auto_recovers_half_the_gap_at_half_flipped(digits_flips)
 
 
 def test_the_findings_name_the_setting_of_the_best_defense(digits_flips):
-    from bench.analysis.report import best_defense_sentence
+    from bench.analysis.findings import best_gain, gain_cell
 
     attack_id = digits_flips.loc[digits_flips["rate"] == 0.5, "attack_id"].iloc[0]
-    sentence = best_defense_sentence(digits_flips, attack_id, 0.5, "accuracy", 0.005)
+    cell = gain_cell(best_gain(digits_flips, attack_id, 0.5, "accuracy", 0.005))
     tf = digits_flips[(digits_flips["rate"] == 0.5) & (digits_flips["defense"] != "none")]
     share = 100 * tf["contamination_used"].mean()
-    assert sentence.startswith("trusted_filter(b=0.1, auto) [setting: auto: conformal")
-    assert f"removed {share:.1f} %" in sentence
+    assert cell.startswith("trusted_filter(b=0.1, auto) [setting: auto: conformal")
+    assert f"removed {share:.1f} %" in cell
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,8 +16,6 @@ from pathlib import Path
 
 from bench.core.types import STOP_SIGNALS, PoisonBenchError, init_fields
 
-DEFAULT_RESULTS = Path("results") / "runs"
-
 
 class Stopped(KeyboardInterrupt):
     """A stop signal (SIGINT, SIGTERM or SIGHUP: ``STOP_SIGNALS``) arrived; ``signum`` says
@@ -73,33 +71,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from bench.analysis.report import write_report
-    from bench.run.config import load_config, with_precision
-    from bench.run.orchestrate import RunInterrupted, run_config
+    from bench.run.config import load_config
+    from bench.run.orchestrate import RunInterrupted
+    from bench.run.session import prepare, run_directory, run_session
 
-    config = with_precision(load_config(args.config), args.precision, args.max_seeds)
-    if args.data_dir:
-        config = dataclasses.replace(config, data_dir=args.data_dir)
-    out = Path(args.out) if args.out else DEFAULT_RESULTS / config.name
-    warned: set[str] = set()
-
-    def warn(problem: str) -> None:
-        if problem not in warned:
-            warned.add(problem)
-            print(f"warning: {problem}", file=sys.stderr)
-
+    config = prepare(load_config(args.config), args.data_dir, args.precision, args.max_seeds)
+    out = run_directory(args.out, config)
     tracker = _mlflow_tracker(args, config, out)  # None without --mlflow
     try:
-        summary = run_config(
+        session = run_session(
             config,
             out,
+            report=not args.no_report,
+            on_warning=lambda problem: print(f"warning: {problem}", file=sys.stderr),
             jobs=args.jobs,
             fresh=args.fresh,
             progress=not args.quiet,
             executor=args.executor,
             scheduler=args.scheduler,
             workers=args.workers,
-            on_warning=warn,
             on_record=tracker.submit if tracker else None,
         )
     except BaseException as exc:
@@ -117,9 +107,7 @@ def _run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return exit_status(stop.signum)
-    for problem in summary.problems:
-        warn(problem)
-    report = None if args.no_report else write_report(out)
+    summary, report = session.summary, session.report
     if tracker is not None:
         tracker.finish()  # logs cached cells, the report and the table on the parent run
         print(f"mlflow: {tracker.tracking_uri} (experiment {tracker.experiment_name!r})")
