@@ -4,7 +4,8 @@ A defense step maps the training set to a new one before fitting (``apply``). Fi
 rows and report outlier scores; ``label_smoothing`` softens targets; ``extra_clean`` appends
 trusted rows from the clean pool. ``trusted_filter``, ``glc``, ``roni`` and ``provenance`` learn
 from a budget of trusted pool rows (counted in ``StepResult.pool_used``); ``gce``, ``sce``,
-``glc`` and ``dp_sgd`` change how a torch model trains. A cell's defense is a list of such steps.
+``glc`` and ``dp_sgd`` change how a torch model trains; ``spectral_signature`` and
+``activation_clustering`` filter in a model's representation space. A cell's defense is a list of such steps.
 """
 
 from defenses import (  # noqa: F401  (registers the plug-ins)
@@ -17,6 +18,7 @@ from defenses import (  # noqa: F401  (registers the plug-ins)
     outlier,
     provenance,
     range_filter,
+    representation,
     robust_loss,
     roni,
     trusted_filter,
