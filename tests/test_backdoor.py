@@ -285,3 +285,80 @@ def test_backdoor_asr_recovers_against_the_clean_model_triggered():
     assert bd["n_seeds"] == 3
     # back within 0.05 of the reference where the curve 0.5 → 0.1 crosses 0.15: f = 1.875
     assert bd["f_needed"] == pytest.approx(1.0 + (0.5 - 0.15) / 0.4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Representation-space filters on a designed representation
+# ---------------------------------------------------------------------------------------------
+
+
+def designed_representation(seed: int = 0):
+    """Class 0: 200 clean rows N(0, I) in 20 dimensions and 20 poisoned rows around 6·e1;
+    class 1: 200 clean rows N(0, I). The "representation" is the rows themselves."""
+    from bench.core.types import TrainingSet
+
+    rng = np.random.default_rng(seed)
+    clean0, clean1 = rng.normal(size=(200, 20)), rng.normal(size=(200, 20))
+    poison = rng.normal(size=(20, 20)) * 0.5
+    poison[:, 0] += 6.0
+    X = np.concatenate([clean0, poison, clean1]).astype(np.float32)
+    y = np.repeat(np.array([0, 0, 1], dtype=np.int64), [200, 20, 200])
+    mask = np.zeros(len(y), dtype=bool)
+    mask[200:220] = True
+    return TrainingSet(X=X, y=y, mask=mask, n_classes=2)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "removed_per_class"),
+    [
+        # auto ε: the poisoned mode's weight in class 0 (×1.5), nothing of the Gaussian class 1
+        ("spectral_signature", {}, (30, 0)),
+        # the paper's fixed ε: 1.5 × ε of every class, by squared projection
+        ("spectral_signature", {"epsilon": 0.1}, (33, 30)),
+        # PCA keeps the poison's direction; 2-means isolates it (relative size 20/220)
+        ("activation_clustering", {"reduce": "pca"}, (20, 0)),
+    ],
+)
+def test_representation_filters_find_a_separate_population(name, params, removed_per_class):
+    from bench.core.types import DefenseContext
+    from defenses import DEFENSES
+
+    train = designed_representation()
+    ctx = DefenseContext(
+        info=TAB, n_train=len(train), pool_X=train.X[:0], pool_y=train.y[:0],
+        features=lambda X: np.asarray(X, dtype=np.float64),
+    )  # fmt: skip
+    defense = DEFENSES.get(name).from_params(params)
+    removed = defense.apply(train, ctx, np.random.default_rng(0)).removed
+    assert removed[train.mask].all()  # every poisoned row is found
+    got = (int(removed[train.y == 0].sum()), int(removed[train.y == 1].sum()))
+    # within 3 rows of the expected counts (the mixture's weight is an estimate)
+    assert all(abs(g - e) <= 3 for g, e in zip(got, removed_per_class, strict=True)), got
+
+
+def test_activation_clustering_with_ica_misses_a_one_axis_population():
+    """ICA whitens every component to unit variance, so the poison's one high-variance
+    direction no longer dominates the 2-means split (measured; PCA finds it, above)."""
+    from bench.core.types import DefenseContext
+    from defenses import DEFENSES
+
+    train = designed_representation()
+    ctx = DefenseContext(
+        info=TAB, n_train=len(train), pool_X=train.X[:0], pool_y=train.y[:0],
+        features=lambda X: np.asarray(X, dtype=np.float64),
+    )  # fmt: skip
+    defense = DEFENSES.get("activation_clustering").from_params({"reduce": "ica"})
+    removed = defense.apply(train, ctx, np.random.default_rng(0)).removed
+    assert removed[train.mask].mean() < 0.5
+
+
+def test_representation_filters_need_the_runner_representation():
+    from bench.core.types import DefenseContext
+    from defenses import DEFENSES
+
+    train = designed_representation()
+    ctx = DefenseContext(info=TAB, n_train=len(train), pool_X=train.X[:0], pool_y=train.y[:0])
+    with pytest.raises(PoisonBenchError, match="first-pass"):
+        DEFENSES.get("spectral_signature").from_params({}).apply(
+            train, ctx, np.random.default_rng(0)
+        )
