@@ -38,6 +38,8 @@ def rows() -> dict[tuple[str, str], dict]:
         assert record["status"] == "ok", record["error"]
         row = record["rows"][0]
         out[(cell.spec["attack"]["name"], cell.spec["defense"][0]["name"])] = row
+        keys = ("accuracy", "backdoor_asr", "backdoor_asr_clean", "det_recall", "n_removed")
+        print(row["attack"], row["defense"], {k: row.get(k) for k in keys})  # shown with -s
     return out
 
 
