@@ -992,10 +992,20 @@ def best_defense_sentence(
 
 
 def summary_lines(
-    df: pd.DataFrame, rec: pd.DataFrame, dataset: str, model: str, metric: str, tolerance: float
+    df: pd.DataFrame,
+    rec: pd.DataFrame,
+    dataset: str,
+    model: str,
+    metric: str,
+    tolerance: float,
+    rec_metric: str | None = None,
 ) -> list[str]:
-    """Plain-language bullet points for one dataset/model (ids), generated from the numbers."""
+    """Plain-language bullet points for one dataset/model (ids), generated from the numbers.
+
+    ``rec_metric``: the metric ``rec`` was estimated on, when it is not ``metric`` (e.g.
+    ``backdoor_asr``, lower is better); the sentences read from ``rec`` name it."""
     lines: list[str] = []
+    shown = rec_metric or metric
     ok0 = _subset(_f0(df), dataset, model)
     r = _subset(rec, dataset, model)
     if ok0.empty:
@@ -1004,10 +1014,10 @@ def summary_lines(
     model_label = ok0["model_label"].iloc[0]
     clean = r[(r["attack_id"] == NO_ATTACK_ID) & (r["defense_id"] == NO_DEFENSE_ID)]
     n_train = int(ok0["n_train"].mean()) if "n_train" in ok0 else 0
-    if not clean.empty:
+    if not clean.empty and np.isfinite(float(clean.iloc[0]["reference"])):
         c = clean.iloc[0]
         lines.append(
-            f"The clean {model_label} on {dataset_label} reaches {metric} {c['reference']:.3f} "
+            f"The clean {model_label} on {dataset_label} reaches {shown} {c['reference']:.3f} "
             f"(mean of {c['n_seeds']} seeds, {n_train} training rows)."
         )
     attacks = ok0[ok0["attack_id"] != NO_ATTACK_ID][["attack_id", "attack_label"]]
@@ -1021,12 +1031,15 @@ def summary_lines(
             (r["attack_id"] == attack_id) & (r["rate"] == top) & (r["defense_id"] == NO_DEFENSE_ID)
         ]
         parts = []
-        if not und.empty:
+        if not und.empty and np.isfinite(float(und.iloc[0]["value_at_0"])):  # NaN: no such metric
             u = und.iloc[0]
             drop = (u["reference"] - u["value_at_0"]) * 100
-            change = f"{drop:.1f} points lost" if drop >= 0 else f"{-drop:.1f} points gained"
+            if higher_is_better(shown):
+                change = f"{drop:.1f} points lost" if drop >= 0 else f"{-drop:.1f} points gained"
+            else:  # lower is better (backdoor_asr): a rise is the damage
+                change = f"{-drop:.1f} points worse" if drop <= 0 else f"{drop:.1f} points better"
             parts.append(
-                f"**{attack_label}** at {fmt_rate(top)} takes {metric} from {u['reference']:.3f} "
+                f"**{attack_label}** at {fmt_rate(top)} takes {shown} from {u['reference']:.3f} "
                 f"to {u['value_at_0']:.3f} ({change}) without a defense"
             )
         flips = ok0[(ok0["attack_id"] == attack_id) & (ok0["defense_id"] == NO_DEFENSE_ID)]
@@ -1279,7 +1292,7 @@ def build_report(
 
     summary = Section("Summary")
     for dataset, model, _ in pairs:
-        summary.bullets += summary_lines(df, rec, dataset, model, acc_metric, tolerance)
+        summary.bullets += summary_lines(df, rec, dataset, model, acc_metric, tolerance, metric)
     rules = []
     for dataset, model, heading in pairs:
         rule = rule_of_thumb_table(_subset(rec, dataset, model))
