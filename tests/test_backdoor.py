@@ -362,3 +362,36 @@ def test_representation_filters_need_the_runner_representation():
         DEFENSES.get("spectral_signature").from_params({}).apply(
             train, ctx, np.random.default_rng(0)
         )
+
+
+@pytest.fixture(scope="module")
+def torch():
+    """torch, with one tiny fit done before the per-test state guard looks: the process's
+    first torch fit sets TORCHINDUCTOR_CACHE_DIR in the environment, for good."""
+    from conftest import require
+
+    from bench.run.testing import tiny_dataset
+
+    module = require("torch")
+    info, X, y = tiny_dataset("tabular")
+    MODELS.get("torch-mlp").from_params({"epochs": 1}).build(info, 0).fit(X, y)
+    return module
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(("name", "params", "width"), [
+    ("cnn", {"epochs": 1}, 84),
+    ("torch-mlp", {"epochs": 2, "hidden": [16, 8]}, 8),
+])  # fmt: skip
+def test_torch_features_are_the_input_of_the_last_linear_layer(torch, name, params, width):
+    from bench.run.testing import tiny_dataset
+
+    info, X, y = tiny_dataset("image")
+    model = MODELS.get(name).from_params(params).bind(info).build(info, 0)
+    model.fit(X, y)
+    rep = model.features(X)
+    assert rep.shape == (len(X), width) and (rep >= 0).all()  # after the last hidden ReLU
+    head = [m for m in model.net_.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        logits = head(torch.from_numpy(rep.astype(np.float32))).numpy()
+    np.testing.assert_array_equal(logits.argmax(axis=1), model.predict_proba(X).argmax(axis=1))
