@@ -74,6 +74,15 @@ class Attack(Plugin):
         """(source, target) class indices for targeted attacks, else None."""
         return None
 
+    def backdoor_target(self) -> int | None:
+        """The target class of a backdoor attack, else None.
+
+        A backdoor also declares its test-time trigger: ``apply_trigger(X, reference)`` (the
+        rows with the trigger stamped, ``reference`` the clean train set) and
+        ``trigger_rows(y_test)`` (the test rows it is measured on); see ``attacks/backdoor.py``.
+        """
+        return None
+
     def label(self) -> str:
         """A short readable name for tables, e.g. ``label_flip(random)``."""
         mode = getattr(self, "mode", None)

@@ -5,7 +5,8 @@ rows and report outlier scores; ``label_smoothing`` softens targets; ``extra_cle
 trusted rows from the clean pool. ``trusted_filter``, ``glc``, ``roni`` and ``provenance`` learn
 from a budget of trusted pool rows (counted in ``StepResult.pool_used``); ``gce``, ``sce``,
 ``glc`` and ``dp_sgd`` change how a torch model trains; ``dpa`` and ``bagging`` make the model
-a certified ensemble. A cell's defense is a list of such steps.
+a certified ensemble; ``spectral_signature`` and ``activation_clustering`` filter in a model's
+representation space. A cell's defense is a list of such steps.
 """
 
 from defenses import (  # noqa: F401  (registers the plug-ins)
@@ -19,6 +20,7 @@ from defenses import (  # noqa: F401  (registers the plug-ins)
     outlier,
     provenance,
     range_filter,
+    representation,
     robust_loss,
     roni,
     trusted_filter,

@@ -185,6 +185,10 @@ def bound_attacks(k: int) -> list:
     """One bound instance per registered attack and mode (targeted 0 → 1)."""
     out = []
     for name, cls in ATTACKS.items():
+        if name == "backdoor":  # its default trigger (a patch) needs images; these are tables
+            for params in ({"trigger": "blend"}, {"trigger": "features", "features": [0]}):
+                out.append(cls.from_params(params).bind(info_for(k)))
+            continue
         instance = cls.from_params({})
         out.append(instance.bind(info_for(k)))
         if name == "label_flip":

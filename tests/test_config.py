@@ -79,9 +79,9 @@ CASES = {
         ("logreg",),
     ),
     "unknown attack": (
-        {"attacks": ["backdoor"]},
-        "attacks[0]: unknown attack 'backdoor' (valid: ",
-        ("feature_noise", "label_flip"),
+        {"attacks": ["gradient_matching"]},
+        "attacks[0]: unknown attack 'gradient_matching' (valid: ",
+        ("backdoor", "feature_noise", "label_flip"),
     ),
     "unknown defense in a pipeline": (
         {"defenses": ["none", ["iforest", "magic"]]},

@@ -11,6 +11,8 @@ Each configuration (``schema.GROUP_KEYS``) is judged over its seeds, metric by m
 
 * ``accuracy``, ``macro_f1`` (at ``extra_fraction = 0``): a drop is a regression;
 * ``attack_success_rate`` (targeted flips, ``f = 0``): a rise is a regression;
+* ``backdoor_asr`` (backdoors: the triggered test rows predicted as the target, ``f = 0``): a
+  rise is a regression;
 * ``det_recall`` (filters, ``f = 0``): a drop is a regression;
 * ``f_needed`` (extra clean data needed, from :func:`bench.analysis.recovery.estimate_recovery`): a rise
   is a regression, including a curve that no longer recovers within the grid (``inf``).
@@ -59,13 +61,16 @@ from bench.core.schema import (
 from bench.core.types import PoisonBenchError
 
 #: the metrics the gate can judge, each with its direction (schema.DIRECTIONS)
-JUDGED = ("accuracy", "macro_f1", "attack_success_rate", "det_recall", "f_needed")
+JUDGED = (
+    "accuracy", "macro_f1", "attack_success_rate", "backdoor_asr", "det_recall", "f_needed"
+)  # fmt: skip
 DEFAULT_METRICS = JUDGED
 #: absolute floors: 2 points for the [0, 1] metrics, 0.25 × n_train for extra clean data
 DEFAULT_FLOORS = {
     "accuracy": 0.02,
     "macro_f1": 0.02,
     "attack_success_rate": 0.02,
+    "backdoor_asr": 0.02,
     "det_recall": 0.02,
     "f_needed": 0.25,
 }

@@ -197,12 +197,13 @@ def findings_table(
     ``precision``; ``inf``: any bounded interval answers).
     """
     gain_metric = metric if metric in ("accuracy", "macro_f1") else "accuracy"
+    sign = 1.0 if higher_is_better(metric) else -1.0  # the damage, in the metric's direction
     undefended = rec[(rec["defense_id"] == NO_DEFENSE_ID) & (rec["attack_id"] != NO_ATTACK_ID)]
     status = precision_table(df, target, 10**9, metric, tolerance, estimates=undefended)
     by_key = {(s["attack_id"], s["rate"]): s for _, s in status.iterrows()}
     rows = []
     for _, u in undefended.sort_values(["attack_label", "rate"]).iterrows():
-        lost = (u["reference"] - u["value_at_0"]) * 100
+        lost = sign * (u["reference"] - u["value_at_0"]) * 100
         here = rec[(rec["attack_id"] == u["attack_id"]) & (rec["rate"] == u["rate"])]
         saver = best_defense(here)
         gain = best_gain(df, u["attack_id"], float(u["rate"]), gain_metric, tolerance)
@@ -220,7 +221,11 @@ def findings_table(
                 "answer": answer(u, by_key.get((u["attack_id"], u["rate"]))),
             }
         )
-    return pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS))
+    if metric != "accuracy":  # say which metric the damage and the headline are in
+        word = "lost" if higher_is_better(metric) else "worse"
+        table = table.rename(columns={"accuracy lost": f"{metric} {word}"})
+    return table
 
 
 def answered_share(rec: pd.DataFrame, target: float = math.inf) -> tuple[int, int]:

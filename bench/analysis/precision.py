@@ -35,7 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy.special import stdtrit
 
-from bench.analysis.recovery import clean_reference, estimate_recovery, seed_curves
+from bench.analysis.recovery import (
+    clean_reference,
+    estimate_recovery,
+    row_references,
+    seed_curves,
+)
 from bench.analysis.stats import (
     RecoveryModel,
     _inversion_bounds,
@@ -49,6 +54,7 @@ from bench.core.schema import (
     GROUP_KEYS,
     NO_ATTACK_ID,
     NO_DEFENSE_ID,
+    ROW_REFERENCES,
     higher_is_better,
 )
 
@@ -210,7 +216,11 @@ def precision_table(
             )
             continue
         _, seeds, values, _ = seed_curves(groups[key], metric)
-        by_seed = ref_by.get((key[0], key[1]), {})
+        row_ref = ROW_REFERENCES.get(metric)  # as estimate_recovery pairs them
+        if row_ref is not None and key[2] != NO_ATTACK_ID:
+            by_seed = row_references(groups[key], row_ref)
+        else:
+            by_seed = ref_by.get((key[0], key[1]), {})
         paired = [i for i, s in enumerate(seeds) if s in by_seed]
         references = np.array([by_seed[seeds[i]] for i in paired], dtype=float)
         margins = recovery_margins(values[paired], references, tolerance, higher)

@@ -4,7 +4,9 @@ the clean model's quality, estimated from the long results table.
 Definitions (all pure functions of the table; nothing here trains a model):
 
 - **Reference**: the clean model of the same dataset and model (attack ``none``, rate 0, defense
-  ``none``, extra fraction ``f = 0``): the metric's mean over seeds.
+  ``none``, extra fraction ``f = 0``): the metric's mean over seeds. For ``backdoor_asr`` it is
+  the clean model *triggered*: each attacked row records it (``backdoor_asr_clean``,
+  ``schema.ROW_REFERENCES``), since the clean cell knows no trigger.
 - **Recovery curve** of a (dataset, model, attack, rate, defense) group: the metric's mean over
   seeds at each extra-clean fraction ``f`` (``f × n_train`` clean pool rows appended to the
   defended training set).
@@ -62,6 +64,7 @@ from bench.core.schema import (
     NO_DEFENSE_ID,
     POOL_EXHAUSTED,
     REFERENCE_COLUMNS,
+    ROW_REFERENCES,
     SYMMETRIC_LABEL_NOISE,
     higher_is_better,
     stable_hash,
@@ -310,6 +313,17 @@ def clean_reference(
     return out.groupby(keys, as_index=False)["reference"].mean()
 
 
+def row_references(group: pd.DataFrame, column: str) -> dict[int, float]:
+    """Per-seed references a group's own rows record (``schema.ROW_REFERENCES``): the value of
+    ``column`` in each seed's ok row at f = 0 (e.g. the clean model's ``backdoor_asr`` on the
+    group's trigger)."""
+    if column not in group:
+        return {}
+    at0 = group[(group["extra_fraction"] == 0) & (group["status"] == "ok")]
+    values = pd.to_numeric(at0[column], errors="coerce")
+    return {int(seed): float(v) for seed, v in zip(at0["seed"], values, strict=True)}
+
+
 def seed_curves(
     group: pd.DataFrame, metric: str
 ) -> tuple[np.ndarray, list[int], np.ndarray, float]:
@@ -404,7 +418,9 @@ def estimate_recovery(
     table = table.assign(_reason=skip_reasons(table))
     # Group a slim copy: the nested JSON columns make every group's copy slow otherwise.
     carried = [c for c in (*GROUP_LABELS, *CARRIED) if c in table and c not in keys]
-    slim = table[[c for c in dict.fromkeys([*keys, *carried, *_SLIM, metric]) if c in table]]
+    row_ref = ROW_REFERENCES.get(metric)  # a reference each attacked row records (backdoor ASR)
+    wanted = [*keys, *carried, *_SLIM, metric, *([row_ref] if row_ref else [])]
+    slim = table[[c for c in dict.fromkeys(wanted) if c in table]]
     refs_cache: dict[Any, dict[tuple[str, str], dict[int, float]]] = {}
     curves: dict[tuple[Any, ...], tuple[np.ndarray, list[int], np.ndarray, np.ndarray]] = {}
     for key, group in slim.groupby(keys, sort=True, dropna=False):
@@ -412,6 +428,8 @@ def estimate_recovery(
         first = group.iloc[0]
         pair = _pair(first)
         cache_key = pair if metric == "attack_success_rate" else None
+        if row_ref is not None:
+            refs_cache[cache_key] = {}  # not read: the group's own rows hold the reference
         if cache_key not in refs_cache:
             refs = clean_reference(table, metric, pair)
             refs_cache[cache_key] = {
@@ -419,6 +437,8 @@ def estimate_recovery(
                 for (d, m), g in refs.groupby(["dataset_id", "model_id"])
             }
         ref_by_seed = refs_cache[cache_key].get((ident["dataset_id"], ident["model_id"]), {})
+        if row_ref is not None:
+            ref_by_seed = row_references(group, row_ref)
         grid, seeds, values, grid_max = seed_curves(group, metric)
         paired = [i for i, s in enumerate(seeds) if np.isfinite(ref_by_seed.get(s, np.nan))]
         values = values[paired]

@@ -800,7 +800,12 @@ def summary_lines(
 ) -> list[str]:
     """At most four short bullets for one dataset/model (ids), each backed by a number of the
     findings table: the clean model, the costliest attack, how many headline cells answer, and
-    the most valuable deployable defense (or that none is distinguishable from none)."""
+    the most valuable deployable defense (or that none is distinguishable from none).
+
+    ``metric``: the metric ``rec`` was estimated on (e.g. ``backdoor_asr``, lower is better:
+    a rise is the damage)."""
+    higher = higher_is_better(metric)
+    sign = 1.0 if higher else -1.0
     lines: list[str] = []
     ok0 = _subset(_f0(df), dataset, model)
     r = _subset(rec, dataset, model)
@@ -816,11 +821,12 @@ def summary_lines(
             f"**{heading}**: clean {metric} {c['reference']:.3f} ({c['n_seeds']} seeds, "
             f"{n_train} training rows)"
         )
-        if und["value_at_0"].notna().any():
-            worst = und.loc[(und["reference"] - und["value_at_0"]).idxmax()]
+        damage = sign * (und["reference"] - und["value_at_0"])
+        if damage.notna().any():
+            worst = und.loc[damage.idxmax()]
             text += (
                 f"; the costliest attack is {worst['attack_label']} at {fmt_rate(worst['rate'])} "
-                f"({(worst['reference'] - worst['value_at_0']) * 100:.1f} points lost), which "
+                f"({damage.max() * 100:.1f} points {'lost' if higher else 'worse'}), which "
                 f"needs {fmt_recovery(worst)} extra clean data"
             )
         lines.append(text + ".")
@@ -1077,7 +1083,7 @@ def build_report(
     report.sections.append(findings_section(df, rec, pairs, target, metric, tolerance))
     summary = Section("Summary")
     for dataset, model, _ in pairs:
-        summary.bullets += summary_lines(df, rec, dataset, model, acc_metric, tolerance, target)
+        summary.bullets += summary_lines(df, rec, dataset, model, metric, tolerance, target)
     rules = [
         (heading, rule_of_thumb_table(_subset(rec, dataset, model)))
         for dataset, model, heading in pairs

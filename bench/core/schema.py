@@ -207,6 +207,28 @@ COLUMNS: tuple[Column, ...] = tuple(
         ],
     )
     + _columns("size", "Int64", [("reference_fits", "clean reference: fits averaged (null: one)")])
+    # -- backdoors (attacks/backdoor.py): the declared trigger on the test rows whose true class
+    # -- is not the target (bench/run/backdoor.py); null for attacks without a trigger
+    + _columns(
+        "metric",
+        "float64",
+        [
+            (
+                "backdoor_asr",
+                "backdoor: share of the triggered test rows (true class not the target) "
+                "predicted as the target",
+            ),
+            (
+                "backdoor_robust_acc",
+                "backdoor: share of the triggered test rows still predicted as their true class",
+            ),
+            (
+                "backdoor_asr_clean",
+                "backdoor: the clean model's backdoor_asr on the same triggered rows (the "
+                "reference of backdoor_asr's recovery)",
+            ),
+        ],
+    )
     + _columns(
         "detection",
         "float64",
@@ -469,6 +491,10 @@ DIRECTIONS: dict[str, int] = {
     "log_loss": -1,
     "source_accuracy": 1,
     "attack_success_rate": -1,
+    # backdoors
+    "backdoor_asr": -1,
+    "backdoor_robust_acc": 1,
+    "backdoor_asr_clean": -1,
     "det_precision": 1,
     "det_recall": 1,
     "det_f1": 1,
@@ -479,9 +505,12 @@ DIRECTIONS: dict[str, int] = {
 }
 
 #: metrics a recovery curve can be measured on
-RECOVERY_METRICS = ("accuracy", "macro_f1", "attack_success_rate")
+RECOVERY_METRICS = ("accuracy", "macro_f1", "attack_success_rate", "backdoor_asr")
 #: metrics whose clean reference may average several fits: metric → its averaged column
 REFERENCE_COLUMNS = {m: f"reference_{m}" for m in ("accuracy", "macro_f1", "log_loss")}
+#: metrics whose clean reference is recorded in each attacked row (the clean model measured on
+#: that row's attack: the clean model, triggered), not read from the clean cell's rows
+ROW_REFERENCES = {"backdoor_asr": "backdoor_asr_clean"}
 DEFAULT_METRIC = "accuracy"
 #: how close to the clean reference counts as recovered (0.005 = half a point of accuracy)
 DEFAULT_TOLERANCE = 0.005

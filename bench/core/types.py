@@ -259,6 +259,10 @@ class DefenseContext:
     pool_X: np.ndarray
     pool_y: np.ndarray
     pool_start: int = 0  # pool rows already used by earlier steps
+    #: rows → their n×h representation under the cell's first-pass model (the cell's model fit
+    #: on the poisoned set, the undefended cell's f = 0 fit); set by the runner only for steps
+    #: that declare ``needs = {"representation"}``, else None
+    features: Callable[[np.ndarray], np.ndarray] | None = None
 
     def pool_rows(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The next ``count`` unused pool rows (fewer when the pool runs out)."""

@@ -17,6 +17,7 @@ from bench.models.base import (
     SklearnClassifier,
     check_loss_support,
     check_privacy_support,
+    check_representation_support,
     expand_soft_targets,
     fit_options,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "SklearnClassifier",
     "check_loss_support",
     "check_privacy_support",
+    "check_representation_support",
     "expand_soft_targets",
     "fit_options",
 ]

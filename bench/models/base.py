@@ -35,10 +35,14 @@ class ModelSpec(Plugin):
     set by ``dp_sgd``) and trains with differential privacy. An estimator may set
     ``fit_info_`` (``dict[str, float]``, e.g. ``{"dp_epsilon": 2.3}``) in ``fit``: what the fit
     measured, copied into the result row.
+    ``supports_representation``: the fitted estimator has ``features(X) -> n×h`` (float64), its
+    learned representation of rows (the penultimate layer of a network), which the
+    representation-space defenses (``spectral_signature``, ``activation_clustering``) read.
     """
 
     supports_loss: ClassVar[bool] = False
     supports_privacy: ClassVar[bool] = False
+    supports_representation: ClassVar[bool] = False
 
     def build(self, info: DatasetInfo, seed: int) -> Estimator:
         raise NotImplementedError
@@ -76,6 +80,25 @@ def check_privacy_support(spec: ModelSpec, privacy: dict[str, Any] | None) -> No
         f"model {spec.name!r} cannot train with differential privacy (defense 'dp_sgd'): "
         "scikit-learn models have no per-example gradient step to clip and noise. Models that "
         f"support it: {', '.join(able) or 'none registered'}"
+    )
+
+
+def representation_models() -> list[str]:
+    """The registered models whose fitted estimators expose ``features(X)``."""
+    return [n for n, cls in MODELS.items() if getattr(cls, "supports_representation", False)]
+
+
+def check_representation_support(spec: ModelSpec, defense: str) -> None:
+    """Raise PoisonBenchError when ``defense`` needs a representation ``spec`` does not have.
+
+    A defense that fell back to raw features would report a different method under its name.
+    """
+    if spec.supports_representation:
+        return
+    raise PoisonBenchError(
+        f"model {spec.name!r} has no learned representation (features(X)) for defense "
+        f"{defense!r}, which scores rows in a model's penultimate-layer space. Models that "
+        f"have one: {', '.join(representation_models()) or 'none registered'}"
     )
 
 

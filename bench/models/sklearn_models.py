@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from bench.core.types import DatasetInfo, ParamError, check_range
+from bench.core.types import DatasetInfo, ParamError, PoisonBenchError, check_range
 from bench.models.base import MODELS, Estimator, ModelSpec, SklearnClassifier
 
 #: the largest iteration / epoch count and regularization constant a config may ask for
@@ -147,6 +148,8 @@ class MLP(ModelSpec):
     max_iter: int = 300
     alpha: float = 1e-4
 
+    supports_representation: ClassVar[bool] = True  # features(X): the last hidden layer
+
     def __post_init__(self) -> None:
         _layer_sizes(self.hidden)
         _positive(self.max_iter, "max_iter", MAX_ITER)
@@ -163,9 +166,25 @@ class MLP(ModelSpec):
             alpha=self.alpha,
             random_state=seed,
         )
-        return SklearnClassifier(
+        return MLPAdapter(
             make_pipeline(StandardScaler(), mlp), info.n_classes, "mlpclassifier__sample_weight"
         )
+
+
+class MLPAdapter(SklearnClassifier):
+    """The ``mlp`` model's estimator, with its last hidden layer as the representation."""
+
+    def features(self, X: np.ndarray) -> np.ndarray:
+        """The last hidden layer's activations (ReLU) of rows ``X``: n×h float64."""
+        if self.constant_ is not None:
+            raise PoisonBenchError(
+                "the mlp saw one class and fit no network: it has no hidden layer to read"
+            )
+        scaler, mlp = self.estimator[0], self.estimator[-1]
+        hidden = scaler.transform(np.asarray(X, dtype=np.float64).reshape(len(X), -1))
+        for weights, bias in zip(mlp.coefs_[:-1], mlp.intercepts_[:-1], strict=True):
+            hidden = np.maximum(hidden @ weights + bias, 0.0)  # MLPClassifier's default relu
+        return hidden
 
 
 @MODELS.register("robust_linear")

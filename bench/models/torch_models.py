@@ -78,6 +78,7 @@ class TorchModel(ModelSpec):
 
     supports_loss: ClassVar[bool] = True  # fit(..., loss=, trusted=) trains with gce / sce / glc
     supports_privacy: ClassVar[bool] = True  # fit(..., privacy=) trains with DP-SGD (dp_sgd)
+    supports_representation: ClassVar[bool] = True  # features(X): the penultimate layer
     #: train image batches in channels-last memory layout (measured per network on one CPU
     #: thread: faster for LeNet-size convolutions, slower for cnn-large)
     channels_last: ClassVar[bool] = False
@@ -338,6 +339,56 @@ class TorchClassifier:
         """Fit input statistics the network needs (the MLP's standardization) on the train rows."""
         if hasattr(net, "set_scaling"):
             net.set_scaling(X)
+
+    def features(self, X: np.ndarray) -> np.ndarray:
+        """The penultimate-layer representation of rows ``X``: n×h float64 on the CPU.
+
+        A network with its own ``features(x)`` method (a ``torch`` model by import path may
+        define one) gives that; otherwise it is the input of the network's last
+        ``nn.Linear`` layer (the classifier head), caught by a forward hook: for ``cnn`` the
+        84 units after the second fully connected layer's ReLU, for ``cnn-large`` the 128,
+        for ``torch-mlp`` the last hidden layer.
+        """
+        import torch
+        from torch import nn
+
+        configure_threads()
+        net = self.net_
+        own = getattr(type(net), "features", None)
+        head = None
+        if not callable(own):
+            linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+            if not linears:
+                raise PoisonBenchError(
+                    f"{type(net).__name__} has no nn.Linear layer and no features(x) method: "
+                    "no penultimate layer to read"
+                )
+            head = linears[-1]
+        out: list[np.ndarray] = []
+        caught: list[Any] = []
+        hook = (
+            None
+            if head is None
+            else head.register_forward_pre_hook(lambda _m, args: caught.append(args[0]))
+        )
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(X), _PREDICT_BATCH):
+                    batch = torch.from_numpy(self._inputs(X[start : start + _PREDICT_BATCH]))
+                    batch = batch.to(self.device_)
+                    if head is None:
+                        rep = net.features(batch)
+                    else:
+                        caught.clear()
+                        net(batch)
+                        rep = caught[-1]
+                    out.append(rep.float().reshape(len(batch), -1).cpu().numpy())
+        finally:
+            if hook is not None:
+                hook.remove()
+        if not out:
+            return np.zeros((0, 0))
+        return np.concatenate(out).astype(np.float64)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities, n×k float64 on the CPU (softmax of the logits)."""

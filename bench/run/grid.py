@@ -352,7 +352,8 @@ def _check_model_needs(config: Any, dataset: str, away: Callable[..., bool]) -> 
             for name, cls in MODELS.items()
             if all(getattr(cls, f"supports_{n}", False) for n in needs)
         ]
-        what = " and ".join({"loss": "a robust training loss", "privacy": "private training"}[n]
+        what = " and ".join({"loss": "a robust training loss", "privacy": "private training",
+                             "representation": "a learned representation (features(X))"}[n]
                             for n in sorted(needs))  # fmt: skip
         if len(unable) == len(models):
             raise ConfigError(

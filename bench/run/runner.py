@@ -43,9 +43,23 @@ from bench.core.schema import (
 )
 from bench.core.types import DatasetInfo, DefenseContext, Poisoned, TrainingSet
 from bench.data.datasets import load_dataset, split
-from bench.models import MODELS, check_loss_support, check_privacy_support, fit_options
+from bench.models import (
+    MODELS,
+    check_loss_support,
+    check_privacy_support,
+    check_representation_support,
+    fit_options,
+)
 from bench.models.by_path import check_weight_support
 from bench.models.ensemble import EnsembleClassifier
+from bench.run.backdoor import (
+    backdoor_metrics,
+    first_pass_model,
+    is_first_pass,
+    lazy_features,
+    needs_representation,
+    triggered_test,
+)
 from bench.run.grid import Cell, stage_rng, stage_seed
 from bench.run.proba import checked_proba
 from bench.run.tuning import TUNE_COLUMNS, tune_step, tuned_label
@@ -362,13 +376,25 @@ def prepare_cell(
     )
     computed = False
     evaluate = _validation_accuracy(cell, info)  # for tuned steps only (bench.run.tuning)
+    features = None  # the first-pass model's representation, for steps that need it
+    if needs_representation(s["defense"]):
+        rep_spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
+        check_representation_support(rep_spec, "+".join(st["name"] for st in s["defense"]))
+        features = lazy_features(
+            lambda: first_pass_model(s, rep_spec, info, poisoned, model_seed(s), cache)[0]
+        )
     for i in range(len(s["defense"])):
         prefix = s["defense"][: i + 1]
         previous = state
-        # A tuned step chooses with the cell's model: its output is shared per model only.
-        tuned = [s["model"]] if any(st.get("tune") for st in prefix) else []
+        # A tuned step chooses with the cell's model, and a representation step reads the
+        # cell's model's first-pass fit: their outputs are shared per model only.
+        by_model = (
+            ["model", s["model"]]
+            if needs_representation(prefix) or any(st.get("tune") for st in prefix)
+            else []
+        )
         state, reused = cache.get(
-            [*poisoning, "defense", prefix, *tuned],
+            [*poisoning, "defense", prefix, *by_model],
             lambda i=i, prev=previous, prefix=prefix: _defense_step(
                 prev,
                 prefix,
@@ -379,6 +405,7 @@ def prepare_cell(
                 pool_y,
                 [*poisoning, prefix],
                 evaluate,
+                features if needs_representation(prefix[i:]) else None,
             ),
         )
         computed |= not reused
@@ -428,16 +455,19 @@ def _defense_step(
     pool_y: np.ndarray,
     key: list[Any],
     evaluate: Callable[[TrainingSet, np.ndarray, np.ndarray], float] | None = None,
+    features: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> _Defended:
     """Apply step ``i`` (the last of ``prefix``) to the output of the steps before it.
 
     A tuned step (``tune`` in its spec) is the best of its settings on held-out pool rows,
-    scored by ``evaluate`` (see :mod:`bench.run.tuning`)."""
+    scored by ``evaluate`` (see :mod:`bench.run.tuning`); ``features``: the first-pass
+    representation, for a step that needs it."""
     spec = prefix[i]
     step = DEFENSES.get(spec["name"]).from_params(spec["params"]).bind(info)
     ctx = DefenseContext(
-        info=info, n_train=n_train, pool_X=pool_X, pool_y=pool_y, pool_start=state.pool_start
-    )
+        info=info, n_train=n_train, pool_X=pool_X, pool_y=pool_y, pool_start=state.pool_start,
+        features=features,
+    )  # fmt: skip
     declared = step.recorded
     if spec.get("tune"):
         if evaluate is None:
@@ -565,6 +595,8 @@ def _run(
     stop = s.get("early_stop")  # {"metric", "tolerance", "fractions"} when early stop is on
     reference = _clean_reference(cell, stop["metric"], p, cache) if stop else None
     streak = 0  # consecutive grid points at which the curve is back at the clean reference
+    triggered = triggered_test(attack, p.X_test, p.y_test, p.X_train)  # None: no backdoor
+    clean_asr = _clean_backdoor_asr(cell, p, cache, triggered)
     rows = []
     for f in fractions:
         wanted = int(round(f * len(p.y_train)))
@@ -602,7 +634,10 @@ def _run(
             p.pool_X[pool_used : pool_used + wanted], p.pool_y[pool_used : pool_used + wanted]
         )
         t0 = time.perf_counter()
-        model = fit_model(cell, p, fit_set)
+        if is_first_pass(s, wanted) and pool_used == 0:  # shared with representation steps
+            model, _ = first_pass_model(s, p.model_spec, info, p.poisoned, model_seed(s), cache)
+        else:
+            model = fit_model(cell, p, fit_set)
         t_fit = time.perf_counter() - t0
         t0 = time.perf_counter()
         proba = checked_proba(
@@ -610,6 +645,9 @@ def _run(
         )
         t_predict = time.perf_counter() - t0
         metrics = classification_metrics(p.y_test, proba, info.n_classes, attack.target_pair())
+        metrics.update(backdoor_metrics(model, attack, triggered))
+        if triggered is not None:
+            metrics["backdoor_asr_clean"] = clean_asr
         row.update(metrics)
         row.update(getattr(model, "fit_info_", None) or {})
         if fit_set.ensemble is not None:  # certified defenses: radii of the test predictions
@@ -623,10 +661,10 @@ def _run(
             row.update(reference_metrics(cell, p, metrics, int(s["reference_fits"])))
         if stop:
             if reference is None:  # this is the clean reference cell itself (f = 0 comes first)
-                reference = float(metrics[stop["metric"]])
+                reference = float(metrics.get(stop["metric"], np.nan))
             row["early_stop_reference"] = reference
             higher = higher_is_better(stop["metric"])
-            value = float(metrics[stop["metric"]])
+            value = float(metrics.get(stop["metric"], np.nan))
             ok = np.isfinite(value) and (
                 value >= reference - stop["tolerance"]
                 if higher
@@ -702,6 +740,9 @@ def _clean_reference(cell: Cell, metric: str, p: PreparedCell, cache: StageCache
     )
     if clean.cell_id == cell.cell_id:
         return None
+    if metric == "backdoor_asr":  # the clean model, triggered
+        triggered = triggered_test(p.attack, p.X_test, p.y_test, p.X_train)
+        return _clean_backdoor_asr(cell, p, cache, triggered)
 
     def fit_clean() -> np.ndarray:
         model = p.model_spec.build(p.info, model_seed(clean.spec))
@@ -712,6 +753,27 @@ def _clean_reference(cell: Cell, metric: str, p: PreparedCell, cache: StageCache
     proba, _ = cache.get(["clean-reference", clean.spec], fit_clean)
     metrics = classification_metrics(p.y_test, proba, p.info.n_classes, p.attack.target_pair())
     return float(metrics[metric])
+
+
+def _clean_backdoor_asr(
+    cell: Cell,
+    p: PreparedCell,
+    cache: StageCache,
+    triggered: tuple[np.ndarray, np.ndarray] | None,
+) -> float:
+    """The clean model's ``backdoor_asr`` on this cell's triggered test rows (NaN: no trigger).
+
+    The clean model is the clean reference cell's f = 0 fit (same split and model seed, no
+    attack, no defense), fit once per task and kept in the stage cache."""
+    if triggered is None:
+        return float("nan")
+    clean_spec = {**cell.spec, "attack": {"name": "none", "params": {}}, "rate": 0.0,
+                  "defense": [{"name": "none", "params": {}}]}  # fmt: skip
+    unpoisoned = Poisoned(p.X_train, p.y_train, np.zeros(len(p.y_train), dtype=bool))
+    model, _ = first_pass_model(
+        clean_spec, p.model_spec, p.info, unpoisoned, model_seed(clean_spec), cache
+    )
+    return backdoor_metrics(model, p.attack, triggered)["backdoor_asr"]
 
 
 __all__ = [

@@ -23,6 +23,7 @@ with required parameters such as an import path), on tiny designed data, and fai
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from typing import Any
@@ -168,6 +169,14 @@ def defense_inputs(kind: str, soft: bool) -> tuple[TrainingSet, DefenseContext]:
     return train, ctx
 
 
+def stand_in_features(X: np.ndarray) -> np.ndarray:
+    """A stand-in for a first-pass model's representation (``DefenseContext.features``) in the
+    contract check: a fixed random ReLU layer of 16 units over the flattened rows."""
+    flat = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+    weights = np.random.default_rng(0).normal(size=(flat.shape[1], 16))
+    return np.maximum(flat @ weights, 0.0)
+
+
 def snapshot(train: TrainingSet) -> dict[str, np.ndarray]:
     return {
         k: np.array(getattr(train, k), copy=True) for k in ("X", "y", "mask", "targets", "trusted")
@@ -186,6 +195,8 @@ def check_defense(plugin: type | str, kind: str = "tabular", soft: bool = False)
     ``soft``: the input carries soft targets (after label smoothing)."""
     cls = _resolve("defenses.DEFENSES", plugin)
     train, ctx = defense_inputs(kind, soft)
+    if "representation" in getattr(cls, "needs", ()):
+        ctx = dataclasses.replace(ctx, features=stand_in_features)
     defense = bind(check_params_round_trip(cls), ctx.info)
     before = snapshot(train)
     result = defense.apply(train, ctx, np.random.default_rng(0))

@@ -1,0 +1,66 @@
+"""BadNets on mnist-5k with the CNN: the backdoor is learned, the clean model ignores the
+trigger, and the representation-space filters find the triggered rows (or, where measured
+otherwise, say so). One shared stage cache: 4 CNN fits in all (the clean model, the first pass
+shared by the undefended cell and both filters, and the two defended fits), ~1-2 min on one
+CPU core."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import require
+
+from bench.run.config import parse_config
+from bench.run.grid import expand
+from bench.run.runner import StageCache, run_cell
+
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
+
+CONFIG = {
+    "name": "badnets",
+    "datasets": [{"name": "mnist-5k", "split": {"train": 2000, "test": 1000}}],
+    "models": [{"name": "cnn", "epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 0.003}],
+    "attacks": [{"name": "backdoor", "trigger": "patch", "size": 3, "target": 0}],
+    "rates": [0.1],
+    "defenses": ["none", "spectral_signature", "activation_clustering"],
+    "seeds": 1,
+    "recovery": {"fractions": [0]},
+}
+
+
+@pytest.fixture(scope="module")
+def rows() -> dict[tuple[str, str], dict]:
+    require("torch")
+    cells = expand(parse_config(CONFIG)).cells
+    cache = StageCache()
+    out = {}
+    for cell in cells:
+        record = run_cell(cell, [0.0], None, cache)
+        assert record["status"] == "ok", record["error"]
+        row = record["rows"][0]
+        out[(cell.spec["attack"]["name"], cell.spec["defense"][0]["name"])] = row
+        keys = ("accuracy", "backdoor_asr", "backdoor_asr_clean", "det_recall", "n_removed")
+        print(row["attack"], row["defense"], {k: row.get(k) for k in keys})  # shown with -s
+    return out
+
+
+def test_badnets_is_learned_without_costing_clean_accuracy(rows):
+    clean, poisoned = rows[("none", "none")], rows[("backdoor", "none")]
+    assert poisoned["backdoor_asr"] >= 0.9
+    assert abs(poisoned["accuracy"] - clean["accuracy"]) <= 0.02
+    # the clean model, triggered: no more often "0" than the target class's share of the data
+    target_share = 0.1
+    assert poisoned["backdoor_asr_clean"] <= target_share
+
+
+def test_spectral_signature_removes_most_triggered_rows(rows):
+    assert rows[("backdoor", "spectral_signature")]["det_recall"] >= 0.8
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: at 10 % of the non-target rows the triggered rows are ~47 % of the "
+    "target class; 2-means in ICA space isolates them, but the split's relative size "
+    "(~0.47) and silhouette (~0.12) look like a clean class's, so nothing is flagged",
+)
+def test_activation_clustering_removes_most_triggered_rows(rows):
+    assert rows[("backdoor", "activation_clustering")]["det_recall"] >= 0.8
