@@ -369,3 +369,13 @@ def test_a_run_where_every_cell_failed_still_reports_why(run_dir):
     assert "## Failed cells" in text and "no model can do this" in text
     assert "_No cell finished: there are no numbers to show._" in text
     assert "![" not in text
+
+
+def test_findings_name_no_winner_when_every_defense_costs_accuracy():
+    """A defense that reliably *loses* accuracy is not the "best deployable defense": the cell
+    says none gains (it was shown as a winner with `n.s.` before)."""
+    from bench.analysis.report import build_report
+
+    table = _synthetic({"hurts": [-0.02, -0.021, -0.019, -0.02]})
+    (cell,) = _gain_cells(build_report(table, {"recovery": {"bootstrap": 0}}))
+    assert cell.startswith("none gains (best: hurts -2.0 pts [")

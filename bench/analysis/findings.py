@@ -142,6 +142,8 @@ def gain_cell(best: BestGain | None) -> str:
     text = f"{best.label}{best.setting} {best.mean * 100:+.1f} pts{interval}"
     if best.kind == "resolved":
         return text
+    if best.mean <= 0:  # the least harmful is no winner: every defense costs accuracy here
+        return f"none gains (best: {text})"
     return f"{text} {'within tolerance' if best.kind == 'within tolerance' else 'n.s.'}"
 
 
