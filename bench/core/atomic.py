@@ -131,6 +131,30 @@ def output_target(path: str | Path) -> tuple[Path, str]:
     raise WriteError(path, f"{what or 'a special file'}, not a regular file (refused)")
 
 
+def special_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (``"a FIFO (named
+    pipe)"``, ``"a character device"``, ``"a block device"``, ``"a socket"``, ``"a symlink
+    loop"``), else None (also when it does not exist). Readers call it before they open a data
+    or config file: reading a FIFO with no writer, or a device, would block or never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        return None  # unreadable: the reader says why
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
+
+
 def _open_through(path: Path, kind: str) -> int:
     """Open a device or FIFO for writing without blocking: a FIFO with no reader is refused."""
     flags = os.O_WRONLY | getattr(os, "O_NOCTTY", 0)

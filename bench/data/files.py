@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from bench.core.atomic import special_kind
 from bench.core.types import ParamError, check_range
 from bench.data.datasets import (
     DATASETS,
@@ -395,6 +396,11 @@ class Table(DatasetSource):
             )
         if path.is_dir():
             raise DatasetError(f"{label}: path: {self.path!r} is a folder, not a table file")
+        special = special_kind(path)
+        if special is not None:  # reading it could block forever (a FIFO) or never end
+            raise DatasetError(
+                f"{label}: path: {self.path!r} is {special}, not a regular file (refused)"
+            )
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -524,10 +530,16 @@ class ImageFolder(DatasetSource):
         empty = []
         for index, name in enumerate(classes):
             found = 0
-            for folder, _dirs, names in sorted(os.walk(root / name, followlinks=True)):
+            for folder, names in _walk_images(root / name, label):
                 for fname in sorted(names):
                     path = Path(folder) / fname
                     if fname.lower().endswith(IMAGE_EXTENSIONS):
+                        special = special_kind(path)
+                        if special is not None:  # a FIFO would block the decoder forever
+                            raise DatasetError(
+                                f"{label}: path: {path.relative_to(root)} is {special}, not a "
+                                "regular file (refused)"
+                            )
                         files.append((path, index))
                         found += 1
                     else:
@@ -541,6 +553,8 @@ class ImageFolder(DatasetSource):
                 f"({', '.join(IMAGE_EXTENSIONS)})"
             )
         mode = "L" if self.grayscale else "RGB"
+        if self.size is not None:
+            _check_image_memory(len(files), 1 if self.grayscale else 3, self.size, label)
         arrays = []
         first_size: tuple[int, int] | None = None
         for path, _ in files:
@@ -558,6 +572,8 @@ class ImageFolder(DatasetSource):
             if first_size is None:
                 first_size = array.shape[:2]
                 first_path = path
+                if self.size is None:  # every image must share this size: it sets the total
+                    _check_image_memory(len(files), 1 if self.grayscale else 3, first_size, label)
             elif array.shape[:2] != first_size:
                 raise DatasetError(
                     f"{label}: size: images differ in size ({first_path.relative_to(root)} is "
@@ -583,6 +599,47 @@ class ImageFolder(DatasetSource):
         return make_dataset(
             label, X, y, classes, image_shape=tuple(X.shape[1:]), notes=tuple(notes)
         )
+
+
+# --- image_folder limits (issue 22, item 4): no walk or decode that cannot end ---------------
+
+#: the most memory an image_folder's decoded array may take (float32, n×c×h×w), bytes: 1 GiB
+#: holds 85,000 RGB images of 32×32 or 1,300 of 224×224; the models then need several times it
+MAX_IMAGE_BYTES = 1 << 30
+
+
+def _check_image_memory(n: int, channels: int, size: Sequence[int], label: str) -> None:
+    """Refuse an image set whose decoded float32 array would exceed :data:`MAX_IMAGE_BYTES`."""
+    h, w = int(size[0]), int(size[1])
+    need = n * channels * h * w * 4
+    if need > MAX_IMAGE_BYTES:
+        raise DatasetError(
+            f"{label}: size: {n} images of {h}×{w}×{channels} need {need / 2**30:.1f} GiB as "
+            f"float32, more than the {MAX_IMAGE_BYTES / 2**30:.0f} GiB limit; set a smaller "
+            "size: [height, width]"
+        )
+
+
+def _walk_images(top: Path, label: str) -> list[tuple[str, list[str]]]:
+    """``(folder, file names)`` under ``top``, following symlinks, sorted by folder, but
+    a folder reached a second time (a symlink loop, or two links to one folder) is a
+    :class:`DatasetError`: following it would walk forever or count its images twice."""
+    seen: dict[tuple[int, int], str] = {}
+    found = []
+    for folder, _dirs, names in os.walk(top, followlinks=True):
+        try:
+            st = os.stat(folder)
+        except OSError as exc:
+            raise DatasetError(f"{label}: path: cannot read {folder}: {exc.strerror}") from None
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise DatasetError(
+                f"{label}: path: {folder} is {seen[key]} again, through a symlink (a symlink "
+                "loop, or two links to one folder); refused"
+            )
+        seen[key] = folder
+        found.append((folder, names))
+    return sorted(found)
 
 
 # ---------------------------------------------------------------------------------------------

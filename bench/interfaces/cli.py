@@ -73,12 +73,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _run_command(args: argparse.Namespace) -> int:
     from bench.analysis.report import write_report
-    from bench.run.config import load_config
+    from bench.run.config import load_config, parse_timeout
     from bench.run.orchestrate import RunInterrupted, run_config
 
     config = load_config(args.config)
     if args.data_dir:
         config = dataclasses.replace(config, data_dir=args.data_dir)
+    if args.timeout is not None:  # the flag wins over the config's timeout: (0: no limit)
+        config = dataclasses.replace(config, timeout=parse_timeout(args.timeout, "--timeout"))
     out = Path(args.out) if args.out else DEFAULT_RESULTS / config.name
     warned: set[str] = set()
 
@@ -183,7 +185,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from defenses import DEFENSES
 
     if args.config:
-        _import_config_plugins(args.config)
+        with stop_handlers():  # a plug-in's own KeyboardInterrupt is its error, as in `run`
+            _import_config_plugins(args.config)
     broken = []
     for title, registry in (
         ("datasets", DATASETS),
@@ -273,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="recompute every cell")
     run.add_argument("--data-dir", help="where image datasets live (default $POISONBENCH_DATA)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time limit per cell: a cell past it is failed ('timed out after N s') and its "
+        "worker replaced (default: the config's timeout:, else none; 0: none)",
+    )
     run.add_argument(
         "--no-report",
         action="store_true",

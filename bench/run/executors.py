@@ -247,14 +247,19 @@ def run_local(
     jobs: int = 1,
     threads: int = 1,
     pool: _Pool | None = None,
+    timeout: float | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes, from ``jobs`` worker processes.
 
     ``jobs=1`` runs in this process (no start-up cost; a cell that kills its process ends the
     run). With more, see :func:`run_tasks`: a task whose worker process dies comes back as
     :func:`lost_task` records saying how the worker died, and the run goes on.
+
+    ``timeout``: seconds per cell (None: no limit); a task past ``timeout`` × its cell count
+    is ``failed`` (``timed out after N s``) and its worker replaced (:func:`run_tasks`). With a
+    limit, ``jobs=1`` runs in one worker process too: only a process can be stopped.
     """
-    if jobs <= 1:
+    if jobs <= 1 and timeout is None:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=threads):
@@ -268,7 +273,14 @@ def run_local(
         jobs=jobs,
         threads=threads,
         pool=pool,
+        limit=None if timeout is None else functools.partial(task_limit, timeout=timeout),
     )
+
+
+def task_limit(task: Task, timeout: float) -> float:
+    """A task's time limit, seconds: ``timeout`` per cell, for each of its cells (they run one
+    after another in one worker)."""
+    return timeout * len(task.items)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,9 +289,10 @@ def run_local(
 
 
 def _call(fn: Callable[[Any], Any], index: int, payload: Any) -> Any:
-    """In a worker: report that task ``index`` starts in this process, then run it."""
+    """In a worker: report that task ``index`` starts in this process (and when: the
+    system-wide monotonic clock, for the time limit), then run it."""
     if _started is not None:
-        _started.put((index, os.getpid()))
+        _started.put((index, os.getpid(), time.monotonic()))
     return fn(payload)
 
 
@@ -354,6 +367,7 @@ class _Pool:
         )
         self.futures: dict[Future, int] = {}  # pending future -> task index
         self.started: dict[int, int] = {}  # task index -> pid of the worker that started it
+        self.since: dict[int, float] = {}  # task index -> when it started (time.monotonic)
         self.dead: set[int] = set()  # worker pids found dead when the pool broke
         self.error: BaseException | None = None  # what broke the pool
         self._noted = threading.Event()
@@ -368,8 +382,9 @@ class _Pool:
         """Read the workers' start reports (also so that their pipe never fills up)."""
         with self._lock:
             while not self._queue.empty():
-                index, pid = self._queue.get()
+                index, pid, since = self._queue.get()
                 self.started[index] = pid
+                self.since[index] = since
 
     def _on_done(self, future: Future) -> None:
         # Runs in loky's manager thread; for a broken pool, before it kills the survivors.
@@ -424,9 +439,15 @@ def run_tasks(
     jobs: int = 2,
     threads: int = 1,
     pool: _Pool | None = None,
+    limit: Callable[[P], float | None] | None = None,
 ) -> Iterator[R]:
     """Yield ``fn(payload)`` for every payload, in the order they finish, from ``jobs`` worker
     processes; for a task whose worker process died under it, yield ``lost(payload, reason)``.
+
+    ``limit``: a payload's time limit in seconds (None: no limit). A task still running that
+    long after it started has its worker killed (SIGKILL: a hung plug-in may never return to
+    the interpreter) and yields ``lost(payload, "timed out after N s")``; the pool is replaced
+    and the tasks of the other workers are rerun (such a break is not counted against them).
 
     ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); an
     exception it raises propagates. Workers are forked by the fork server (see
@@ -450,6 +471,7 @@ def run_tasks(
     breaks: Counter[int] = Counter()
     barren = 0  # pool breaks in a row before any task started
     pool = pool if pool is not None else _Pool(jobs, threads)
+    timed_out: dict[int, float] = {}  # task index -> the limit it ran past (its worker killed)
     finished = False
     try:
         while todo or pool.futures:
@@ -461,13 +483,19 @@ def run_tasks(
             except BrokenProcessPool:
                 broken = True  # it broke while no task was pending (a worker died idle)
             if not broken:
-                done, _ = wait(list(pool.futures), return_when=FIRST_COMPLETED)
+                done, _ = wait(
+                    list(pool.futures),
+                    return_when=FIRST_COMPLETED,
+                    timeout=None if limit is None else 0.5,
+                )
                 pool.drain()
+                if limit is not None:
+                    _kill_overdue(pool, payloads, limit, timed_out)
                 for future in done:
                     if pool.broken(future):
                         broken = True
                         continue
-                    del pool.futures[future]
+                    timed_out.pop(pool.futures.pop(future), None)  # (done as it was killed)
                     barren = 0
                     yield future.result()  # raises what fn raised
                 if not broken:
@@ -475,16 +503,20 @@ def run_tasks(
             pool.settle()
             reason = death_reason(pool.error) if pool.error is not None else "worker died"
             retry: list[int] = []
+            ours = bool(timed_out)  # the break is our kill of a hung task, not the others'
             for future, index in list(pool.futures.items()):
                 del pool.futures[future]
                 if not pool.broken(future):  # it finished before the break
+                    timed_out.pop(index, None)
                     yield future.result()
+                elif index in timed_out:
+                    yield lost(payloads[index], f"timed out after {timed_out.pop(index):g} s")
                 elif index not in pool.started:
                     retry.append(index)  # still queued: never ran
                 elif pool.started[index] in pool.dead:
                     yield lost(payloads[index], reason)  # its worker died under it
                 else:
-                    breaks[index] += 1  # its worker was alive: loky killed it afterwards
+                    breaks[index] += 0 if ours else 1  # alive: loky killed it afterwards
                     if breaks[index] < MAX_BREAKS:
                         retry.append(index)
                     else:
@@ -501,6 +533,25 @@ def run_tasks(
         finished = True
     finally:
         pool.close(kill=not finished)
+
+
+def _kill_overdue(
+    pool: _Pool,
+    payloads: Sequence[P],
+    limit: Callable[[P], float | None],
+    timed_out: dict[int, float],
+) -> None:
+    """Kill the worker of every running task of ``pool`` past its time limit; note the task
+    and its limit in ``timed_out`` (the kill breaks the pool: :func:`run_tasks` goes on)."""
+    now = time.monotonic()
+    for index in set(pool.futures.values()):
+        seconds = limit(payloads[index])
+        since = pool.since.get(index)
+        if seconds is None or since is None or index in timed_out or now - since < seconds:
+            continue
+        timed_out[index] = seconds
+        with contextlib.suppress(OSError):
+            os.kill(pool.started[index], signal.SIGKILL)
 
 
 def _import_distributed() -> Any:
@@ -631,8 +682,12 @@ def execute(
     threads: int = 1,
     run_dir: str | Path | None = None,
     pool: _Pool | None = None,
+    timeout: float | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`).
+
+    ``timeout``: seconds per cell (None: no limit): a task past it is ``failed`` (``timed out
+    after N s``) and its worker replaced; see :func:`run_local` and :func:`run_dask`.
 
     ``run_dir``: the run directory; ``dask-local`` keeps its workers' scratch space in
     ``run_dir/`` :data:`DASK_SCRATCH` (without it, in the system temp dir). ``pool``: local
@@ -640,11 +695,18 @@ def execute(
     """
     check_executor(executor, scheduler)
     if executor == "local":
-        return run_local(tasks, data_dir, jobs=jobs, threads=threads, pool=pool)
+        return run_local(tasks, data_dir, jobs=jobs, threads=threads, pool=pool, timeout=timeout)
     if executor == "dask":
-        return run_dask(tasks, data_dir, scheduler=scheduler, threads=threads)
+        return run_dask(tasks, data_dir, scheduler=scheduler, threads=threads, timeout=timeout)
     scratch = None if run_dir is None else Path(run_dir) / DASK_SCRATCH
-    return run_dask(tasks, data_dir, workers=workers or jobs, threads=threads, scratch_dir=scratch)
+    return run_dask(
+        tasks,
+        data_dir,
+        workers=workers or jobs,
+        threads=threads,
+        scratch_dir=scratch,
+        timeout=timeout,
+    )
 
 
 def check_executor(executor: str, scheduler: str | None = None) -> None:

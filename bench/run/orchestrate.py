@@ -251,6 +251,7 @@ def _run_locked(
         workers=options.workers,
         run_dir=out,
         pool=pool,
+        timeout=getattr(config, "timeout", None),
     )
     try:
         for records in records_in:
