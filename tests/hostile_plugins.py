@@ -6,13 +6,18 @@ never reach the contract tests of the test process's registry.
 
 ``hostile(action=...)`` leaves a clean training set alone (so the rate-0 cells go on) and, on a
 poisoned one: ``sleep`` hangs for 1000 s, ``exit`` calls ``sys.exit(3)``, ``keyboard`` raises
-``KeyboardInterrupt`` and ``base`` a ``BaseException`` subclass.
+``KeyboardInterrupt`` and ``base`` a ``BaseException`` subclass; ``rmtree`` removes the folder
+named by ``$HOSTILE_TARGET`` (the run directory) and ``relock`` replaces its ``.lock`` file, as
+a user's ``rm -rf`` (or a second run's cleanup) mid-run would, then the cell goes on.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +25,7 @@ import numpy as np
 from bench.core.types import DefenseContext, ParamError, StepResult, TrainingSet
 from defenses.base import DEFENSES, Defense
 
-ACTIONS = ("sleep", "exit", "keyboard", "base")
+ACTIONS = ("sleep", "exit", "keyboard", "base", "rmtree", "relock")
 
 
 class Escape(BaseException):
@@ -48,5 +53,13 @@ class Hostile(Defense):
                 sys.exit(3)
             if self.action == "keyboard":
                 raise KeyboardInterrupt
+            target = Path(os.environ.get("HOSTILE_TARGET", "/nonexistent"))
+            if self.action == "rmtree":
+                shutil.rmtree(target, ignore_errors=True)
+                return StepResult(train=train)
+            if self.action == "relock":
+                (target / ".lock").unlink()
+                (target / ".lock").write_text("")
+                return StepResult(train=train)
             raise Escape("out of here")
         return StepResult(train=train)

@@ -277,3 +277,23 @@ def test_a_plugin_that_exits_in_a_cell_is_a_failed_cell(tmp_path, action, jobs):
         (0.2, "none"): "ok",
     }
     assert "4 cells (4 run, 0 cached, 1 failed)" in proc.stdout
+
+
+# --- item 3: the run directory removed or replaced mid-run -----------------------------------
+
+
+@pytest.mark.parametrize("action", ["rmtree", "relock"])
+def test_a_run_whose_directory_is_removed_or_relocked_says_so(tmp_path, action):
+    config = _hostile_config(tmp_path, action)
+    out = tmp_path / "run"
+    proc = _cli(
+        ["run", str(config), "--out", str(out), "--quiet", "--no-report"],
+        env={**_env(HERE), "HOSTILE_TARGET": str(out)},
+    )
+    _one_error(proc, f"the run directory {out} was removed or replaced during the run")
+    assert "cells (" not in proc.stdout  # no summary of cells that are not on disk
+    if action == "rmtree":
+        assert not out.exists()  # nothing recreated it
+    else:
+        assert not (out / "results.parquet").exists()
+        assert len(list((out / "cells").glob("*.json"))) < 4

@@ -161,12 +161,12 @@ def run_config(
     from bench.run.executors import check_executor
 
     check_executor(options.executor, options.scheduler)  # before the run directory is made
-    with RunLock(out):  # first: a second run on this directory fails before loading any data
+    with RunLock(out) as lock:  # first: a second run here fails before loading any data
         pool = _early_pool(config, options)
         try:
             grid = expand(config)  # validates; writes nothing
             check_writable(out)  # a filesystem fault stops the run before any work, not after
-            return _run_locked(config, out, grid, options, started, pool)
+            return _run_locked(config, out, grid, options, started, pool, lock=lock)
         finally:
             if pool is not None:
                 pool.close(kill=True)  # a no-op when the run used and closed it
@@ -201,7 +201,13 @@ def _todo(
 
 
 def _run_locked(
-    config: Config, out: Path, grid: Any, options: RunOptions, started: float, pool: Any = None
+    config: Config,
+    out: Path,
+    grid: Any,
+    options: RunOptions,
+    started: float,
+    pool: Any = None,
+    lock: RunLock | None = None,
 ) -> RunSummary:
     from bench.run.executors import execute
 
@@ -258,6 +264,8 @@ def _run_locked(
             for record in records:
                 computed = len(record["rows"])
                 seconds = float(record.get("seconds") or 0.0)  # this run's, not the merged total
+                if lock is not None:  # the folder removed or replaced: stop, count nothing more
+                    lock.check()
                 with _held_signals():  # a record on disk is a record counted in the summary
                     record = store.merge(record) if not options.fresh else _write(store, record)
                     summary.n_run += 1
@@ -284,6 +292,8 @@ def _run_locked(
             bar.close()
         summary.problems = list(store.problems)
         summary.wall_seconds = time.perf_counter() - started
+    if lock is not None:
+        lock.check()
     records = store.records([c.cell_id for c in cells])
     table = records_to_table(records, grid.fractions)
     write_table(table, out)
