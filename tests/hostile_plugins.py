@@ -8,7 +8,9 @@ never reach the contract tests of the test process's registry.
 poisoned one: ``sleep`` hangs for 1000 s, ``exit`` calls ``sys.exit(3)``, ``keyboard`` raises
 ``KeyboardInterrupt`` and ``base`` a ``BaseException`` subclass; ``rmtree`` removes the folder
 named by ``$HOSTILE_TARGET`` (the run directory) and ``relock`` replaces its ``.lock`` file, as
-a user's ``rm -rf`` (or a second run's cleanup) mid-run would, then the cell goes on.
+a user's ``rm -rf`` (or a second run's cleanup) mid-run would, then the cell goes on;
+``await_kill``: the first cell to get here (claiming ``$HOSTILE_TARGET.claim``) writes its
+process's PID to ``$HOSTILE_TARGET`` and waits to be killed; every later cell goes on.
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from bench.core.types import DefenseContext, ParamError, StepResult, TrainingSet
 from defenses.base import DEFENSES, Defense
 
-ACTIONS = ("sleep", "exit", "keyboard", "base", "rmtree", "relock")
+ACTIONS = ("sleep", "exit", "keyboard", "base", "rmtree", "relock", "await_kill")
 
 
 class Escape(BaseException):
@@ -57,6 +59,15 @@ class Hostile(Defense):
             if self.action == "rmtree":
                 shutil.rmtree(target, ignore_errors=True)
                 return StepResult(train=train)
+            if self.action == "await_kill":
+                try:
+                    fd = os.open(f"{target}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    return StepResult(train=train)
+                os.close(fd)
+                Path(f"{target}.tmp").write_text(str(os.getpid()))
+                os.replace(f"{target}.tmp", target)
+                time.sleep(600)
             if self.action == "relock":
                 (target / ".lock").unlink()
                 (target / ".lock").write_text("")

@@ -221,11 +221,33 @@ def _run_task(task: Task, data_dir: str | None) -> list[dict[str, Any]]:
     return _run(task.payload(), data_dir)
 
 
+#: on a Dask worker: the key of each task running there -> when it started (time.monotonic),
+#: read by :func:`_dask_running` for the time limit; bounded by the worker's threads
+_dask_started: dict[str, float] = {}
+
+
 def _run_on_worker(payload: list[Any], data_dir: str | None, threads: int) -> list[dict[str, Any]]:
     """Run one task on a Dask worker, limiting the worker's threads on its first task."""
     if _limited_to != threads:
         limit_threads(threads)
-    return _run(payload, data_dir)
+    key = None
+    with contextlib.suppress(Exception):  # (outside a worker, e.g. a test calling it directly)
+        from distributed import get_worker
+
+        key = str(get_worker().get_current_task())
+    if key is not None:
+        _dask_started[key] = time.monotonic()
+    try:
+        return _run(payload, data_dir)
+    finally:
+        if key is not None:
+            _dask_started.pop(key, None)
+
+
+def _dask_running() -> dict[str, float]:
+    """On a Dask worker (``client.run``): seconds each of its poisonbench tasks has run."""
+    now = time.monotonic()
+    return {key: now - since for key, since in list(_dask_started.items())}
 
 
 def lost_task(task: Task, error: str) -> list[dict[str, Any]]:
@@ -596,8 +618,16 @@ def run_dask(
     workers: int = 2,
     threads: int = 1,
     scratch_dir: str | Path | None = None,
+    timeout: float | None = None,
+    seen_workers: list[int] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes on a Dask cluster.
+
+    ``timeout``: seconds per cell (None: no limit). A task past ``timeout`` × its cell count
+    is cancelled, its worker restarted (through its nanny: a hung thread cannot be stopped any
+    other way) and its cells ``failed`` (``timed out after N s``); the run goes on.
+    ``seen_workers``: when given, the cluster's worker threads are appended to it, at the start
+    and (if the count changed) at the end: what the run's efficiency divides by.
 
     ``scheduler``: the address of a running scheduler (``tcp://host:8786``); the cluster may
     be local, Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes). Without it, a
@@ -632,6 +662,9 @@ def run_dask(
         def slots() -> int:  # re-read as results arrive: clusters scale up and down
             return max(2, 2 * sum(client.nthreads().values()))
 
+        if seen_workers is not None:
+            seen_workers.append(_dask_threads(client))
+
         queue = list(reversed(tasks))
         ready = distributed.as_completed()
 
@@ -649,17 +682,27 @@ def run_dask(
 
         while queue and len(futures) < slots():
             submit()
-        for future in ready:
-            _, task = futures.pop(future.key)
-            try:
-                records = future.result()
-            except Exception as exc:  # a worker died (KilledWorker) or the task broke
-                records = lost_task(task, f"dask: {type(exc).__name__}: {exc}")
-            future.release()
+        for future in _as_ready(ready, futures, None if timeout is None else 0.5):
+            if future is None:  # a poll: stop the tasks past their limit
+                for _key, task in _dask_overdue(client, futures, timeout):
+                    yield lost_task(task, f"timed out after {task_limit(task, timeout):g} s")
+            else:
+                if future.key not in futures:
+                    continue  # a task cancelled for its time limit (already yielded)
+                _, task = futures.pop(future.key)
+                try:
+                    records = future.result()
+                except Exception as exc:  # a worker died (KilledWorker) or the task broke
+                    records = lost_task(task, f"dask: {type(exc).__name__}: {exc}")
+                future.release()
+                yield records
             limit = slots() if queue else 0
             while queue and len(futures) < limit:
                 submit()
-            yield records
+        if seen_workers is not None:
+            end = _dask_threads(client)
+            if end != seen_workers[-1]:
+                seen_workers.append(end)
     finally:
         with contextlib.suppress(Exception):
             client.cancel([future for future, _ in futures.values()], force=True)
@@ -670,6 +713,53 @@ def run_dask(
                 cluster.close(timeout=10)
             if scratch_dir is not None:
                 shutil.rmtree(scratch_dir, ignore_errors=True)
+
+
+def _dask_threads(client: Any) -> int:
+    """The worker threads the cluster has now (``nthreads`` summed over its workers)."""
+    try:
+        return int(sum(client.nthreads().values()))
+    except Exception:  # the scheduler is gone: the run's own error says so
+        return 0
+
+
+def _as_ready(ready: Any, futures: dict[Any, Any], poll: float | None) -> Iterator[Any]:
+    """The futures of ``ready`` (a ``distributed.as_completed``) as they finish; with
+    ``poll`` seconds, also None every ``poll`` seconds while none finishes (to check limits)."""
+    if poll is None:
+        yield from ready
+        return
+    while futures:
+        batch = ready.next_batch(block=False) if ready.has_ready() else []
+        if batch:
+            yield from batch
+        else:
+            time.sleep(poll)
+            yield None
+
+
+def _dask_overdue(
+    client: Any, futures: dict[Any, tuple[Any, Task]], timeout: float
+) -> list[tuple[str, Task]]:
+    """Cancel the tasks running past their limit, restart their workers, and return them
+    (removed from ``futures``)."""
+    try:
+        running = client.run(_dask_running)  # {worker address: {key: seconds}}
+    except Exception:
+        return []
+    overdue, restart = [], set()
+    for worker, keys in running.items():
+        for key, seconds in keys.items():
+            if key in futures and seconds >= task_limit(futures[key][1], timeout):
+                future, task = futures.pop(key)
+                with contextlib.suppress(Exception):
+                    client.cancel([future], force=True)
+                overdue.append((key, task))
+                restart.add(worker)
+    if restart:
+        with contextlib.suppress(Exception):
+            client.restart_workers(sorted(restart), raise_for_error=False)
+    return overdue
 
 
 def execute(
@@ -683,8 +773,12 @@ def execute(
     run_dir: str | Path | None = None,
     pool: _Pool | None = None,
     timeout: float | None = None,
+    seen_workers: list[int] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`).
+
+    ``seen_workers``: for the dask executors, the cluster's worker threads are appended to it
+    at the start and, if changed, at the end (see :func:`run_dask`).
 
     ``timeout``: seconds per cell (None: no limit): a task past it is ``failed`` (``timed out
     after N s``) and its worker replaced; see :func:`run_local` and :func:`run_dask`.
@@ -697,7 +791,14 @@ def execute(
     if executor == "local":
         return run_local(tasks, data_dir, jobs=jobs, threads=threads, pool=pool, timeout=timeout)
     if executor == "dask":
-        return run_dask(tasks, data_dir, scheduler=scheduler, threads=threads, timeout=timeout)
+        return run_dask(
+            tasks,
+            data_dir,
+            scheduler=scheduler,
+            threads=threads,
+            timeout=timeout,
+            seen_workers=seen_workers,
+        )
     scratch = None if run_dir is None else Path(run_dir) / DASK_SCRATCH
     return run_dask(
         tasks,
@@ -706,6 +807,7 @@ def execute(
         threads=threads,
         scratch_dir=scratch,
         timeout=timeout,
+        seen_workers=seen_workers,
     )
 
 

@@ -96,6 +96,8 @@ class RunSummary:
     compute_seconds: float = 0.0  # the cells' own time (split .. predict), summed
     problems: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: a Dask cluster's worker threads at the start and, if it changed, at the end
+    workers_seen: list[int] = field(default_factory=list)
 
     def failure_reasons(self) -> list[tuple[str, int]]:
         """The distinct reasons cells failed in this run, most frequent first, with counts."""
@@ -122,6 +124,7 @@ class RunSummary:
             "fits_run": self.fits_run,
             "fits_cached": self.fits_cached,
             "workers": self.workers,
+            **({"workers_seen": self.workers_seen} if len(self.workers_seen) > 1 else {}),
             "wall_seconds": round(self.wall_seconds, 3),
             "compute_seconds": round(self.compute_seconds, 3),
             "efficiency": round(self.efficiency, 4) if self.fits_run else None,
@@ -245,6 +248,7 @@ def _run_locked(
         bar = tqdm(
             total=len(todo), desc=config.name, unit="cell", file=sys.stderr, dynamic_ncols=True
         )
+    seen_workers: list[int] = []  # a Dask cluster's worker threads, at the start (and end)
     tasks = make_tasks(
         todo, MAX_TASK_CELLS if options.share_stages else 1, getattr(config, "plugins", ())
     )
@@ -258,6 +262,7 @@ def _run_locked(
         run_dir=out,
         pool=pool,
         timeout=getattr(config, "timeout", None),
+        seen_workers=seen_workers,
     )
     try:
         for records in records_in:
@@ -290,6 +295,9 @@ def _run_locked(
         records_in.close()
         if bar is not None:
             bar.close()
+        if any(seen_workers):  # the cluster's count, not the --workers/--jobs default
+            summary.workers = max(seen_workers)
+            summary.workers_seen = list(seen_workers)
         summary.problems = list(store.problems)
         summary.wall_seconds = time.perf_counter() - started
     if lock is not None:
