@@ -111,11 +111,26 @@ def _init_worker(threads: int, started: Any = None, environ: dict[str, str] | No
         os.environ.update(environ)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    _keep_worker_on_growth()
     limit_threads(threads)
     _started = started
     # A crash is reported in one line (the cell's record says how the worker died); loky would
     # also dump every thread's stack to stderr. PYTHONFAULTHANDLER=1 brings the dump back.
     os.environ.setdefault("PYTHONFAULTHANDLER", "")
+
+
+def _keep_worker_on_growth() -> None:
+    """Turn off loky's memory-leak guard in this worker. Loky measures a worker's memory after
+    its first task (here the warm-up) and stops the worker once it has grown by 300 MB: a
+    worker's first ``import torch`` (~0.8 GB), a second dataset in the bounded dataset cache or
+    the stage cache grow it that much by design. Loky then starts a replacement, which pays
+    the imports again, and warns ``A worker stopped while some jobs were given to the
+    executor`` on a healthy run. Our caches are bounded, so there is no leak to guard against;
+    without psutil loky only runs ``gc.collect()`` once a second, which it still does."""
+    with contextlib.suppress(ImportError):
+        from joblib.externals.loky import process_executor
+
+        process_executor._USE_PSUTIL = False
 
 
 def _warm(
