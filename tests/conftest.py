@@ -6,6 +6,10 @@ import importlib
 import os
 import signal
 
+# joblib's loky sets KMP_INIT_AT_FORK in os.environ when first imported. The harness imports
+# scikit-learn (and so joblib) only where it fits (`poisonbench list` imports none of it), so
+# without this the process-state guard below would blame the first test that fits for it.
+import joblib.externals.loky  # noqa: F401
 import numpy as np
 import pytest
 

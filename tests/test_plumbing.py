@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import warnings
 
-from joblib.externals.loky import ProcessPoolExecutor  # noqa: F401  (it sets KMP_INIT_AT_FORK
-
-# on its import: done here, not inside a test, where the process-state guard would flag it)
 from bench.run.executors import run_tasks
 
 
