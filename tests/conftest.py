@@ -6,12 +6,13 @@ import importlib
 import os
 import signal
 
-# joblib's loky sets KMP_INIT_AT_FORK in os.environ when first imported. The harness imports
-# scikit-learn (and so joblib) only where it fits (`poisonbench list` imports none of it), so
-# without this the process-state guard below would blame the first test that fits for it.
+# scikit-learn sets KMP_DUPLICATE_LIB_OK and joblib's loky KMP_INIT_AT_FORK in os.environ when
+# first imported. The harness imports them only where it fits (`poisonbench list` imports
+# neither), so without this the process-state guard below would blame the first test that fits.
 import joblib.externals.loky  # noqa: F401
 import numpy as np
 import pytest
+import sklearn  # noqa: F401
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

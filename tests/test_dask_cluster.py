@@ -24,7 +24,7 @@ import pytest
 import yaml
 from conftest import require
 
-pytestmark = pytest.mark.dask
+pytestmark = [pytest.mark.dask, pytest.mark.slow]  # a real cluster starts: ~25 s a test here
 
 HERE = Path(__file__).parent
 CLI = [sys.executable, "-m", "bench.interfaces.cli"]

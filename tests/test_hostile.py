@@ -30,7 +30,6 @@ import yaml
 
 from bench.core.types import ParamError
 from bench.data.datasets import DatasetError, load_dataset
-from bench.interfaces.cli import main
 
 CLI = [sys.executable, "-m", "bench.interfaces.cli"]
 HERE = Path(__file__).parent
@@ -156,7 +155,7 @@ def test_an_image_size_beyond_the_memory_limit_is_refused_with_the_number(tmp_pa
 # --- item 4: the per-cell time limit ---------------------------------------------------------
 
 
-def test_timeout_is_validated(tmp_path, capsys):
+def test_timeout_is_validated(tmp_path):
     from bench.run.config import parse_config
 
     assert parse_config({**TINY, "timeout": 30}).timeout == 30.0
@@ -166,8 +165,8 @@ def test_timeout_is_validated(tmp_path, capsys):
             parse_config({**TINY, "timeout": bad})
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    assert main(["run", str(config), "--out", str(tmp_path / "o"), "--timeout", "-3"]) == 2
-    assert capsys.readouterr().err.startswith("error: --timeout: expected seconds")
+    proc = _cli(["run", str(config), "--out", str(tmp_path / "o"), "--timeout", "-3"])
+    _one_error(proc, "error: --timeout: expected seconds")
 
 
 def _hostile_config(tmp_path: Path, action: str, **extra) -> Path:
