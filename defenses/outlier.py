@@ -15,9 +15,6 @@ from functools import cache
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from scipy.stats import rankdata
-from sklearn.decomposition import PCA
-from sklearn.preprocessing import StandardScaler
 
 from bench.core.types import (
     DatasetInfo,
@@ -138,10 +135,14 @@ def project(X: np.ndarray, space: str, is_image: bool, seed: int) -> np.ndarray:
     if kind == "raw":
         return flat
     if kind in ("standardized", "std-pca"):
+        from sklearn.preprocessing import StandardScaler  # here: `poisonbench list` needs none
+
         flat = StandardScaler().fit_transform(flat)
         if kind == "standardized":
             return flat
     k = min(k, flat.shape[1], len(flat))  # type: ignore[type-var]
+    from sklearn.decomposition import PCA
+
     return PCA(n_components=k, random_state=seed).fit_transform(flat)
 
 
@@ -258,6 +259,8 @@ class OutlierFilter(Filter):
             if self.per_class
             else [np.arange(len(train))]
         )
+        from scipy.stats import rankdata
+
         scores = np.zeros(len(train))
         removed = np.zeros(len(train), dtype=bool)
         for rows in groups:

@@ -6,8 +6,13 @@ import importlib
 import os
 import signal
 
+# scikit-learn sets KMP_DUPLICATE_LIB_OK and joblib's loky KMP_INIT_AT_FORK in os.environ when
+# first imported. The harness imports them only where it fits (`poisonbench list` imports
+# neither), so without this the process-state guard below would blame the first test that fits.
+import joblib.externals.loky  # noqa: F401
 import numpy as np
 import pytest
+import sklearn  # noqa: F401
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

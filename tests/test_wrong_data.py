@@ -208,11 +208,6 @@ def test_macos_resource_files_and_dotfiles_are_skipped(tmp_path):
     assert any("ignored 2 " in note for note in ds.notes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the non-regular-file check belongs to the reliability round-3 issue (another branch); "
-    "remove this mark once it is merged",
-)
 def test_a_device_file_as_a_csv_is_refused(tmp_path):
     """``/dev/zero`` named as a CSV: refused, not read until MemoryError (in a child process
     capped at 1 GiB of address space and 60 s, so a regression cannot hurt the machine)."""

@@ -3,7 +3,10 @@ pattern that finds what a killed writer left behind.
 
 A writer puts its bytes in ``.NAME.RANDOM.tmp`` beside ``NAME`` and renames it over ``NAME``
 (``os.replace``, atomic on POSIX): readers see the old file or the new one, never half of
-one. A process killed mid-write (kill -9, power loss) leaves the temporary file; every such
+one. Only a regular file (or a path that does not exist yet) is ever replaced: a symlink is
+written through to what it points to (the link stays), a character device or a FIFO that has
+a reader is written through (``/dev/null``, ``/dev/stdout``, a shell's ``>(...)``), and any
+other special file is refused (:func:`output_target`). A process killed mid-write (kill -9, power loss) leaves the temporary file; every such
 file matches :data:`TEMP_GLOB`, whatever wrote it (records, tables, ``report.md``, plots), and
 :func:`remove_temporaries` deletes them (call it while holding the run lock).
 """
@@ -11,7 +14,9 @@ file matches :data:`TEMP_GLOB`, whatever wrote it (records, tables, ``report.md`
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +56,11 @@ def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
         to be shared). Writers that want a file name (``DataFrame.to_parquet``, ``savefig``) write
         to the yielded path; say the format explicitly, since its suffix is :data:`TEMP_SUFFIX`.
     """
-    path = Path(path)
+    path, kind = output_target(path)
+    if kind != "file":
+        with _written_through(path, kind) as tmp:
+            yield tmp
+        return
     if path.parent.exists() and not path.parent.is_dir():
         raise WriteError(path, f"Not a directory ({path.parent} is a file)")
     try:
@@ -76,6 +85,110 @@ def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
         if isinstance(exc, OSError) and not isinstance(exc, WriteError):
             raise WriteError.from_os_error(path, exc) from None
         raise
+
+
+# --- special targets (issue 22, item 2): never replace what is not a regular file ----------
+
+
+def output_target(path: str | Path) -> tuple[Path, str]:
+    """Where a write to ``path`` goes, and how: ``(target, kind)``.
+
+    ``target`` is ``path`` itself, or for a symlink (a chain of them) the path it finally names,
+    so that the link is kept and what it points to is written. ``kind`` is ``"file"`` (a
+    regular file or nothing yet: replaced atomically), ``"device"`` (a character device such
+    as ``/dev/null``) or ``"fifo"`` (a named or anonymous pipe): both written through, never
+    replaced. A symlink loop, a block device, a socket or a FIFO with no reader (writing would
+    block forever) is a :class:`WriteError` in one line.
+    """
+    path = Path(path)
+    target = path
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except FileNotFoundError:
+            target = path.resolve()  # a dangling link: create what it names
+        except (RuntimeError, OSError) as exc:  # ELOOP (RuntimeError before Python 3.13)
+            if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+                raise WriteError.from_os_error(path, exc) from None
+            raise WriteError(path, "a symlink loop (refused)") from None
+        if target.is_symlink():  # resolve() stopped at a link it could not follow
+            raise WriteError(path, "a symlink loop (refused)")
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target, "file"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise WriteError(path, "a symlink loop (refused)") from None
+        raise WriteError.from_os_error(path, exc) from None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a folder fails as before, naming it
+        return target, "file"
+    if stat.S_ISCHR(mode):
+        return target, "device"
+    if stat.S_ISFIFO(mode):
+        return target, "fifo"
+    what = "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else None
+    raise WriteError(path, f"{what or 'a special file'}, not a regular file (refused)")
+
+
+def special_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (``"a FIFO (named
+    pipe)"``, ``"a character device"``, ``"a block device"``, ``"a socket"``, ``"a symlink
+    loop"``), else None (also when it does not exist). Readers call it before they open a data
+    or config file: reading a FIFO with no writer, or a device, would block or never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        return None  # unreadable: the reader says why
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
+
+
+def _open_through(path: Path, kind: str) -> int:
+    """Open a device or FIFO for writing without blocking: a FIFO with no reader is refused."""
+    flags = os.O_WRONLY | getattr(os, "O_NOCTTY", 0)
+    try:
+        if kind == "fifo":
+            fd = os.open(path, flags | os.O_NONBLOCK)
+            os.set_blocking(fd, True)
+            return fd
+        return os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise WriteError(path, "a FIFO with no reader (refused: writing would block)") from None
+        raise WriteError.from_os_error(path, exc) from None
+
+
+@contextlib.contextmanager
+def _written_through(path: Path, kind: str) -> Iterator[Path]:
+    """Yield a private temporary path; when the block ends normally, copy what was written
+    there into the device or FIFO ``path`` (opened first, so a refusal comes before any work)."""
+    fd = _open_through(path, kind)
+    try:
+        with tempfile.TemporaryDirectory(prefix="poisonbench-out-") as folder:
+            tmp = Path(folder) / f".{path.name}{TEMP_SUFFIX}"
+            tmp.touch()
+            yield tmp
+            try:
+                data = tmp.read_bytes()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                raise WriteError.from_os_error(path, exc) from None
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -122,3 +235,4 @@ def check_writable(root: str | Path, subdirs: tuple[str, ...] = ("cells",)) -> N
     for name in RUN_FILES:
         if (root / name).is_dir():
             raise WriteError(root / name, "Is a directory (a file is expected here)")
+        output_target(root / name)  # a symlink loop, a socket or a block device: refused now

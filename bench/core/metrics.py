@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def classification_metrics(
@@ -87,6 +86,8 @@ def detection_metrics(
     if scores is not None and 0 < n_poison < len(mask):
         finite = np.isfinite(scores)
         if finite.all() or (finite.any() and 0 < mask[finite].sum() < finite.sum()):
+            from sklearn.metrics import roc_auc_score  # here: importing metrics stays light
+
             auc = float(roc_auc_score(mask[finite], scores[finite]))
     return {
         "det_precision": float(precision),

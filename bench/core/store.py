@@ -59,6 +59,11 @@ class RunLockedError(PoisonBenchError):
     """Another process holds the run directory's lock."""
 
 
+class RunDirectoryLost(PoisonBenchError):
+    """The run directory, or its lock file, is no longer the one this run locked (removed,
+    moved or replaced while the run went on): its records would go where no one looks."""
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Create ``path`` through ``write(temporary path)`` (see :func:`bench.core.atomic.atomic_path`)."""
     with atomic_path(path) as tmp:
@@ -226,6 +231,7 @@ class RunLock:
         self.root = Path(root)
         self.path = self.root / LOCK_NAME
         self._fd: int | None = None
+        self._root_id: tuple[int, int] | None = None  # (device, inode) of the locked folder
 
     def acquire(self) -> RunLock:
         """Take the lock or raise :class:`RunLockedError` at once (never waits)."""
@@ -251,7 +257,33 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
+        st = os.stat(self.root)
+        self._root_id = (st.st_dev, st.st_ino)
         return self
+
+    def check(self) -> None:
+        """Raise :class:`RunDirectoryLost` unless the run directory and its lock file are still
+        the ones locked (same device and inode): ``rm -rf`` of the directory, or a ``mv`` over
+        it, or a new ``.lock`` (which a second run could then take) mid-run. Called before
+        each record write, and before the table is written."""
+        if self._fd is None or self._root_id is None:
+            return
+        held = os.fstat(self._fd)
+        try:
+            root, lock = os.stat(self.root), os.stat(self.path)
+        except OSError:
+            root = lock = None
+        if (
+            root is None
+            or lock is None
+            or (root.st_dev, root.st_ino) != self._root_id
+            or (lock.st_dev, lock.st_ino) != (held.st_dev, held.st_ino)
+        ):
+            raise RunDirectoryLost(
+                f"the run directory {self.root} was removed or replaced during the run (its "
+                f"lock file {self.path} is not the one this run holds); the records written "
+                "since are not in it: run again to recompute them"
+            )
 
     def release(self) -> None:
         """Give the lock back (the file stays: deleting it would race with a new holder)."""

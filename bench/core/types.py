@@ -680,3 +680,33 @@ class Plugin:
 def exact_count(rate: float, n: int) -> int:
     """``rate × n`` rounded half up: the exact number of rows a rate selects."""
     return min(n, int(math.floor(rate * n + 0.5)))
+
+
+# --- what a plug-in raised that is not an Exception (issue 22, item 5) -----------------------
+
+
+def plugin_escape(exc: BaseException) -> str | None:
+    """How a plug-in's :class:`BaseException` that is not an :class:`Exception` reads in an
+    error or a failed row (``called sys.exit(3)``, ``raised KeyboardInterrupt``, ``raised
+    MyError: why``), or None when it must propagate: a stop signal (a ``KeyboardInterrupt``
+    with a ``signum``, or any ``KeyboardInterrupt`` while Python's own SIGINT handler is
+    installed in the main thread, where it may be the user's Ctrl-C) or ``GeneratorExit``.
+
+    Elsewhere a ``KeyboardInterrupt`` is the plug-in's own: a worker process ignores SIGINT,
+    a Dask task runs outside the main thread (signals reach only that one), and the CLI's
+    handler raises its stop with a ``signum``.
+    """
+    import threading
+
+    if isinstance(exc, Exception | GeneratorExit):
+        return None
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    if isinstance(exc, KeyboardInterrupt):
+        if getattr(exc, "signum", None) is not None:
+            return None
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            return None
+    message = str(exc)
+    return f"raised {type(exc).__name__}" + (f": {message}" if message else "")

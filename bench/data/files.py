@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from bench.core.atomic import special_kind
 from bench.core.types import ParamError, check_range
 from bench.data.datasets import (
     DATASETS,
@@ -463,6 +464,11 @@ class Table(DatasetSource):
             )
         if path.is_dir():
             raise DatasetError(f"{label}: path: {self.path!r} is a folder, not a table file")
+        special = special_kind(path)
+        if special is not None:  # reading it could block forever (a FIFO) or never end
+            raise DatasetError(
+                f"{label}: path: {self.path!r} is {special}, not a regular file (refused)"
+            )
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -634,6 +640,8 @@ class ImageFolder(DatasetSource):
                 f"in {root} hold{'' if len(empty) > 1 else 's'} no image "
                 f"({', '.join(IMAGE_EXTENSIONS)})"
             )
+        if self.size is not None:
+            _check_image_memory(len(files), 1 if self.grayscale else 3, self.size, label)
         arrays = []
         first_size: tuple[int, int] | None = None
         for path, _ in files:
@@ -641,6 +649,8 @@ class ImageFolder(DatasetSource):
             if first_size is None:
                 first_size = array.shape[:2]
                 first_path = path
+                if self.size is None:  # every image must share this size: it sets the total
+                    _check_image_memory(len(files), 1 if self.grayscale else 3, first_size, label)
             elif array.shape[:2] != first_size:
                 raise DatasetError(
                     f"{label}: size: images differ in size ({first_path.relative_to(root)} is "
@@ -665,6 +675,25 @@ class ImageFolder(DatasetSource):
             notes.append(f"ignored {len(ignored)} non-image files (e.g. {ignored[0]})")
         return make_dataset(
             label, X, y, classes, image_shape=tuple(X.shape[1:]), notes=tuple(notes)
+        )
+
+
+# --- image_folder limits (issue 22, item 4): no walk or decode that cannot end ---------------
+
+#: the most memory an image_folder's decoded array may take (float32, n×c×h×w), bytes: 1 GiB
+#: holds 85,000 RGB images of 32×32 or 1,300 of 224×224; the models then need several times it
+MAX_IMAGE_BYTES = 1 << 30
+
+
+def _check_image_memory(n: int, channels: int, size: Sequence[int], label: str) -> None:
+    """Refuse an image set whose decoded float32 array would exceed :data:`MAX_IMAGE_BYTES`."""
+    h, w = int(size[0]), int(size[1])
+    need = n * channels * h * w * 4
+    if need > MAX_IMAGE_BYTES:
+        raise DatasetError(
+            f"{label}: size: {n} images of {h}×{w}×{channels} need {need / 2**30:.1f} GiB as "
+            f"float32, more than the {MAX_IMAGE_BYTES / 2**30:.0f} GiB limit; set a smaller "
+            "size: [height, width]"
         )
 
 
@@ -715,6 +744,12 @@ def _image_files(
                 if not fname.lower().endswith(IMAGE_EXTENSIONS):
                     ignored.append(str(path.relative_to(root)))
                     continue
+                special = special_kind(path)
+                if special is not None:  # a FIFO would block the decoder forever
+                    raise DatasetError(
+                        f"{label}: path: {path.relative_to(root)} is {special}, not a regular "
+                        "file (refused)"
+                    )
                 real = os.path.realpath(path)
                 if real in seen:
                     raise DatasetError(

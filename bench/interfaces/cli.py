@@ -75,7 +75,13 @@ def _run_command(args: argparse.Namespace) -> int:
     from bench.run.orchestrate import RunInterrupted
     from bench.run.session import prepare, run_directory, run_session
 
-    config = prepare(load_config(args.config), args.data_dir, args.precision, args.max_seeds)
+    config = prepare(
+        load_config(args.config),
+        args.data_dir,
+        args.precision,
+        args.max_seeds,
+        args.timeout,
+    )
     out = run_directory(args.out, config)
     tracker = _mlflow_tracker(args, config, out)  # None without --mlflow
     try:
@@ -181,7 +187,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from defenses import DEFENSES
 
     if args.config:
-        _import_config_plugins(args.config)
+        with stop_handlers():  # a plug-in's own KeyboardInterrupt is its error, as in `run`
+            _import_config_plugins(args.config)
     broken = []
     for title, registry in (
         ("datasets", DATASETS),
@@ -293,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="the most seeds a group gets with --precision (default: the config's, else 20)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time limit per cell: a cell past it is failed ('timed out after N s') and its "
+        "worker replaced (default: the config's timeout:, else none; 0: none)",
     )
     run.add_argument(
         "--no-report",

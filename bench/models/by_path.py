@@ -30,7 +30,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.core.types import DatasetInfo, ParamError, PoisonBenchError, TrainingSet, build_params
+from bench.core.types import (
+    DatasetInfo,
+    ParamError,
+    PoisonBenchError,
+    TrainingSet,
+    build_params,
+    plugin_escape,
+)
 from bench.models.base import (
     MODELS,
     Estimator,
@@ -76,6 +83,11 @@ def resolve_import(path: str, field: str) -> Any:
             raise ParamError(field, f"importing {module_name!r} failed: {exc}") from None
         except ImportError as exc:
             raise ParamError(field, f"importing {module_name!r} failed: {exc}") from None
+        except BaseException as exc:  # sys.exit() or another BaseException on import
+            why = plugin_escape(exc)
+            if why is None:  # an Exception (as before) or a stop signal
+                raise
+            raise ParamError(field, f"plugin {module_name!r} {why} on import") from None
         for i, attr in enumerate(attrs):
             if not hasattr(obj, attr):
                 where = ".".join([module_name, *attrs[:i]])

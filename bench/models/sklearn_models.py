@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from bench.core.types import DatasetInfo, ParamError, PoisonBenchError, check_range
 from bench.models.base import MODELS, Estimator, ModelSpec, SklearnClassifier
@@ -95,45 +94,10 @@ class SVM(ModelSpec):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
+        from bench.models.platt import WeightedPlattSVC
+
         pipe = make_pipeline(StandardScaler(), WeightedPlattSVC(C=self.C))
         return SklearnClassifier(pipe, info.n_classes, "weightedplattsvc__sample_weight")
-
-
-class WeightedPlattSVC(ClassifierMixin, BaseEstimator):
-    """RBF-kernel SVC whose Platt (sigmoid) probabilities respect ``sample_weight``.
-
-    ``SVC(probability=True)`` fits its sigmoids ignoring the weights (and is deprecated since
-    scikit-learn 1.9). Soft targets arrive as weighted duplicates of each row with every label,
-    so unweighted, every class pair looks equally likely: its probabilities came out near
-    uniform and ranked backwards (0% accuracy on easy blobs with label smoothing). Here the
-    sigmoids are fit with the weights on out-of-fold decision values (``CalibratedClassifierCV``,
-    ``ensemble=False``, up to 5 stratified folds; in-sample when a class has a single row).
-    """
-
-    def __init__(self, C: float = 1.0) -> None:
-        self.C = C
-
-    def fit(
-        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
-    ) -> WeightedPlattSVC:
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.svm import SVC
-
-        svc = SVC(C=self.C, kernel="rbf")
-        folds = int(min(5, np.unique(y, return_counts=True)[1].min()))
-        if folds >= 2:
-            model = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=folds)
-        else:
-            from sklearn.frozen import FrozenEstimator
-
-            svc.fit(X, y, sample_weight=sample_weight)
-            model = CalibratedClassifierCV(FrozenEstimator(svc), method="sigmoid")
-        self.model_ = model.fit(X, y, sample_weight=sample_weight)
-        self.classes_ = self.model_.classes_
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.model_.predict_proba(X)
 
 
 @MODELS.register("mlp")
@@ -228,3 +192,13 @@ class RobustLinear(ModelSpec):
         return SklearnClassifier(
             make_pipeline(StandardScaler(), sgd), info.n_classes, "sgdclassifier__sample_weight"
         )
+
+
+def __getattr__(name: str) -> object:
+    # WeightedPlattSVC subclasses scikit-learn's bases, so it lives in bench.models.platt,
+    # imported on first use: importing this module (``poisonbench list``) imports no sklearn.
+    if name == "WeightedPlattSVC":
+        from bench.models.platt import WeightedPlattSVC
+
+        return WeightedPlattSVC
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from attacks import ATTACKS
+from bench.core.atomic import special_kind
 from bench.core.schema import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_FRACTIONS,
@@ -199,6 +200,8 @@ class Config:
     plugins: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     exclude: tuple[ExcludeRule, ...] = ()
+    #: a cell's time limit in seconds (``timeout:``; None: none); not part of any identity
+    timeout: float | None = None
 
     def excluded(self, **tokens: Iterable[Any]) -> bool:
         """Whether an ``exclude`` rule drops the cells offering ``tokens`` (see
@@ -219,7 +222,24 @@ TOP_LEVEL = {
     "data_dir",
     "plugins",
     "exclude",
+    "timeout",
 }
+
+#: the largest ``timeout:`` accepted, seconds (a week: beyond it, no limit is meant)
+MAX_TIMEOUT = 7 * 24 * 3600.0
+
+
+def parse_timeout(value: Any, path: str = "timeout") -> float | None:
+    """A per-cell time limit in seconds, in (0, :data:`MAX_TIMEOUT`]; None or 0: no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(path, f"expected seconds (a number > 0, or 0 for none), got {_short(value)}")
+    if value == 0:
+        return None
+    if not 0 < value <= MAX_TIMEOUT:
+        raise _fail(path, f"expected seconds in (0, {MAX_TIMEOUT:g}] (0: none), got {value!r}")
+    return float(value)
 
 
 def _fail(path: str, message: str) -> ConfigError:
@@ -663,6 +683,7 @@ def parse_config(raw: Any, default_name: str = "run") -> Config:
         plugins=plugins,
         raw=raw,
         exclude=_exclude(raw.get("exclude"), "exclude"),
+        timeout=parse_timeout(raw.get("timeout")),
     )
 
 
@@ -674,6 +695,9 @@ def load_config(path: str | Path) -> Config:
 def read_config(path: str | Path) -> Any:
     """The YAML data of a config file, not yet validated (ConfigError when unreadable)."""
     path = Path(path)
+    special = special_kind(path)
+    if special is not None:  # reading it could block forever (a FIFO) or never end (a device)
+        raise ConfigError("config", f"{path} is {special}, not a regular file (refused)")
     try:
         text = path.read_text()
     except OSError as exc:

@@ -111,11 +111,26 @@ def _init_worker(threads: int, started: Any = None, environ: dict[str, str] | No
         os.environ.update(environ)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    _keep_worker_on_growth()
     limit_threads(threads)
     _started = started
     # A crash is reported in one line (the cell's record says how the worker died); loky would
     # also dump every thread's stack to stderr. PYTHONFAULTHANDLER=1 brings the dump back.
     os.environ.setdefault("PYTHONFAULTHANDLER", "")
+
+
+def _keep_worker_on_growth() -> None:
+    """Turn off loky's memory-leak guard in this worker. Loky measures a worker's memory after
+    its first task (here the warm-up) and stops the worker once it has grown by 300 MB: a
+    worker's first ``import torch`` (~0.8 GB), a second dataset in the bounded dataset cache or
+    the stage cache grow it that much by design. Loky then starts a replacement, which pays
+    the imports again, and warns ``A worker stopped while some jobs were given to the
+    executor`` on a healthy run. Our caches are bounded, so there is no leak to guard against;
+    without psutil loky only runs ``gc.collect()`` once a second, which it still does."""
+    with contextlib.suppress(ImportError):
+        from joblib.externals.loky import process_executor
+
+        process_executor._USE_PSUTIL = False
 
 
 def _warm(
@@ -221,11 +236,33 @@ def _run_task(task: Task, data_dir: str | None) -> list[dict[str, Any]]:
     return _run(task.payload(), data_dir)
 
 
+#: on a Dask worker: the key of each task running there -> when it started (time.monotonic),
+#: read by :func:`_dask_running` for the time limit; bounded by the worker's threads
+_dask_started: dict[str, float] = {}
+
+
 def _run_on_worker(payload: list[Any], data_dir: str | None, threads: int) -> list[dict[str, Any]]:
     """Run one task on a Dask worker, limiting the worker's threads on its first task."""
     if _limited_to != threads:
         limit_threads(threads)
-    return _run(payload, data_dir)
+    key = None
+    with contextlib.suppress(Exception):  # (outside a worker, e.g. a test calling it directly)
+        from distributed import get_worker
+
+        key = str(get_worker().get_current_task())
+    if key is not None:
+        _dask_started[key] = time.monotonic()
+    try:
+        return _run(payload, data_dir)
+    finally:
+        if key is not None:
+            _dask_started.pop(key, None)
+
+
+def _dask_running() -> dict[str, float]:
+    """On a Dask worker (``client.run``): seconds each of its poisonbench tasks has run."""
+    now = time.monotonic()
+    return {key: now - since for key, since in list(_dask_started.items())}
 
 
 def lost_task(task: Task, error: str) -> list[dict[str, Any]]:
@@ -247,14 +284,19 @@ def run_local(
     jobs: int = 1,
     threads: int = 1,
     pool: _Pool | None = None,
+    timeout: float | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes, from ``jobs`` worker processes.
 
     ``jobs=1`` runs in this process (no start-up cost; a cell that kills its process ends the
     run). With more, see :func:`run_tasks`: a task whose worker process dies comes back as
     :func:`lost_task` records saying how the worker died, and the run goes on.
+
+    ``timeout``: seconds per cell (None: no limit); a task past ``timeout`` × its cell count
+    is ``failed`` (``timed out after N s``) and its worker replaced (:func:`run_tasks`). With a
+    limit, ``jobs=1`` runs in one worker process too: only a process can be stopped.
     """
-    if jobs <= 1:
+    if jobs <= 1 and timeout is None:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=threads):
@@ -268,7 +310,14 @@ def run_local(
         jobs=jobs,
         threads=threads,
         pool=pool,
+        limit=None if timeout is None else functools.partial(task_limit, timeout=timeout),
     )
+
+
+def task_limit(task: Task, timeout: float) -> float:
+    """A task's time limit, seconds: ``timeout`` per cell, for each of its cells (they run one
+    after another in one worker)."""
+    return timeout * len(task.items)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,9 +326,10 @@ def run_local(
 
 
 def _call(fn: Callable[[Any], Any], index: int, payload: Any) -> Any:
-    """In a worker: report that task ``index`` starts in this process, then run it."""
+    """In a worker: report that task ``index`` starts in this process (and when: the
+    system-wide monotonic clock, for the time limit), then run it."""
     if _started is not None:
-        _started.put((index, os.getpid()))
+        _started.put((index, os.getpid(), time.monotonic()))
     return fn(payload)
 
 
@@ -354,6 +404,7 @@ class _Pool:
         )
         self.futures: dict[Future, int] = {}  # pending future -> task index
         self.started: dict[int, int] = {}  # task index -> pid of the worker that started it
+        self.since: dict[int, float] = {}  # task index -> when it started (time.monotonic)
         self.dead: set[int] = set()  # worker pids found dead when the pool broke
         self.error: BaseException | None = None  # what broke the pool
         self._noted = threading.Event()
@@ -368,8 +419,9 @@ class _Pool:
         """Read the workers' start reports (also so that their pipe never fills up)."""
         with self._lock:
             while not self._queue.empty():
-                index, pid = self._queue.get()
+                index, pid, since = self._queue.get()
                 self.started[index] = pid
+                self.since[index] = since
 
     def _on_done(self, future: Future) -> None:
         # Runs in loky's manager thread; for a broken pool, before it kills the survivors.
@@ -424,9 +476,15 @@ def run_tasks(
     jobs: int = 2,
     threads: int = 1,
     pool: _Pool | None = None,
+    limit: Callable[[P], float | None] | None = None,
 ) -> Iterator[R]:
     """Yield ``fn(payload)`` for every payload, in the order they finish, from ``jobs`` worker
     processes; for a task whose worker process died under it, yield ``lost(payload, reason)``.
+
+    ``limit``: a payload's time limit in seconds (None: no limit). A task still running that
+    long after it started has its worker killed (SIGKILL: a hung plug-in may never return to
+    the interpreter) and yields ``lost(payload, "timed out after N s")``; the pool is replaced
+    and the tasks of the other workers are rerun (such a break is not counted against them).
 
     ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); an
     exception it raises propagates. Workers are forked by the fork server (see
@@ -450,6 +508,7 @@ def run_tasks(
     breaks: Counter[int] = Counter()
     barren = 0  # pool breaks in a row before any task started
     pool = pool if pool is not None else _Pool(jobs, threads)
+    timed_out: dict[int, float] = {}  # task index -> the limit it ran past (its worker killed)
     finished = False
     try:
         while todo or pool.futures:
@@ -461,13 +520,19 @@ def run_tasks(
             except BrokenProcessPool:
                 broken = True  # it broke while no task was pending (a worker died idle)
             if not broken:
-                done, _ = wait(list(pool.futures), return_when=FIRST_COMPLETED)
+                done, _ = wait(
+                    list(pool.futures),
+                    return_when=FIRST_COMPLETED,
+                    timeout=None if limit is None else 0.5,
+                )
                 pool.drain()
+                if limit is not None:
+                    _kill_overdue(pool, payloads, limit, timed_out)
                 for future in done:
                     if pool.broken(future):
                         broken = True
                         continue
-                    del pool.futures[future]
+                    timed_out.pop(pool.futures.pop(future), None)  # (done as it was killed)
                     barren = 0
                     yield future.result()  # raises what fn raised
                 if not broken:
@@ -475,16 +540,20 @@ def run_tasks(
             pool.settle()
             reason = death_reason(pool.error) if pool.error is not None else "worker died"
             retry: list[int] = []
+            ours = bool(timed_out)  # the break is our kill of a hung task, not the others'
             for future, index in list(pool.futures.items()):
                 del pool.futures[future]
                 if not pool.broken(future):  # it finished before the break
+                    timed_out.pop(index, None)
                     yield future.result()
+                elif index in timed_out:
+                    yield lost(payloads[index], f"timed out after {timed_out.pop(index):g} s")
                 elif index not in pool.started:
                     retry.append(index)  # still queued: never ran
                 elif pool.started[index] in pool.dead:
                     yield lost(payloads[index], reason)  # its worker died under it
                 else:
-                    breaks[index] += 1  # its worker was alive: loky killed it afterwards
+                    breaks[index] += 0 if ours else 1  # alive: loky killed it afterwards
                     if breaks[index] < MAX_BREAKS:
                         retry.append(index)
                     else:
@@ -501,6 +570,25 @@ def run_tasks(
         finished = True
     finally:
         pool.close(kill=not finished)
+
+
+def _kill_overdue(
+    pool: _Pool,
+    payloads: Sequence[P],
+    limit: Callable[[P], float | None],
+    timed_out: dict[int, float],
+) -> None:
+    """Kill the worker of every running task of ``pool`` past its time limit; note the task
+    and its limit in ``timed_out`` (the kill breaks the pool: :func:`run_tasks` goes on)."""
+    now = time.monotonic()
+    for index in set(pool.futures.values()):
+        seconds = limit(payloads[index])
+        since = pool.since.get(index)
+        if seconds is None or since is None or index in timed_out or now - since < seconds:
+            continue
+        timed_out[index] = seconds
+        with contextlib.suppress(OSError):
+            os.kill(pool.started[index], signal.SIGKILL)
 
 
 def _import_distributed() -> Any:
@@ -545,8 +633,16 @@ def run_dask(
     workers: int = 2,
     threads: int = 1,
     scratch_dir: str | Path | None = None,
+    timeout: float | None = None,
+    seen_workers: list[int] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes on a Dask cluster.
+
+    ``timeout``: seconds per cell (None: no limit). A task past ``timeout`` × its cell count
+    is cancelled, its worker restarted (through its nanny: a hung thread cannot be stopped any
+    other way) and its cells ``failed`` (``timed out after N s``); the run goes on.
+    ``seen_workers``: when given, the cluster's worker threads are appended to it, at the start
+    and (if the count changed) at the end: what the run's efficiency divides by.
 
     ``scheduler``: the address of a running scheduler (``tcp://host:8786``); the cluster may
     be local, Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes). Without it, a
@@ -581,6 +677,9 @@ def run_dask(
         def slots() -> int:  # re-read as results arrive: clusters scale up and down
             return max(2, 2 * sum(client.nthreads().values()))
 
+        if seen_workers is not None:
+            seen_workers.append(_dask_threads(client))
+
         queue = list(reversed(tasks))
         ready = distributed.as_completed()
 
@@ -598,17 +697,27 @@ def run_dask(
 
         while queue and len(futures) < slots():
             submit()
-        for future in ready:
-            _, task = futures.pop(future.key)
-            try:
-                records = future.result()
-            except Exception as exc:  # a worker died (KilledWorker) or the task broke
-                records = lost_task(task, f"dask: {type(exc).__name__}: {exc}")
-            future.release()
+        for future in _as_ready(ready, futures, None if timeout is None else 0.5):
+            if future is None:  # a poll: stop the tasks past their limit
+                for _key, task in _dask_overdue(client, futures, timeout):
+                    yield lost_task(task, f"timed out after {task_limit(task, timeout):g} s")
+            else:
+                if future.key not in futures:
+                    continue  # a task cancelled for its time limit (already yielded)
+                _, task = futures.pop(future.key)
+                try:
+                    records = future.result()
+                except Exception as exc:  # a worker died (KilledWorker) or the task broke
+                    records = lost_task(task, f"dask: {type(exc).__name__}: {exc}")
+                future.release()
+                yield records
             limit = slots() if queue else 0
             while queue and len(futures) < limit:
                 submit()
-            yield records
+        if seen_workers is not None:
+            end = _dask_threads(client)
+            if end != seen_workers[-1]:
+                seen_workers.append(end)
     finally:
         with contextlib.suppress(Exception):
             client.cancel([future for future, _ in futures.values()], force=True)
@@ -621,6 +730,53 @@ def run_dask(
                 shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
+def _dask_threads(client: Any) -> int:
+    """The worker threads the cluster has now (``nthreads`` summed over its workers)."""
+    try:
+        return int(sum(client.nthreads().values()))
+    except Exception:  # the scheduler is gone: the run's own error says so
+        return 0
+
+
+def _as_ready(ready: Any, futures: dict[Any, Any], poll: float | None) -> Iterator[Any]:
+    """The futures of ``ready`` (a ``distributed.as_completed``) as they finish; with
+    ``poll`` seconds, also None every ``poll`` seconds while none finishes (to check limits)."""
+    if poll is None:
+        yield from ready
+        return
+    while futures:
+        batch = ready.next_batch(block=False) if ready.has_ready() else []
+        if batch:
+            yield from batch
+        else:
+            time.sleep(poll)
+            yield None
+
+
+def _dask_overdue(
+    client: Any, futures: dict[Any, tuple[Any, Task]], timeout: float
+) -> list[tuple[str, Task]]:
+    """Cancel the tasks running past their limit, restart their workers, and return them
+    (removed from ``futures``)."""
+    try:
+        running = client.run(_dask_running)  # {worker address: {key: seconds}}
+    except Exception:
+        return []
+    overdue, restart = [], set()
+    for worker, keys in running.items():
+        for key, seconds in keys.items():
+            if key in futures and seconds >= task_limit(futures[key][1], timeout):
+                future, task = futures.pop(key)
+                with contextlib.suppress(Exception):
+                    client.cancel([future], force=True)
+                overdue.append((key, task))
+                restart.add(worker)
+    if restart:
+        with contextlib.suppress(Exception):
+            client.restart_workers(sorted(restart), raise_for_error=False)
+    return overdue
+
+
 def execute(
     tasks: list[Task],
     data_dir: str | None = None,
@@ -631,8 +787,16 @@ def execute(
     threads: int = 1,
     run_dir: str | Path | None = None,
     pool: _Pool | None = None,
+    timeout: float | None = None,
+    seen_workers: list[int] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`).
+
+    ``seen_workers``: for the dask executors, the cluster's worker threads are appended to it
+    at the start and, if changed, at the end (see :func:`run_dask`).
+
+    ``timeout``: seconds per cell (None: no limit): a task past it is ``failed`` (``timed out
+    after N s``) and its worker replaced; see :func:`run_local` and :func:`run_dask`.
 
     ``run_dir``: the run directory; ``dask-local`` keeps its workers' scratch space in
     ``run_dir/`` :data:`DASK_SCRATCH` (without it, in the system temp dir). ``pool``: local
@@ -640,11 +804,26 @@ def execute(
     """
     check_executor(executor, scheduler)
     if executor == "local":
-        return run_local(tasks, data_dir, jobs=jobs, threads=threads, pool=pool)
+        return run_local(tasks, data_dir, jobs=jobs, threads=threads, pool=pool, timeout=timeout)
     if executor == "dask":
-        return run_dask(tasks, data_dir, scheduler=scheduler, threads=threads)
+        return run_dask(
+            tasks,
+            data_dir,
+            scheduler=scheduler,
+            threads=threads,
+            timeout=timeout,
+            seen_workers=seen_workers,
+        )
     scratch = None if run_dir is None else Path(run_dir) / DASK_SCRATCH
-    return run_dask(tasks, data_dir, workers=workers or jobs, threads=threads, scratch_dir=scratch)
+    return run_dask(
+        tasks,
+        data_dir,
+        workers=workers or jobs,
+        threads=threads,
+        scratch_dir=scratch,
+        timeout=timeout,
+        seen_workers=seen_workers,
+    )
 
 
 def check_executor(executor: str, scheduler: str | None = None) -> None:

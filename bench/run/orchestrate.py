@@ -100,6 +100,8 @@ class RunSummary:
     compute_seconds: float = 0.0  # the cells' own time (split .. predict), summed
     problems: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: a Dask cluster's worker threads at the start and, if it changed, at the end
+    workers_seen: list[int] = field(default_factory=list)
 
     def failure_reasons(self) -> list[tuple[str, int]]:
         """The distinct reasons cells failed in this run, most frequent first, with counts."""
@@ -126,6 +128,7 @@ class RunSummary:
             "fits_run": self.fits_run,
             "fits_cached": self.fits_cached,
             "workers": self.workers,
+            **({"workers_seen": self.workers_seen} if len(self.workers_seen) > 1 else {}),
             "wall_seconds": round(self.wall_seconds, 3),
             "compute_seconds": round(self.compute_seconds, 3),
             "efficiency": round(self.efficiency, 4) if self.fits_run else None,
@@ -167,14 +170,14 @@ def run_config(
     out = check_run_destination(out_dir)  # before anything is made or computed
 
     check_executor(options.executor, options.scheduler)  # before the run directory is made
-    with RunLock(out):  # first: a second run on this directory fails before loading any data
+    with RunLock(out) as lock:  # first: a second run here fails before loading any data
         pool = _early_pool(config, options)
         try:
             grid = expand(config)  # validates; writes nothing
             check_writable(out)  # a filesystem fault stops the run before any work, not after
-            summary = _run_locked(config, out, grid, options, started, pool)
+            summary = _run_locked(config, out, grid, options, started, pool, lock=lock)
             if config.precision is not None:
-                summary = _precision_rounds(config, out, options, started, summary)
+                summary = _precision_rounds(config, out, options, started, summary, lock)
             return summary
         finally:
             if pool is not None:
@@ -182,7 +185,12 @@ def run_config(
 
 
 def _precision_rounds(
-    config: Config, out: Path, options: RunOptions, started: float, first: RunSummary
+    config: Config,
+    out: Path,
+    options: RunOptions,
+    started: float,
+    first: RunSummary,
+    lock: RunLock | None = None,
 ) -> RunSummary:
     """Add seeds in rounds to the groups whose headline interval is still wider than the
     config's precision (:mod:`bench.analysis.precision`), until all are resolved or at the cap.
@@ -208,7 +216,7 @@ def _precision_rounds(
             break
         counts.update(want)
         grid = expand(config, _extra_seeds(config.seeds, counts))
-        summary = _run_locked(config, out, grid, options, started)
+        summary = _run_locked(config, out, grid, options, started, lock=lock)
         rounds.append({"groups": len(want), "cells_run": summary.n_run})
         total = _merged(total, summary)
     meta = read_run_meta(out)
@@ -282,7 +290,13 @@ def _todo(
 
 
 def _run_locked(
-    config: Config, out: Path, grid: Any, options: RunOptions, started: float, pool: Any = None
+    config: Config,
+    out: Path,
+    grid: Any,
+    options: RunOptions,
+    started: float,
+    pool: Any = None,
+    lock: RunLock | None = None,
 ) -> RunSummary:
     from bench.run.executors import execute
 
@@ -320,6 +334,7 @@ def _run_locked(
         bar = tqdm(
             total=len(todo), desc=config.name, unit="cell", file=sys.stderr, dynamic_ncols=True
         )
+    seen_workers: list[int] = []  # a Dask cluster's worker threads, at the start (and end)
     tasks = make_tasks(
         todo, MAX_TASK_CELLS if options.share_stages else 1, getattr(config, "plugins", ())
     )
@@ -334,12 +349,16 @@ def _run_locked(
         workers=options.workers,
         run_dir=out,
         pool=pool,
+        timeout=getattr(config, "timeout", None),
+        seen_workers=seen_workers,
     )
     try:
         for records in records_in:
             for record in records:
                 computed = len(record["rows"])
                 seconds = float(record.get("seconds") or 0.0)  # this run's, not the merged total
+                if lock is not None:  # the folder removed or replaced: stop, count nothing more
+                    lock.check()
                 with held_signals():  # a record on disk is a record counted in the summary
                     record = store.merge(record) if not options.fresh else _write(store, record)
                     summary.n_run += 1
@@ -364,8 +383,13 @@ def _run_locked(
         records_in.close()
         if bar is not None:
             bar.close()
+        if any(seen_workers):  # the cluster's count, not the --workers/--jobs default
+            summary.workers = max(seen_workers)
+            summary.workers_seen = list(seen_workers)
         summary.problems = list(store.problems)
         summary.wall_seconds = time.perf_counter() - started
+    if lock is not None:
+        lock.check()
     records = store.records([c.cell_id for c in cells])
     table = records_to_table(records, grid.fractions)
     write_table(table, out)

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from bench.core.types import BUILTIN, ParamError, Registry, registering_from
+from bench.core.types import BUILTIN, ParamError, Registry, plugin_escape, registering_from
 
 #: a dotted module name (``pkg.module``); a config names modules, never files or ``mod:attr``
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -94,6 +94,11 @@ def import_plugins(modules: Sequence[str], field: str = "plugins") -> None:
             raise PluginImportError(
                 f"{field}[{i}]", f"importing {module!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        except BaseException as exc:  # sys.exit() or another BaseException on import
+            why = plugin_escape(exc)
+            if why is None:  # a stop signal
+                raise
+            raise PluginImportError(f"{field}[{i}]", f"plugin {module!r} {why} on import") from None
 
 
 def _registries() -> dict[str, Registry]:

@@ -41,7 +41,7 @@ from bench.core.schema import (
     jsonable,
     spec_group,
 )
-from bench.core.types import DatasetInfo, DefenseContext, Poisoned, TrainingSet
+from bench.core.types import DatasetInfo, DefenseContext, Poisoned, TrainingSet, plugin_escape
 from bench.data.datasets import load_dataset, split
 from bench.models import (
     MODELS,
@@ -272,6 +272,12 @@ def run_cell(
         error = None
     except Exception as exc:  # recorded, never swallowed: the rows carry the error
         rows = failed_rows(cell, fractions, f"{type(exc).__name__}: {exc}")
+        error = "".join(traceback.format_exception(exc)[-8:])
+    except BaseException as exc:  # sys.exit or another BaseException from a plug-in's code
+        why = plugin_escape(exc)
+        if why is None:  # a stop signal: the run stops (and resumes later)
+            raise
+        rows = failed_rows(cell, fractions, f"plugin {why}")
         error = "".join(traceback.format_exception(exc)[-8:])
     return make_record(cell, rows, time.perf_counter() - started, error)
 

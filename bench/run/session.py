@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.report import write_report
-from bench.run.config import Config, with_precision
+from bench.run.config import Config, parse_timeout, with_precision
 from bench.run.orchestrate import RunOptions, RunSummary, run_config
 
 #: where a run goes when no directory is given: ``results/runs/<config name>``
@@ -57,11 +57,15 @@ def prepare(
     data_dir: str | os.PathLike | None = None,
     precision: float | None = None,
     max_seeds: int | None = None,
+    timeout: float | None = None,
 ) -> Config:
-    """``config`` with the run's options applied: the data root and a precision request."""
+    """``config`` with the run's options applied: the data root, a precision request and a
+    per-cell time limit (which wins over the config's ``timeout:``; 0 turns it off)."""
     config = with_precision(config, precision, max_seeds)
     if data_dir:
         config = dataclasses.replace(config, data_dir=os.fspath(data_dir))
+    if timeout is not None:  # the option wins over the config's timeout: (0: no limit)
+        config = dataclasses.replace(config, timeout=parse_timeout(timeout, "--timeout"))
     return config
 
 

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench.core.types import PoisonBenchError
@@ -78,7 +78,11 @@ def launch(run_dir: str | Path | None = None, port: int = 8501) -> int:
     child: subprocess.Popen | None = None
     with _stop_signals_raise():
         try:
-            child = subprocess.Popen(streamlit_command(port), env=app_env(run_dir))
+            child = subprocess.Popen(
+                streamlit_command(port),
+                env=app_env(run_dir),
+                preexec_fn=_die_with(os.getpid()) if sys.platform == "linux" else None,
+            )
             return child.wait()
         except _Stopped as stop:
             # Pass it on: a signal sent to this process alone (kill PID) never reaches
@@ -143,6 +147,26 @@ def _stop_signals_raise() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+#: prctl option: the signal the kernel sends this process when its parent dies (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` for the Streamlit child (Linux): the kernel sends it SIGTERM when the
+    app's process dies, however it dies (kill -9 included), so the server never outlives it
+    and keeps the port. If the parent is already gone when the child starts, it stops now."""
+
+    def preexec() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # died between the fork and the prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def _stop_child(child: subprocess.Popen, grace: float = 5.0) -> None:
