@@ -129,17 +129,23 @@ def test_an_image_folder_with_a_symlink_loop_is_refused(tmp_path):
     root = _images(tmp_path / "images")
     (root / "cat" / "again").symlink_to(root / "cat")  # cat/again/again/... for ever
     started = time.perf_counter()
-    with pytest.raises(DatasetError, match="again, through a symlink"):
+    with pytest.raises(DatasetError, match="cat/again is a symlink to a folder .*into the image"):
         load_dataset("image_folder", None, {"path": str(root)})
     assert time.perf_counter() - started < 5
 
 
-def test_a_plain_symlinked_subfolder_still_loads(tmp_path):
+def test_a_symlinked_subfolder_that_leaves_the_folder_is_refused(tmp_path):
+    """Issue 28: a folder symlink that leaves the image folder has no bound and is refused
+    (image_folder follows no folder symlink); a symlinked image file is read like a copy."""
     root = _images(tmp_path / "images")
     extra = _images(tmp_path / "more")
     (root / "cat" / "linked").symlink_to(extra / "cat")
+    with pytest.raises(DatasetError, match="cat/linked is a symlink to a folder .*out of the"):
+        load_dataset("image_folder", None, {"path": str(root)})
+    (root / "cat" / "linked").unlink()
+    (root / "cat" / "copy.png").symlink_to(extra / "cat" / "0.png")
     data = load_dataset("image_folder", None, {"path": str(root)})
-    assert np.bincount(data.y).tolist() == [3, 6]
+    assert np.bincount(data.y).tolist() == [3, 4]
 
 
 def test_an_image_size_beyond_the_memory_limit_is_refused_with_the_number(tmp_path):

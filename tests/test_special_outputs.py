@@ -209,7 +209,8 @@ def test_baseline_destination(run_dir, tmp_path, capsys, kind, how):
     target = tmp_path / "target.parquet"
     _special(kind, dest, target)
     if how == "baseline":
-        code = main(["baseline", str(run_dir), str(dest)])
+        # an existing destination is replaced only with --force (issue 28): the node stays
+        code = main(["baseline", str(run_dir), str(dest), "--force"])
     else:
         code = main(["compare", str(dest), str(run_dir), "--write-baseline"])
     err = capsys.readouterr().err

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.analysis.compare import load_results
 from bench.analysis.errors import CompareError
-from bench.core.atomic import TEMP_SUFFIX
+from bench.core.atomic import TEMP_SUFFIX, atomic_path, output_target
 from bench.core.signals import held_signals
 from bench.core.store import LOCK_NAME, RUN_CONFIG, RUN_META
 
@@ -121,11 +121,19 @@ def write_baseline(run: str | Path, dest: str | Path, force: bool = False) -> li
     check_destination(folder, target, force)
     run_json = (run if run.is_dir() else run.parent) / RUN_META
     meta = run_json.read_bytes() if run_json.is_file() else None
+    final, kind = output_target(target)  # a symlink is kept and what it names written
+    if kind != "file":  # a device or a FIFO: written through, never replaced (no two-step)
+        with atomic_path(target) as through:
+            if target.suffix == ".csv":
+                through.write_text(table.to_csv(index=False))
+            else:
+                table.to_parquet(through, index=False)
+        return [target]
     pending: list[tuple[Path, Path]] = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = _temporary(folder, target.name)
-        pending.append((tmp, target))
+        tmp = _temporary(final.parent, final.name)
+        pending.append((tmp, final))
         if target.suffix == ".csv":
             tmp.write_text(table.to_csv(index=False))
         else:
