@@ -85,6 +85,9 @@ class Backdoor(Attack):
             raise ParamError("source", f"must differ from target ({self.target!r})")
         check_range(self.size, "size", 1, 10_000)
         check_range(self.alpha, "alpha", 0, 1, low_open=True)
+        check_range(self.pattern_seed, "pattern_seed", 0, 2**32 - 1)
+        if self.value is not None:  # a trigger value far outside any data's range is a typo
+            check_range(self.value, "value", -1e6, 1e6)
         check_fraction(self.quantile, "quantile")
         if self.position is not None and (len(self.position) != 2 or min(self.position) < 0):
             raise ParamError(

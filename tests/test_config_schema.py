@@ -46,7 +46,7 @@ BASE = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())
     ("change", "words"),
     [
         (lambda c: c["models"].append("logistic"), "logistic"),
-        (lambda c: c["defenses"].append({"name": "iforest", "contamination": "lots"}), "lots"),
+        (lambda c: c["defenses"].append({"name": "iforest", "per_class": "yes"}), "yes"),
         (lambda c: c["defenses"].append({"name": "iforest", "n_trees": 5}), "n_trees"),
         (lambda c: c["rates"].append(2), "2"),
         (lambda c: c.update(seed=3), "seed"),

@@ -161,6 +161,19 @@ def test_a_run_never_goes_into_a_folder_holding_other_files(tmp_path, monkeypatc
     assert main(["run", str(config), "--out", str(out), "--quiet", "--no-report"]) == 0
 
 
+def test_a_new_run_directory_may_hold_the_mlflow_store_it_starts_with(tmp_path):
+    """``--mlflow`` creates its default store (mlflow.db, mlartifacts/) in the run directory
+    before the run: that folder is the run's own, not a folder of other files."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "mlflow.db").write_bytes(b"")
+    (out / "mlartifacts").mkdir()
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--no-report"]) == 0
+    assert (out / "results.parquet").is_file()
+
+
 def test_a_non_utf8_out_is_refused_before_any_cell(tmp_path):
     """A non-UTF-8 byte in ``--out`` (through a real argv: Python decodes it with
     surrogateescape): exit 2 at once, nothing created or computed."""

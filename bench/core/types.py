@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import dataclasses
 import math
+import reprlib
 import signal
 import types
 import typing
@@ -307,6 +308,16 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:60]}...({len(text)} characters)"
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a readable length (hostile configs hold huge values)."""
+    return _REPR.repr(value)
+
+
 def _coerce(value: Any, tp: Any, field_path: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (bool, int, float, str, Literal, unions)."""
     origin = typing.get_origin(tp)
@@ -314,7 +325,8 @@ def _coerce(value: Any, tp: Any, field_path: str) -> Any:
         choices = typing.get_args(tp)
         if value not in choices:
             raise ParamError(
-                field_path, f"{value!r} is not one of {', '.join(repr(c) for c in choices)}"
+                field_path,
+                f"{short_repr(value)} is not one of {', '.join(repr(c) for c in choices)}",
             )
         return value
     if origin in (typing.Union, types.UnionType):
@@ -337,7 +349,7 @@ def _coerce(value: Any, tp: Any, field_path: str) -> Any:
         raise ParamError(field_path, f"expected {names}, got {_brief(value)}")
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
-            raise ParamError(field_path, f"expected a list, got {value!r}")
+            raise ParamError(field_path, f"expected a list, got {short_repr(value)}")
         (arm, *_rest) = typing.get_args(tp) or (Any,)
         return tuple(_coerce(v, arm, f"{field_path}[{i}]") for i, v in enumerate(value))
     if tp is Any:
@@ -345,16 +357,16 @@ def _coerce(value: Any, tp: Any, field_path: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ParamError(field_path, f"expected true or false, got {value!r}")
+        raise ParamError(field_path, f"expected true or false, got {short_repr(value)}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ParamError(field_path, f"expected an integer, got {value!r}")
+            raise ParamError(field_path, f"expected an integer, got {short_repr(value)}")
         return int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            raise ParamError(field_path, f"expected a number, got {value!r}")
+            raise ParamError(field_path, f"expected a number, got {short_repr(value)}")
         try:
             value = float(value)
         except OverflowError:  # an integer literal beyond float range (YAML allows any length)
@@ -366,7 +378,7 @@ def _coerce(value: Any, tp: Any, field_path: str) -> Any:
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ParamError(field_path, f"expected a string, got {value!r}")
+            raise ParamError(field_path, f"expected a string, got {short_repr(value)}")
         return value
     return value
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from bench.core.schema import (
     RECOVERY_METRICS,
     plugin_id,
 )
-from bench.core.types import ParamError, Plugin, Registry
+from bench.core.types import ParamError, Plugin, Registry, short_repr
 from bench.data.datasets import DATASETS
 from bench.models import MODELS
 from bench.run.plugins import check_module_names, import_plugins
@@ -246,14 +245,7 @@ def _fail(path: str, message: str) -> ConfigError:
     return ConfigError(path or "config", message)
 
 
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
-
-
-def _short(value: Any) -> str:
-    """``repr(value)`` cut to a readable length (hostile configs hold huge or deep values)."""
-    return _REPR.repr(value)
+_short = short_repr  # errors show a readable cut of any value
 
 
 #: how deep a config may nest lists and mappings (real ones need 4 or 5 levels)

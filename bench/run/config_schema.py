@@ -20,6 +20,7 @@ import typing
 from typing import Any
 
 from attacks import ATTACKS
+from bench.core.schema import RECOVERY_METRICS
 from bench.core.types import BUILTIN, Registry, init_fields
 from bench.data.datasets import DATASETS
 from bench.models import MODELS
@@ -28,6 +29,7 @@ from bench.run.config import (
     EXCLUDE_FIELDS,
     MAX_REFERENCE_FITS,
     MAX_SEEDS,
+    MAX_TIMEOUT,
     TOP_LEVEL,
 )
 from defenses import DEFENSES
@@ -141,7 +143,12 @@ def config_schema(builtin_only: bool = False) -> dict[str, Any]:
         "additionalProperties": False,
     }
     dataset = _entry(DATASETS, builtin_only, {"split": split})
-    defense = _entry(DEFENSES, builtin_only)
+    tune = {
+        "description": "tune the step on clean-pool validation rows: {param: [values], budget: b}"
+        " or auto",
+        "anyOf": [{"const": "auto"}, {"type": "object"}],
+    }
+    defense = _entry(DEFENSES, builtin_only, {"tune": tune})
     token = {"anyOf": [{"type": "string"}, {"type": "object"}]}
     tokens = {"anyOf": [token, {"type": "array", "items": token}]}
     numbers = {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]}
@@ -198,7 +205,7 @@ def config_schema(builtin_only: bool = False) -> dict[str, Any]:
                         "type": "array",
                         "items": {"type": "number", "minimum": 0, "maximum": 1000},
                     },
-                    "metric": {"enum": ["accuracy", "macro_f1", "attack_success_rate"]},
+                    "metric": {"enum": list(RECOVERY_METRICS)},
                     "tolerance": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
                     "bootstrap": {"type": "integer", "minimum": 0, "maximum": 100_000},
                     "early_stop": {"type": "boolean"},
@@ -210,6 +217,12 @@ def config_schema(builtin_only: bool = False) -> dict[str, Any]:
                 },
             },
             "data_dir": {"type": "string"},
+            "timeout": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": MAX_TIMEOUT,
+                "description": "seconds per cell (0 or absent: no limit)",
+            },
             "plugins": {"type": "array", "items": {"type": "string"}},
             "exclude": {
                 "type": "array",

@@ -24,6 +24,8 @@ RUN_OWN = ("cells", LOCK_NAME)
 RUN_FILES = frozenset(
     {RUN_CONFIG, RUN_META, "results.parquet", "results.csv", "report.md", "dask-scratch"}
 )
+#: the default MLflow store ``--mlflow`` keeps beside a run (created before the run starts)
+TRACKING_FILES = frozenset({"mlflow.db", "mlartifacts"})
 #: the project's packages: no run is written inside them
 PACKAGES = ("bench", "attacks", "defenses", "poisonbench")
 _MAX_SHOWN = 5
@@ -83,7 +85,8 @@ def check_run_destination(out: str | os.PathLike[str], field: str = "out") -> Pa
     foreign = [
         name
         for name in entries
-        if name not in RUN_FILES or not (path / name).is_dir()  # a file a run would replace
+        if name not in TRACKING_FILES
+        and (name not in RUN_FILES or not (path / name).is_dir())  # a file a run would replace
     ]
     if foreign and not any(name in entries for name in RUN_OWN):
         shown = ", ".join(foreign[:_MAX_SHOWN])
