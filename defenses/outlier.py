@@ -93,7 +93,8 @@ def threshold_scores(raw: np.ndarray, method: str, seed: int) -> np.ndarray:
         return np.zeros(len(raw), dtype=bool)
     state = np.random.get_state()
     try:
-        labels = cls(random_state=seed).eval(np.asarray(raw, dtype=np.float64))
+        # the scikit-learn surface (fit, then labels_): the same flags as its eval method
+        labels = cls(random_state=seed).fit(np.asarray(raw, dtype=np.float64)).labels_
     finally:
         np.random.set_state(state)
     return np.asarray(labels, dtype=bool)
