@@ -13,17 +13,9 @@ import poisonbench as pb
 from bench.core.types import ParamError, PoisonBenchError
 from bench.run.config import parse_config
 from bench.run.orchestrate import run_config
+from tests.tiny import tiny
 
-TINY = {
-    "name": "tiny",
-    "datasets": [{"name": "iris", "split": {"train": 60, "test": 45}}],
-    "models": ["logreg"],
-    "attacks": [{"name": "label_flip", "mode": "random"}],
-    "rates": [0, 0.2],
-    "defenses": ["none"],
-    "seeds": 1,
-    "recovery": {"fractions": [0, 0.5], "bootstrap": 50},
-}
+TINY = tiny()
 
 
 def test_numpy_arrays_in_a_dict_config_are_plain_lists():

@@ -13,17 +13,9 @@ import pytest
 from bench.interfaces.cli import main
 from bench.run.config import parse_config
 from bench.run.orchestrate import run_config
+from tests.tiny import tiny
 
-TINY = {
-    "name": "tiny",
-    "datasets": [{"name": "iris", "split": {"train": 60, "test": 45}}],
-    "models": ["logreg"],
-    "attacks": [{"name": "label_flip", "mode": "random"}],
-    "rates": [0, 0.2],
-    "defenses": ["none"],
-    "seeds": 2,
-    "recovery": {"fractions": [0, 0.5], "bootstrap": 100},
-}
+TINY = tiny(seeds=2, recovery={"fractions": [0, 0.5], "bootstrap": 100})
 
 
 @pytest.fixture(scope="module")

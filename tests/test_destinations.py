@@ -20,19 +20,11 @@ import poisonbench as pb
 from bench.interfaces.cli import main
 from bench.run.config import ConfigError, parse_config
 from bench.run.orchestrate import run_config
+from tests.tiny import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "name": "tiny",
-    "datasets": [{"name": "iris", "split": {"train": 60, "test": 45}}],
-    "models": ["logreg"],
-    "attacks": [{"name": "label_flip", "mode": "random"}],
-    "rates": [0, 0.2],
-    "defenses": ["none"],
-    "seeds": 1,
-    "recovery": {"fractions": [0]},
-}
+TINY = tiny(recovery={"fractions": [0]})
 
 
 def _run(folder: Path, **changes) -> Path:

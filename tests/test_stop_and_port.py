@@ -16,19 +16,11 @@ from bench.core.types import STOP_SIGNALS
 from bench.interfaces.cli import main
 from bench.run.config import parse_config
 from bench.run.orchestrate import run_config
+from tests.tiny import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "name": "tiny",
-    "datasets": [{"name": "iris", "split": {"train": 60, "test": 45}}],
-    "models": ["logreg"],
-    "attacks": [{"name": "label_flip", "mode": "random"}],
-    "rates": [0, 0.2],
-    "defenses": ["none"],
-    "seeds": 2,
-    "recovery": {"fractions": [0, 0.5], "bootstrap": 50},
-}
+TINY = tiny(seeds=2)
 
 
 def child(code: str) -> subprocess.CompletedProcess:
