@@ -43,8 +43,8 @@ from bench.analysis.recovery import (
 )
 from bench.analysis.stats import (
     RecoveryModel,
-    _inversion_bounds,
     covers,
+    inversion_bounds,
     recovery_margins,
     t_quantile,
 )
@@ -326,7 +326,7 @@ def simulated_sequential_coverage(
         for count in np.unique(n[active]):
             idx = np.flatnonzero(active & (n == count))
             m = margins[idx, :count]
-            low, high = _inversion_bounds(f, m, t_quantile(int(count) - 1, level))
+            low, high = inversion_bounds(f, m, t_quantile(int(count) - 1, level))
             final_low[idx], final_high[idx] = low, high
             needed = seeds_needed(int(count), low, high, m[:, :, -1], target, level)
             nxt = np.array([next_count(int(count), float(x), n_max) for x in needed])

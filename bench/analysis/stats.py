@@ -250,7 +250,7 @@ def _combine(
     return low, high
 
 
-def _inversion_bounds(
+def inversion_bounds(
     fractions: np.ndarray, margins: np.ndarray, crit: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hull of the t-test acceptance set for the crossing, for a batch of ``B×S×F`` margins.
@@ -367,7 +367,7 @@ def crossing_interval(
     if len(r) < 2 or len(f) == 0:
         return math.nan, math.nan
     margins = recovery_margins(c, r, tolerance, higher)[None]
-    low, high = _inversion_bounds(f, margins, t_quantile(len(r) - 1, level))
+    low, high = inversion_bounds(f, margins, t_quantile(len(r) - 1, level))
     return float(low[0]), float(high[0])
 
 
@@ -627,7 +627,7 @@ def _linearized_difference(
     # f[0] − φ and "a not recovered within the grid" gives (f[-1] − φ, inf], for φ in b's
     # own interval.
     a_start, _, _, a_censored = _acceptance(f, da[None], crit)
-    b_low, b_high = _inversion_bounds(f, db[None], crit)
+    b_low, b_high = inversion_bounds(f, db[None], crit)
     if a_start[0]:
         lows.append(f[0] - float(b_high[0]))
         highs.append(f[0] - float(b_low[0]))
@@ -647,7 +647,7 @@ def _projected_difference(
     n_seeds = da.shape[0]
     lows: list[float] = []
     highs: list[float] = []
-    a_low, a_high = _inversion_bounds(f, da[None], crit)
+    a_low, a_high = inversion_bounds(f, da[None], crit)
     # ψ "beyond the grid" means ψ > f[-1]: the difference's lower end uses that infimum.
     a_low = np.where(np.isposinf(a_low), f[-1], a_low)
     mean_b, se_b = db.mean(axis=0), db.std(axis=0, ddof=1) / math.sqrt(n_seeds)
@@ -662,7 +662,7 @@ def _projected_difference(
         if len(phi):
             db_at = _interpolate(f, db, phi)  # P×S
             w = da[None, :, :] - db_at[:, :, None]  # P×S×F
-            psi_low, psi_high = _inversion_bounds(f, w, crit)
+            psi_low, psi_high = inversion_bounds(f, w, crit)
             ok = ~np.isnan(psi_low)
             psi_low = np.where(np.isposinf(psi_low), f[-1], psi_low)
             lows.extend((psi_low[ok] - phi[ok]).tolist())
@@ -686,7 +686,7 @@ def _difference_scan(fractions: np.ndarray, margins: np.ndarray, crit: float) ->
             for j in range(len(fractions) - 1)
         ]
     )
-    lo, hi = _inversion_bounds(fractions, margins[None], crit)
+    lo, hi = inversion_bounds(fractions, margins[None], crit)
     ends = [v for v in (float(lo[0]), float(hi[0])) if math.isfinite(v)]
     phi = np.unique(np.concatenate([grid, ends]))
     phi = phi[phi > fractions[0]]
@@ -861,7 +861,7 @@ def simulated_coverage(
         truth = model.true_f("undefended")
         if method == "t-inversion":
             margins = recovery_margins(curves_a, refs, model.tolerance)
-            low, high = _inversion_bounds(f, margins, t_quantile(n_seeds - 1, level))
+            low, high = inversion_bounds(f, margins, t_quantile(n_seeds - 1, level))
         else:
             run = _method(method)
             bounds = [
