@@ -103,9 +103,10 @@ def seeds_needed(
 
     n_seeds: seeds now (≥ 2); low, high: the intervals (B); last_margins: ``B×S`` per-seed
     margins at the grid's last fraction. Returns B floats: ``n_seeds`` for a resolved
-    interval, ``inf`` where no number of seeds can help (the mean margin at the last fraction
-    is ≤ 0, so the crossing may lie beyond the grid), else the predicted count (capped at
-    :data:`MAX_LOOKAHEAD` + 1). See the module docstring for the rule.
+    interval; ``inf`` where the mean margin at the last fraction is ≤ 0, so the crossing may lie
+    beyond the grid (more seeds can at most establish "> grid", and :func:`next_count` then
+    doubles; a longer grid is what would place the crossing); else the predicted count (capped
+    at :data:`MAX_LOOKAHEAD` + 1). See the module docstring for the rule.
     """
     low = np.asarray(low, dtype=float)
     high = np.asarray(high, dtype=float)

@@ -78,7 +78,8 @@ def run_session(
     failure_text: Callable[[str, int], str] | None = None,
     **options: Any,
 ) -> SessionResult:
-    """Run ``config`` (already :func:`prepare`\\ d) into its run directory and write the report.
+    """Run ``config`` (already through :func:`prepare`) into its run directory, then write
+    the report.
 
     options: :class:`RunOptions` fields (jobs, fresh, progress, executor, scheduler, workers,
     on_record, ...). on_warning: called once per distinct problem found in stored records; with
