@@ -25,20 +25,16 @@ import yaml
 
 from bench.core.atomic import WriteError, atomic_write_text
 from bench.interfaces.cli import main
+from tests.tiny import tiny
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="mknod needs root")
 
-TINY = {
-    "name": "outputs",
-    "datasets": [{"name": "iris", "split": {"train": 0.5, "test": 0.3}}],
-    "models": ["logreg"],
-    "attacks": [{"name": "label_flip", "mode": "random"}],
-    "rates": [0, 0.2],
-    "defenses": ["none"],
-    "seeds": 1,
-    "recovery": {"fractions": [0], "bootstrap": 0},
-}  # 2 cells, well under a second
+TINY = tiny(
+    name="outputs",
+    datasets=[{"name": "iris", "split": {"train": 0.5, "test": 0.3}}],
+    recovery={"fractions": [0], "bootstrap": 0},
+)  # 2 cells, well under a second
 
 
 def _char_device(path: Path, minor: int) -> Path:
