@@ -120,13 +120,21 @@ def describe_difference(diff: PairedDifference, digits: int = 3) -> str:
     """The difference as a report writes it: ``+0.012 [+0.004, +0.020]`` when resolved,
     ``not distinguishable at 3 seeds (+0.004 [−0.010, +0.018])`` when not, and
     ``+0.004 (1 seed, no interval)`` / ``no paired seeds`` without an interval."""
+    text = difference_text(diff, digits)
+    if diff.n == 0 or not math.isfinite(diff.low) or diff.resolved:
+        return text
+    return f"not distinguishable at {diff.n} seeds ({text})"
+
+
+def difference_text(diff: PairedDifference, digits: int = 3) -> str:
+    """The difference and its interval, ``+0.004 [−0.010, +0.018]``, resolved or not;
+    ``+0.004 (1 seed, no interval)`` / ``no paired seeds`` without an interval."""
     if diff.n == 0:
         return "no paired seeds"
     value = f"{diff.mean:+.{digits}f}"
     if not math.isfinite(diff.low):
         return f"{value} ({diff.n} seed{'s' if diff.n != 1 else ''}, no interval)"
-    text = f"{value} [{diff.low:+.{digits}f}, {diff.high:+.{digits}f}]"
-    return text if diff.resolved else f"not distinguishable at {diff.n} seeds ({text})"
+    return f"{value} [{diff.low:+.{digits}f}, {diff.high:+.{digits}f}]"
 
 
 # ---------------------------------------------------------------------------------------------
