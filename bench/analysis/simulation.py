@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -221,7 +221,6 @@ def simulated_coverage(
         ok = (low <= truth) & (truth <= high)
     else:
         raise ParamError("target", f"unknown target {target!r} (valid: f, difference)")
-    coverage = float(ok.mean())
     with np.errstate(invalid="ignore"):  # inf − inf: an interval beyond the grid
         width = np.where(np.isposinf(high) | np.isneginf(low), np.inf, high - low)
     return Coverage(
@@ -229,13 +228,23 @@ def simulated_coverage(
         target=target,
         n_seeds=n_seeds,
         level=level,
-        coverage=coverage,
-        se=math.sqrt(max(coverage * (1 - coverage), 1e-12) / n_sim),
-        n_sim=n_sim,
         truth=truth,
         median_width=float(np.median(width)),
         open_share=float(np.mean(~np.isfinite(width))),
+        **share_covered(ok),
     )
+
+
+def share_covered(ok: np.ndarray) -> dict[str, Any]:
+    """``coverage`` (the share of simulated experiments whose interval covers the truth), its
+    Monte Carlo standard error ``se`` (``sqrt(p(1−p)/n_sim)``) and ``n_sim``."""
+    coverage = float(np.mean(ok))
+    n_sim = int(np.size(ok))
+    return {
+        "coverage": coverage,
+        "se": math.sqrt(max(coverage * (1 - coverage), 1e-12) / n_sim),
+        "n_sim": n_sim,
+    }
 
 
 #: data-generating models the coverage table is simulated under (``digits`` is the default)
@@ -347,7 +356,6 @@ def simulated_sequential_coverage(
             n[idx[~stop]] = nxt[~stop]
     truth = model.true_f("undefended")
     ok = covers(final_low, final_high, truth, float(f[0]))
-    coverage = float(ok.mean())
     w = width(final_low, final_high)
     return SequentialCoverage(
         scenario=scenario,
@@ -355,13 +363,11 @@ def simulated_sequential_coverage(
         n_max=n_max,
         target=target,
         level=level,
-        coverage=coverage,
-        se=math.sqrt(max(coverage * (1 - coverage), 1e-12) / n_sim),
-        n_sim=n_sim,
         truth=truth,
         mean_seeds=float(n.mean()),
         resolved_share=float(resolved(final_low, final_high, target).mean()),
         median_width=float(np.median(w)),
+        **share_covered(ok),
     )
 
 

@@ -86,18 +86,19 @@ def rule_summary(rule: pd.DataFrame) -> str:
 
 def rule_section(rec: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Section:
     """The "Rule-of-thumb check" section: per dataset and model, the table and one sentence."""
-    section = Section(
-        "Rule-of-thumb check",
-        paragraphs=[
-            "A commonly quoted rule: 5 % poisoning needs ~10 % more clean data, 10 % needs "
-            "30–50 %, 50 % needs 3–5×. Measured without a defense; `holds` when the interval "
-            "overlaps the rule's range (~10 % read as 5–20 %). For targeted flips the rate is "
-            "of the source class, so the poisoned share of the train set is much smaller."
-        ],
-    )
+    section = Section("Rule-of-thumb check", paragraphs=[RULE_TEXT])
     for dataset, model, heading in pairs:
         rule = rule_of_thumb_table(subset(rec, dataset, model))
         section.subsections.append(
             Section(heading, level=3, tables=[Table(rule)], paragraphs=[rule_summary(rule)])
         )
     return section
+
+
+#: how to read the rule-of-thumb tables
+RULE_TEXT = (
+    "A commonly quoted rule: 5 % poisoning needs ~10 % more clean data, 10 % needs "
+    "30–50 %, 50 % needs 3–5×. Measured without a defense; `holds` when the interval "
+    "overlaps the rule's range (~10 % read as 5–20 %). For targeted flips the rate is "
+    "of the source class, so the poisoned share of the train set is much smaller."
+)

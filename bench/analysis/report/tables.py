@@ -114,12 +114,7 @@ def targeted_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Sec
     """The targeted-flip section: source-class accuracy and attack success rate per dataset and
     model (:func:`targeted_tables`), or a line saying the run has no targeted attack."""
     section = Section(
-        "Targeted flips: source-class accuracy and attack success rate",
-        paragraphs=[
-            "Source-class accuracy (share of clean source-class test rows predicted correctly) "
-            "and attack success rate (share predicted as the target), mean ± std over seeds, "
-            "f = 0."
-        ],
+        "Targeted flips: source-class accuracy and attack success rate", paragraphs=[TARGETED_TEXT]
     )
     for dataset, model, heading in pairs:
         src, asr = targeted_tables(subset(df, dataset, model))
@@ -136,14 +131,7 @@ def targeted_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Sec
 
 def filter_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Section:
     """The filter-quality section: :func:`filter_table` per dataset and model that has a filter."""
-    section = Section(
-        "Filter quality",
-        paragraphs=[
-            "Precision / recall of the removed rows and ROC-AUC of the outlier scores against "
-            "the true poison mask, (clean rows removed), mean over seeds. The oracle filter "
-            "(removes exactly the poisoned rows) is the ceiling, the random filter the floor."
-        ],
-    )
+    section = Section("Filter quality", paragraphs=[FILTER_TEXT])
     for dataset, model, heading in pairs:
         table = filter_table(subset(df, dataset, model))
         if not table.empty:
@@ -151,3 +139,19 @@ def filter_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Secti
     if not section.subsections:
         section.paragraphs.append("_No filter defense in this run._")
     return section
+
+
+#: how to read the filter-quality tables
+FILTER_TEXT = (
+    "Precision / recall of the removed rows and ROC-AUC of the outlier scores against "
+    "the true poison mask, (clean rows removed), mean over seeds. The oracle filter "
+    "(removes exactly the poisoned rows) is the ceiling, the random filter the floor."
+)
+
+
+#: how to read the targeted-flip tables
+TARGETED_TEXT = (
+    "Source-class accuracy (share of clean source-class test rows predicted correctly) "
+    "and attack success rate (share predicted as the target), mean ± std over seeds, "
+    "f = 0."
+)
