@@ -1,6 +1,6 @@
-"""Intervals over seeds (bench/analysis/stats.py): paired differences, the t-inversion interval on the
-extra clean data needed, the paired interval on a difference of two crossings, and the
-simulation that checks each interval covers what its label says (tests/test_simulation.py)."""
+"""Intervals over seeds (bench/analysis/stats.py): paired differences, the t-inversion interval
+on the extra clean data needed and the paired interval on a difference of two crossings (the
+simulation that checks each interval covers what its label says: tests/test_simulation.py)."""
 
 from __future__ import annotations
 

@@ -116,8 +116,8 @@ def has_budget_uses(df: pd.DataFrame) -> bool:
 
 
 def _paired(a: pd.Series, b: pd.Series, sign: float) -> PairedDifference:
-    """:func:`bench.analysis.stats.paired_difference` of two per-seed series (aligned by seed), signed so
-    that positive means ``a`` is better."""
+    """:func:`bench.analysis.stats.paired_difference` of two per-seed series (aligned by
+    seed), signed so that positive means ``a`` is better."""
     seeds = a.index.union(b.index)
     return paired_difference(
         sign * a.reindex(seeds).to_numpy(float), sign * b.reindex(seeds).to_numpy(float)
@@ -259,8 +259,8 @@ def budget_uses(df: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     ``n_trusted_read``, ``n_seeds``, ``mean`` and ``std`` of ``metric`` over seeds; ``gain``,
     ``gain_low``, ``gain_high``, ``gain_n``: the paired difference to the undefended model at
     f = 0 over the seeds both have, in the metric's units and signed so that positive is better
-    (:func:`bench.analysis.stats.paired_difference`, 95 % t-interval); ``as_good_as_rows``: the appended
-    rows that match the use's mean on the append curve (the append uses' means over seeds by
+    (:func:`bench.analysis.stats.paired_difference`, 95 % t-interval); ``as_good_as_rows``: the
+    appended rows that match the use's mean on the append curve (the append uses' means over seeds by
     number of rows; linear interpolation at the first crossing,
     :func:`bench.analysis.recovery.crossing_point`; ``inf`` beyond the measured curve).
     """

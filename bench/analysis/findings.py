@@ -281,8 +281,9 @@ HEADLINE_COLUMNS = (
 
 
 def headline_table(rec: pd.DataFrame | None) -> pd.DataFrame:
-    """The headline of a run as MLflow tracking logs it, one row per (dataset, model, attack, rate) configuration of
-    ``bench.analysis.recovery.estimate_recovery``'s output ``rec`` (grouped by ids, shown by labels):
+    """The headline of a run as MLflow tracking logs it, one row per (dataset, model, attack,
+    rate) configuration of ``bench.analysis.recovery.estimate_recovery``'s output ``rec``
+    (grouped by ids, shown by labels):
     the clean model's metric (``reference``), the undefended model's (``value_at_0``), the extra
     clean data needed without a defense (``f_needed`` × n_train, ``inf`` when not recovered
     within the grid, its interval ``f_low``–``f_high``, ``rows_needed``, and

@@ -20,9 +20,9 @@ that a noisy first estimate cannot spend the whole cap at once, and so that the 
 (the source of optional-stopping bias) stays small: 3 → 6 → 12 → 20 at the most.
 
 The stopping rule's coverage is checked by simulation
-(:func:`bench.analysis.simulation.simulated_sequential_coverage` and its test): stopping when the interval
-is narrow enough selects seeds whose spread happened to be small, so the achieved coverage of a
-sequential interval is not the fixed-``n`` one; measured, it stays within a few points of the
+(:func:`bench.analysis.simulation.simulated_sequential_coverage` and its test): stopping when
+the interval is narrow enough selects seeds whose spread happened to be small, so the achieved
+coverage of a sequential interval is not the fixed-``n`` one; measured, it stays within a few points of the
 label at the caps the shipped configs use.
 """
 

@@ -372,8 +372,8 @@ def simulated_sequential_coverage(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Print the coverage table: ``python -m bench.analysis.simulation [--n-sim N] [--n-boot B] [--seed S]
-    [--scenarios a,b] [--methods m,n] [--difference-methods m,n]``."""
+    """Print the coverage table: ``python -m bench.analysis.simulation [--n-sim N] [--n-boot B]
+    [--seed S] [--scenarios a,b] [--methods m,n] [--difference-methods m,n]``."""
     import argparse
 
     parser = argparse.ArgumentParser(

@@ -10,8 +10,9 @@ the same seed are *paired*.
 ``C(2S−1, S)`` distinct values (10 at S = 3), and even its full range covers the true mean only
 ``1 − 2·(1/2)^S`` of the time for a symmetric distribution (75 % at S = 3). The percentile
 interval on ``f_needed`` therefore covers ~73 / 82 / 90 % at 3 / 5 / 10 seeds when it says 95 %
-(:func:`bench.analysis.simulation.simulated_coverage`), and Hesterberg's expanded percentile interval ~73 / 92 / 94 %:
-no bootstrap fixes S = 3, where resampling has almost nothing to resample.
+(:func:`bench.analysis.simulation.simulated_coverage`), and Hesterberg's expanded percentile
+interval ~73 / 92 / 94 %: no bootstrap fixes S = 3, where resampling has almost nothing to
+resample.
 
 **The method used instead: inverting a t-test (a Fieller interval).** Write the per-seed margin
 ``D_s(f) = curve_s(f) − (reference_s − tolerance)`` (sign-flipped for lower-is-better metrics),
@@ -28,9 +29,10 @@ margin there is significantly below 0) and "not recovered within the grid" (kept
 upper bound ``inf``, unless the margin at the last grid point is significantly above 0). The
 point estimate always lies inside, and a grid point whose margin is identical on every seed
 (the clean rows at f = 0 *are* the reference) is taken as known. Simulated coverage
-(``python -m bench.analysis.simulation``, :mod:`bench.analysis.simulation`): 94.9–96.1 % at 3, 5 and 10 seeds for a true ``f`` inside the grid,
-under normal, heavy-tailed and skewed seed effects; 99.5–100 % when the truth is at a boundary
-(already recovered, or never within the grid), where a set-valued truth is easier to cover.
+(:mod:`bench.analysis.simulation`, ``python -m bench.analysis.simulation``): 94.9–96.1 % at 3,
+5 and 10 seeds for a true ``f`` inside the grid, under normal, heavy-tailed and skewed seed
+effects; 99.5–100 % when the truth is at a boundary (already recovered, or never within the
+grid), where a set-valued truth is easier to cover.
 
 With fewer than :data:`MIN_SEEDS_FOR_INTERVAL` seeds a t-interval is valid but uselessly wide
 (``t₁ = 12.7`` at 2 seeds), so :func:`crossing_bounds` gives the per-seed range instead
@@ -393,7 +395,8 @@ def percentile_bootstrap_interval(
     Each of ``n_boot`` resamples draws S seed indices with replacement, used for the reference
     and the curve alike; the bounds are the ``(1 ± level)/2`` quantiles of the resampled
     crossings, ``inf`` where the quantile lands on a resample that never crosses. Kept for
-    comparison: it covers far less than ``level`` with few seeds (:func:`bench.analysis.simulation.simulated_coverage`).
+    comparison: it covers far less than ``level`` with few seeds
+    (:func:`bench.analysis.simulation.simulated_coverage`).
     """
     check_level(level)
     f, c, r = _checked(fractions, curves, references)
@@ -591,7 +594,8 @@ def crossing_difference_interval(
       interval is the range of ``ψ − φ`` over them (φ scanned on :data:`DIFFERENCE_GRID`
       points per segment). Valid but conservative (~99 % simulated at a 95 % label).
 
-    Simulated coverage: :func:`simulated_coverage` with ``target="difference"``.
+    Simulated coverage: :func:`bench.analysis.simulation.simulated_coverage` with
+    ``target="difference"``.
     """
     check_level(level)
     if method not in DIFFERENCE_METHODS:

@@ -220,8 +220,8 @@ def headline_metrics(headline: Any) -> dict[str, float]:
     """The parent run's metrics from :func:`bench.analysis.findings.headline_table`: per
     (dataset, model, attack, rate) ``f_needed/<dataset>/<model>/<attack>/<rate>`` (extra clean
     data needed without a defense, × n_train), ``best_f_needed/...`` and ``rows_saved/...``
-    (the best deployable defense's), and ``clean_<metric>/<dataset>/<model>``. Values not finite (not recovered
-    within the grid) are left out: the headline table says ``> X×``. A key two labels would
+    (the best deployable defense's), and ``clean_<metric>/<dataset>/<model>``. Values not
+    finite (not recovered within the grid) are left out: the headline table says ``> X×``. A key two labels would
     share after MLflow's character rules is left out rather than overwritten."""
     out: dict[str, float] = {}
     seen: set[str] = set()
