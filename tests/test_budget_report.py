@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.analysis.report import budget_uses, budget_verdicts, build_report
+from bench.analysis.budget import budget_uses, budget_verdicts
+from bench.analysis.report import build_report
 from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID, dataset_id, defense_id, plugin_id
 
 N_TRAIN = 200

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from conftest import require
 
+from bench.analysis.findings import headline_table
 from bench.core.store import Store
 from bench.core.types import PoisonBenchError
 from bench.interfaces.cli import main
@@ -25,7 +26,6 @@ from bench.interfaces.tracking import (
     curve_metric,
     default_tracking_uri,
     headline_metrics,
-    headline_table,
     refit_model,
     step_of,
 )

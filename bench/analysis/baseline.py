@@ -27,6 +27,7 @@ from bench.analysis.errors import CompareError
 from bench.core.atomic import TEMP_SUFFIX, atomic_path, output_target
 from bench.core.signals import held_signals
 from bench.core.store import LOCK_NAME, RUN_CONFIG, RUN_META
+from bench.core.types import PoisonBenchError
 
 #: the files a baseline folder holds
 BASELINE_FILES = frozenset({"results.parquet", "results.csv", RUN_META})
@@ -167,8 +168,6 @@ def write_baseline(run: str | Path, dest: str | Path, force: bool = False) -> li
 def _read_back(path: Path, suffix: str) -> None:
     """What was written must read back as a results table (CompareError if not)."""
     import pandas as pd
-
-    from bench.core.types import PoisonBenchError
 
     try:
         pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)

@@ -5,12 +5,17 @@ extra clean data needed to get it back [interval], the best deployable defense b
 saved (paired over seeds), and whether the headline is answered, or roughly how many more seeds
 would answer it (:func:`bench.analysis.precision.seeds_needed`). A pure function of the
 estimates table (:func:`bench.analysis.recovery.estimate_recovery`) and the results table.
+
+Also the run's headline as MLflow tracking logs it (:func:`headline_table`: per attack and
+rate, the extra clean data needed without a defense and with the deployable defense that
+needs the least).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -251,3 +256,80 @@ __all__ = [
     "gain_cell",
     "paired_gain",
 ]
+
+
+#: the headline table's columns (see :func:`headline_table`)
+HEADLINE_COLUMNS = (
+    "attack_label",
+    "rate",
+    "extra_clean_data",
+    "best_defense",
+    "best_extra_clean_data",
+    "best_rows_saved",
+    "best_resolved",
+    "dataset",
+    "model",
+    "metric",
+    "reference",
+    "value_at_0",
+    "f_needed",
+    "f_low",
+    "f_high",
+    "rows_needed",
+    "best_f_needed",
+)
+
+
+def headline_table(rec: pd.DataFrame | None) -> pd.DataFrame:
+    """The headline of a run as MLflow tracking logs it, one row per (dataset, model, attack,
+    rate) configuration of ``bench.analysis.recovery.estimate_recovery``'s output ``rec``
+    (grouped by ids, shown by labels):
+    the clean model's metric (``reference``), the undefended model's (``value_at_0``), the extra
+    clean data needed without a defense (``f_needed`` × n_train, ``inf`` when not recovered
+    within the grid, its interval ``f_low``–``f_high``, ``rows_needed``, and
+    ``extra_clean_data`` as the report writes it, e.g. ``0.81× [0.15–2+]``), and the best
+    deployable defense: the one (not ``none``, not a reference such as the oracle) with the
+    smallest ``f_needed``, ties to the larger rows saved, with its ``best_f_needed``,
+    ``best_extra_clean_data`` and ``best_rows_saved`` (clean rows it saves against no defense,
+    NaN when unknown; ``best_resolved`` says its paired interval excludes 0)."""
+    keys = ["dataset_id", "model_id", "attack_id", "rate"]
+    if rec is None or len(rec) == 0:
+        return pd.DataFrame(columns=list(HEADLINE_COLUMNS))
+    rec = rec[rec["attack_id"] != NO_ATTACK_ID]
+    rows = []
+    for _, group in rec.groupby(keys, sort=True):
+        base = group[group["defense_id"] == NO_DEFENSE_ID]
+        first = base.iloc[0] if len(base) else group.iloc[0]
+        row: dict[str, Any] = {
+            "dataset": first["dataset_label"],
+            "model": first["model_label"],
+            "attack_label": first["attack_label"],
+            "rate": float(first["rate"]),
+            "metric": first["metric"],
+            "reference": float(first["reference"]),
+        }
+        if len(base):
+            b = base.iloc[0]
+            row.update(
+                value_at_0=float(b["value_at_0"]),
+                f_needed=float(b["f_needed"]),
+                f_low=float(b["f_low"]),
+                f_high=float(b["f_high"]),
+                rows_needed=float(b["rows_needed"]),
+                extra_clean_data=fmt_recovery(b),
+            )
+        real = group[deployable(group) & group["f_needed"].notna()]
+        if len(real):
+            ranked = real.assign(_saved=real["defense_value_rows"].fillna(-math.inf)).sort_values(
+                ["f_needed", "_saved"], ascending=[True, False]
+            )
+            best = ranked.iloc[0]
+            row.update(
+                best_defense=str(best["defense_label"]),
+                best_f_needed=float(best["f_needed"]),
+                best_extra_clean_data=fmt_recovery(best),
+                best_rows_saved=float(best["defense_value_rows"]),
+                best_resolved=bool(best.get("defense_value_resolved", False)),
+            )
+        rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=list(HEADLINE_COLUMNS))

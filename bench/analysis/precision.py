@@ -19,10 +19,10 @@ Each round moves a group to ``min(max, 2n, max(n + 1, needed))`` seeds: at most 
 that a noisy first estimate cannot spend the whole cap at once, and so that the number of looks
 (the source of optional-stopping bias) stays small: 3 → 6 → 12 → 20 at the most.
 
-The stopping rule's coverage is checked by simulation (:func:`simulated_sequential_coverage`,
-in the coverage table of :mod:`bench.analysis.stats` and its test): stopping when the interval
-is narrow enough selects seeds whose spread happened to be small, so the achieved coverage of a
-sequential interval is not the fixed-``n`` one; measured, it stays within a few points of the
+The stopping rule's coverage is checked by simulation
+(:func:`bench.analysis.simulation.simulated_sequential_coverage` and its test): stopping when
+the interval is narrow enough selects seeds whose spread happened to be small, so the achieved
+coverage of a sequential interval is not the fixed-``n`` one; measured, it stays within a few points of the
 label at the caps the shipped configs use.
 """
 
@@ -42,11 +42,7 @@ from bench.analysis.recovery import (
     seed_curves,
 )
 from bench.analysis.stats import (
-    RecoveryModel,
-    covers,
-    inversion_bounds,
     recovery_margins,
-    t_quantile,
 )
 from bench.core.schema import (
     DEFAULT_METRIC,
@@ -274,81 +270,3 @@ def plan_round(status: pd.DataFrame, max_seeds: int) -> dict[tuple[object, ...],
         ):
             want[dep] = max(want.get(dep, 0), target_n)
     return {k: n for k, n in want.items() if n > current.get(k, 0)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Simulated coverage of the sequential rule
-
-
-@dataclass(frozen=True)
-class SequentialCoverage:
-    """Simulated coverage of the sequential interval, with what the rule spent."""
-
-    scenario: str
-    n_min: int
-    n_max: int
-    target: float
-    level: float
-    coverage: float
-    se: float
-    n_sim: int
-    truth: float
-    mean_seeds: float
-    resolved_share: float
-    median_width: float
-
-
-def simulated_sequential_coverage(
-    model: RecoveryModel | None = None,
-    n_min: int = 3,
-    n_max: int = 20,
-    target: float = 0.25,
-    level: float = 0.95,
-    n_sim: int = 2000,
-    seed: int = 0,
-    scenario: str = "",
-) -> SequentialCoverage:
-    """Coverage of the interval at the seed count where the rounds of :func:`plan_round` stop.
-
-    Each simulated experiment draws ``n_max`` seeds up front and uses their first ``n`` at a
-    round with ``n`` seeds, so the rounds see exactly what a run would: ``n_min`` first, then
-    :func:`next_count` of :func:`seeds_needed` until resolved or at ``n_max``.
-    """
-    model = model or RecoveryModel()
-    rng = np.random.default_rng(seed)
-    curves, _, refs = model.draw(n_max, n_sim, rng)
-    f = np.asarray(model.fractions, dtype=float)
-    margins = recovery_margins(curves, refs, model.tolerance)  # n_sim×n_max×F
-    n = np.full(n_sim, n_min)
-    final_low = np.full(n_sim, np.nan)
-    final_high = np.full(n_sim, np.nan)
-    active = np.ones(n_sim, dtype=bool)
-    while active.any():
-        for count in np.unique(n[active]):
-            idx = np.flatnonzero(active & (n == count))
-            m = margins[idx, :count]
-            low, high = inversion_bounds(f, m, t_quantile(int(count) - 1, level))
-            final_low[idx], final_high[idx] = low, high
-            needed = seeds_needed(int(count), low, high, m[:, :, -1], target, level)
-            nxt = np.array([next_count(int(count), float(x), n_max) for x in needed])
-            stop = nxt <= count
-            active[idx[stop]] = False
-            n[idx[~stop]] = nxt[~stop]
-    truth = model.true_f("undefended")
-    ok = covers(final_low, final_high, truth, float(f[0]))
-    coverage = float(ok.mean())
-    w = width(final_low, final_high)
-    return SequentialCoverage(
-        scenario=scenario,
-        n_min=n_min,
-        n_max=n_max,
-        target=target,
-        level=level,
-        coverage=coverage,
-        se=math.sqrt(max(coverage * (1 - coverage), 1e-12) / n_sim),
-        n_sim=n_sim,
-        truth=truth,
-        mean_seeds=float(n.mean()),
-        resolved_share=float(resolved(final_low, final_high, target).mean()),
-        median_width=float(np.median(w)),
-    )

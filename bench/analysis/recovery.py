@@ -426,19 +426,7 @@ def estimate_recovery(
     for key, group in slim.groupby(keys, sort=True, dropna=False):
         ident = dict(zip(keys, key, strict=True))
         first = group.iloc[0]
-        pair = _pair(first)
-        cache_key = pair if metric == "attack_success_rate" else None
-        if row_ref is not None:
-            refs_cache[cache_key] = {}  # not read: the group's own rows hold the reference
-        if cache_key not in refs_cache:
-            refs = clean_reference(table, metric, pair)
-            refs_cache[cache_key] = {
-                (d, m): dict(zip(g["seed"].astype(int), g["reference"], strict=True))
-                for (d, m), g in refs.groupby(["dataset_id", "model_id"])
-            }
-        ref_by_seed = refs_cache[cache_key].get((ident["dataset_id"], ident["model_id"]), {})
-        if row_ref is not None:
-            ref_by_seed = row_references(group, row_ref)
+        ref_by_seed = _seed_references(table, group, ident, metric, row_ref, refs_cache)
         grid, seeds, values, grid_max = seed_curves(group, metric)
         paired = [i for i, s in enumerate(seeds) if np.isfinite(ref_by_seed.get(s, np.nan))]
         values = values[paired]
@@ -456,53 +444,16 @@ def estimate_recovery(
         }
         curves[tuple(key)] = (grid, seeds, values, references)
         row["interval"] = interval_label(len(seeds)) if n_boot > 0 else "none"
+        crossing = (grid, values, references, tolerance, higher)
         if seeds and len(grid):
-            reference = float(references.mean())
-            curve = values.mean(axis=0)
-            f_needed = stats_f_needed(grid, values, references, tolerance, higher)
             rng = stage_rng_for(seed, key)
-            f_low, f_high = bootstrap_crossing(
-                grid, values, references, tolerance, higher, n_boot, rng
-            )
-            f_max = float(grid[-1])
-            row.update(
-                reference=reference,
-                value_at_0=float(curve[0]),
-                value_at_max=float(curve[-1]),
-                f_needed=f_needed,
-                f_low=f_low,
-                f_high=f_high,
-                censored=not math.isfinite(f_needed),
-                f_max=f_max,
-                pool_exhausted=bool(_pool_ran_out(group) and f_max < grid_max),
-            )
+            row.update(_crossing_columns(group, *crossing, n_boot, rng, grid_max))
         else:
-            row.update(
-                reference=float(references.mean()) if len(references) else math.nan,
-                value_at_0=math.nan,
-                value_at_max=math.nan,
-                f_needed=math.nan,
-                f_low=math.nan,
-                f_high=math.nan,
-                censored=False,
-                f_max=math.nan,
-                pool_exhausted=bool(_pool_ran_out(group)),
-            )
+            row.update(_no_crossing_columns(group, references))
         for name in ("needed", "low", "high"):
             row[f"rows_{name}"] = row[f"f_{name}"] * n_train
         row.update(_poison_shares(group[group["extra_fraction"] == 0]))
-        k = _mean(group, "n_classes")
-        row["n_classes"] = int(k) if math.isfinite(k) else None
-        eta = row["residual_poison_fraction"]
-        theory_ok = (
-            row.get("theory") == SYMMETRIC_LABEL_NOISE
-            and row["n_classes"] is not None
-            and math.isfinite(eta)
-        )
-        k = row["n_classes"]
-        row["theory_f"] = theory_extra_fraction(eta, k) if theory_ok else math.nan
-        row["theory_f_mixed"] = theory_extra_fraction_mixed(eta, k) if theory_ok else math.nan
-        row["diluted_rate"] = diluted_rate(eta, row["f_needed"]) if math.isfinite(eta) else math.nan
+        row.update(_theory_columns(row, _mean(group, "n_classes")))
         rows.append(row)
     out = pd.DataFrame(rows)
     for column in COLUMNS:
@@ -512,6 +463,87 @@ def estimate_recovery(
     out["censored"] = out["censored"].astype(bool)
     out["pool_exhausted"] = out["pool_exhausted"].astype(bool)
     return out[list(COLUMNS)].reset_index(drop=True)
+
+
+def _seed_references(
+    table: pd.DataFrame,
+    group: pd.DataFrame,
+    ident: dict[str, Any],
+    metric: str,
+    row_ref: str | None,
+    cache: dict[Any, dict[tuple[str, str], dict[int, float]]],
+) -> dict[int, float]:
+    """The clean reference of one group by seed: from the group's own rows where the metric's
+    reference is recorded per row (``row_ref``, e.g. the backdoor ASR), else the clean model's
+    (:func:`clean_reference`, computed once per (dataset, model) pair kind and kept in
+    ``cache``)."""
+    if row_ref is not None:
+        return row_references(group, row_ref)
+    pair = _pair(group.iloc[0])
+    cache_key = pair if metric == "attack_success_rate" else None
+    if cache_key not in cache:
+        refs = clean_reference(table, metric, pair)
+        cache[cache_key] = {
+            (d, m): dict(zip(g["seed"].astype(int), g["reference"], strict=True))
+            for (d, m), g in refs.groupby(["dataset_id", "model_id"])
+        }
+    return cache[cache_key].get((ident["dataset_id"], ident["model_id"]), {})
+
+
+def _crossing_columns(
+    group: pd.DataFrame,
+    grid: np.ndarray,
+    values: np.ndarray,
+    references: np.ndarray,
+    tolerance: float,
+    higher: bool,
+    n_boot: int,
+    rng: np.random.Generator,
+    grid_max: float,
+) -> dict[str, Any]:
+    """One group's curve ends, ``f_needed`` with its interval, and where the curve stops."""
+    curve = values.mean(axis=0)
+    f_needed = stats_f_needed(grid, values, references, tolerance, higher)
+    f_low, f_high = bootstrap_crossing(grid, values, references, tolerance, higher, n_boot, rng)
+    f_max = float(grid[-1])
+    return {
+        "reference": float(references.mean()),
+        "value_at_0": float(curve[0]),
+        "value_at_max": float(curve[-1]),
+        "f_needed": f_needed,
+        "f_low": f_low,
+        "f_high": f_high,
+        "censored": not math.isfinite(f_needed),
+        "f_max": f_max,
+        "pool_exhausted": bool(_pool_ran_out(group) and f_max < grid_max),
+    }
+
+
+def _no_crossing_columns(group: pd.DataFrame, references: np.ndarray) -> dict[str, Any]:
+    """The columns of :func:`_crossing_columns` for a group with no paired seed or no grid."""
+    nan = math.nan
+    return {
+        "reference": float(references.mean()) if len(references) else nan,
+        **dict.fromkeys(("value_at_0", "value_at_max", "f_needed", "f_low", "f_high"), nan),
+        "censored": False,
+        "f_max": nan,
+        "pool_exhausted": bool(_pool_ran_out(group)),
+    }
+
+
+def _theory_columns(row: dict[str, Any], n_classes: float) -> dict[str, Any]:
+    """``n_classes`` and the label-noise theory lines of a group's ``row`` (NaN unless its
+    attack declares the symmetric-label-noise line), and the poison share left after
+    appending ``f_needed × n_train`` clean rows."""
+    k = int(n_classes) if math.isfinite(n_classes) else None
+    eta = row["residual_poison_fraction"]
+    theory_ok = row.get("theory") == SYMMETRIC_LABEL_NOISE and k is not None and math.isfinite(eta)
+    return {
+        "n_classes": k,
+        "theory_f": theory_extra_fraction(eta, k) if theory_ok else math.nan,
+        "theory_f_mixed": theory_extra_fraction_mixed(eta, k) if theory_ok else math.nan,
+        "diluted_rate": diluted_rate(eta, row["f_needed"]) if math.isfinite(eta) else math.nan,
+    }
 
 
 def stage_rng_for(seed: int, key: tuple[Any, ...]) -> np.random.Generator:

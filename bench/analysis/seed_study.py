@@ -4,8 +4,8 @@ subsets as experiments (``tests/benchmarks/test_estimator.py`` runs it on digits
 For each group (dataset, model, attack, rate, defense) of a run with many seeds, the "truth" is
 the estimate from every seed; the run's seeds are then cut into disjoint subsets of ``k``
 seeds, and each subset's interval is checked against that truth: its coverage (censoring-aware,
-:func:`bench.analysis.stats.covers`), whether it is bounded, and its width. The reference can be
-the clean model's single fit (``single``) or the average of ``recovery.reference_fits`` fits
+:func:`bench.analysis.simulation.covers`), whether it is bounded, and its width. The reference
+can be the clean model's single fit (``single``) or the average of ``recovery.reference_fits`` fits
 (``averaged``, the ``reference_accuracy`` column), so one run compares both estimators.
 """
 
@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.analysis.precision import width
 from bench.analysis.recovery import estimate_recovery
-from bench.analysis.stats import covers
+from bench.analysis.simulation import covers
 from bench.core.schema import DEFAULT_METRIC, DEFAULT_TOLERANCE, GROUP_KEYS, REFERENCE_COLUMNS
 
 #: the study's output columns

@@ -10,8 +10,9 @@ the same seed are *paired*.
 ``C(2S−1, S)`` distinct values (10 at S = 3), and even its full range covers the true mean only
 ``1 − 2·(1/2)^S`` of the time for a symmetric distribution (75 % at S = 3). The percentile
 interval on ``f_needed`` therefore covers ~73 / 82 / 90 % at 3 / 5 / 10 seeds when it says 95 %
-(:func:`simulated_coverage`), and Hesterberg's expanded percentile interval ~73 / 92 / 94 %:
-no bootstrap fixes S = 3, where resampling has almost nothing to resample.
+(:func:`bench.analysis.simulation.simulated_coverage`), and Hesterberg's expanded percentile
+interval ~73 / 92 / 94 %: no bootstrap fixes S = 3, where resampling has almost nothing to
+resample.
 
 **The method used instead: inverting a t-test (a Fieller interval).** Write the per-seed margin
 ``D_s(f) = curve_s(f) − (reference_s − tolerance)`` (sign-flipped for lower-is-better metrics),
@@ -28,9 +29,10 @@ margin there is significantly below 0) and "not recovered within the grid" (kept
 upper bound ``inf``, unless the margin at the last grid point is significantly above 0). The
 point estimate always lies inside, and a grid point whose margin is identical on every seed
 (the clean rows at f = 0 *are* the reference) is taken as known. Simulated coverage
-(``python -m bench.analysis.stats``): 94.9–96.1 % at 3, 5 and 10 seeds for a true ``f`` inside the grid,
-under normal, heavy-tailed and skewed seed effects; 99.5–100 % when the truth is at a boundary
-(already recovered, or never within the grid), where a set-valued truth is easier to cover.
+(:mod:`bench.analysis.simulation`, ``python -m bench.analysis.simulation``): 94.9–96.1 % at 3,
+5 and 10 seeds for a true ``f`` inside the grid, under normal, heavy-tailed and skewed seed
+effects; 99.5–100 % when the truth is at a boundary (already recovered, or never within the
+grid), where a set-valued truth is easier to cover.
 
 With fewer than :data:`MIN_SEEDS_FOR_INTERVAL` seeds a t-interval is valid but uselessly wide
 (``t₁ = 12.7`` at 2 seeds), so :func:`crossing_bounds` gives the per-seed range instead
@@ -39,7 +41,6 @@ With fewer than :data:`MIN_SEEDS_FOR_INTERVAL` seeds a t-interval is valid but u
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Pair
     estimate); with none everything is NaN. Identical differences on every seed give a
     zero-width interval.
     """
-    _check_level(level)
+    check_level(level)
     a = np.asarray(a, dtype=float).ravel()
     b = np.asarray(b, dtype=float).ravel()
     if a.shape != b.shape:
@@ -121,13 +122,21 @@ def describe_difference(diff: PairedDifference, digits: int = 3) -> str:
     """The difference as a report writes it: ``+0.012 [+0.004, +0.020]`` when resolved,
     ``not distinguishable at 3 seeds (+0.004 [−0.010, +0.018])`` when not, and
     ``+0.004 (1 seed, no interval)`` / ``no paired seeds`` without an interval."""
+    text = difference_text(diff, digits)
+    if diff.n == 0 or not math.isfinite(diff.low) or diff.resolved:
+        return text
+    return f"not distinguishable at {diff.n} seeds ({text})"
+
+
+def difference_text(diff: PairedDifference, digits: int = 3) -> str:
+    """The difference and its interval, ``+0.004 [−0.010, +0.018]``, resolved or not;
+    ``+0.004 (1 seed, no interval)`` / ``no paired seeds`` without an interval."""
     if diff.n == 0:
         return "no paired seeds"
     value = f"{diff.mean:+.{digits}f}"
     if not math.isfinite(diff.low):
         return f"{value} ({diff.n} seed{'s' if diff.n != 1 else ''}, no interval)"
-    text = f"{value} [{diff.low:+.{digits}f}, {diff.high:+.{digits}f}]"
-    return text if diff.resolved else f"not distinguishable at {diff.n} seeds ({text})"
+    return f"{value} [{diff.low:+.{digits}f}, {diff.high:+.{digits}f}]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +371,7 @@ def crossing_interval(
     grid. Exact coverage when the seed-to-seed spread of the margins
     is normal (module docstring).
     """
-    _check_level(level)
+    check_level(level)
     f, c, r = _checked(fractions, curves, references)
     if len(r) < 2 or len(f) == 0:
         return math.nan, math.nan
@@ -386,9 +395,10 @@ def percentile_bootstrap_interval(
     Each of ``n_boot`` resamples draws S seed indices with replacement, used for the reference
     and the curve alike; the bounds are the ``(1 ± level)/2`` quantiles of the resampled
     crossings, ``inf`` where the quantile lands on a resample that never crosses. Kept for
-    comparison: it covers far less than ``level`` with few seeds (:func:`simulated_coverage`).
+    comparison: it covers far less than ``level`` with few seeds
+    (:func:`bench.analysis.simulation.simulated_coverage`).
     """
-    _check_level(level)
+    check_level(level)
     f, c, r = _checked(fractions, curves, references)
     if n_boot <= 0 or len(r) == 0 or len(f) == 0:
         return math.nan, math.nan
@@ -465,7 +475,7 @@ CROSSING_METHODS: dict[str, Callable[..., tuple[float, float]]] = {
 }
 
 
-def _method(method: str) -> Callable[..., tuple[float, float]]:
+def crossing_method(method: str) -> Callable[..., tuple[float, float]]:
     if method not in CROSSING_METHODS:
         raise ParamError(
             "method", f"unknown interval method {method!r} (valid: {', '.join(CROSSING_METHODS)})"
@@ -501,7 +511,7 @@ def interval_kind(n_seeds: int) -> Literal["interval", "range", "none"]:
 def interval_label(n_seeds: int, level: float = 0.95, method: str = DEFAULT_METHOD) -> str:
     """How a report names the bounds of :func:`crossing_bounds`, e.g. ``95 % interval
     (t-inversion, 5 seeds)`` or ``per-seed range (2 seeds)``."""
-    _method(method)
+    crossing_method(method)
     kind = interval_kind(n_seeds)
     seeds = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
     if kind == "interval":
@@ -527,7 +537,7 @@ def crossing_bounds(
     method: ``t-inversion`` (default; see the module docstring), ``percentile`` or
         ``expanded-percentile`` (seed bootstraps with ``n_boot`` resamples drawn from ``rng``).
     """
-    run = _method(method)
+    run = crossing_method(method)
     n_seeds = np.asarray(references).shape[0]
     if interval_kind(n_seeds) != "interval":
         return seed_range(fractions, curves, references, tolerance, higher)
@@ -584,9 +594,10 @@ def crossing_difference_interval(
       interval is the range of ``ψ − φ`` over them (φ scanned on :data:`DIFFERENCE_GRID`
       points per segment). Valid but conservative (~99 % simulated at a 95 % label).
 
-    Simulated coverage: :func:`simulated_coverage` with ``target="difference"``.
+    Simulated coverage: :func:`bench.analysis.simulation.simulated_coverage` with
+    ``target="difference"``.
     """
-    _check_level(level)
+    check_level(level)
     if method not in DIFFERENCE_METHODS:
         raise ParamError(
             "method", f"unknown method {method!r} (valid: {', '.join(DIFFERENCE_METHODS)})"
@@ -696,298 +707,7 @@ def _difference_scan(fractions: np.ndarray, margins: np.ndarray, crit: float) ->
     return phi[np.abs(mean) <= crit * se * (1 + 1e-9) + 1e-15]
 
 
-# ---------------------------------------------------------------------------------------------
-# Simulating the intervals' coverage
-
-#: the recovery grid of the shipped configs
-DEFAULT_FRACTIONS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0)
-
-
-@dataclass(frozen=True)
-class RecoveryModel:
-    """A data-generating model of a recovery experiment, calibrated on digits + logreg.
-
-    The population mean curves rise towards ``plateau`` (more clean data keeps helping):
-    ``truth(f) = plateau − (plateau − start)·exp(−f/scale)``, one for the undefended arm
-    (``start``, ``scale``) and one for the defended arm (``defended_start``,
-    ``defended_scale``). Seed ``s`` of one simulated experiment adds:
-
-    - ``split_sd``: a split effect (train/test split and test set) shared by the seed's
-      reference and both of its curves, at every f;
-    - ``reference_sd``: the clean model's own noise;
-    - ``curve_sd``: a curve effect shared across f (poison draw, model init), correlated
-      ``defended_corr`` between the two arms (the defended set is the filtered poisoned set);
-    - ``point_sd``: independent noise at each (seed, f), correlated ``defended_corr`` between
-      arms (common random numbers).
-
-    With the defaults a seed's accuracy varies by ~0.014–0.016 (digits/logreg: 0.01–0.03);
-    ``noise`` picks the shape of every term: ``normal``, ``t4`` (heavy tails) or ``skewed``
-    (an occasional bad seed), all scaled to the stated SDs.
-    """
-
-    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
-    reference: float = 0.948
-    tolerance: float = 0.005
-    start: float = 0.83
-    plateau: float = 0.975
-    scale: float = 1.0
-    defended_start: float = 0.90
-    defended_scale: float = 0.5
-    split_sd: float = 0.012
-    reference_sd: float = 0.008
-    curve_sd: float = 0.010
-    point_sd: float = 0.005
-    defended_corr: float = 0.6
-    noise: Literal["normal", "t4", "skewed"] = "normal"
-
-    def truth(self, arm: Literal["undefended", "defended"] = "undefended") -> np.ndarray:
-        """The population mean curve on the grid."""
-        f = np.asarray(self.fractions, dtype=float)
-        start, scale = (
-            (self.start, self.scale)
-            if arm == "undefended"
-            else (self.defended_start, self.defended_scale)
-        )
-        return self.plateau - (self.plateau - start) * np.exp(-f / scale)
-
-    def true_f(self, arm: Literal["undefended", "defended"] = "undefended") -> float:
-        """The estimand: the crossing of the noise-free curve (interpolated on the grid, as the
-        estimate is) with ``reference − tolerance``; ``inf`` beyond the grid."""
-        margin = self.truth(arm) - (self.reference - self.tolerance)
-        return float(first_crossing(np.asarray(self.fractions), margin))
-
-    def _draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-        if self.noise == "normal":
-            return rng.standard_normal(shape)
-        if self.noise == "t4":
-            return rng.standard_t(4, shape) / math.sqrt(2.0)  # var of t4 is 2
-        return 1.0 - rng.exponential(1.0, shape)  # mean 0, var 1, long lower tail
-
-    def draw(
-        self, n_seeds: int, n_sim: int, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``n_sim`` simulated experiments with ``n_seeds`` seeds each: undefended curves and
-        defended curves (``n_sim×S×F``) and references (``n_sim×S``)."""
-        n_f = len(self.fractions)
-        shape = (n_sim, n_seeds)
-        rho, rest = self.defended_corr, math.sqrt(1 - self.defended_corr**2)
-        split = self.split_sd * self._draw_noise(rng, shape)
-        refs = self.reference + split + self.reference_sd * self._draw_noise(rng, shape)
-        seed_a, seed_o = (self._draw_noise(rng, shape) for _ in range(2))
-        point_a, point_o = (self._draw_noise(rng, (*shape, n_f)) for _ in range(2))
-        seed_b = rho * seed_a + rest * seed_o
-        point_b = rho * point_a + rest * point_o
-        shared = split[..., None]
-        curves_a = (
-            self.truth("undefended")
-            + shared
-            + self.curve_sd * seed_a[..., None]
-            + self.point_sd * point_a
-        )
-        curves_b = (
-            self.truth("defended")
-            + shared
-            + self.curve_sd * seed_b[..., None]
-            + self.point_sd * point_b
-        )
-        return curves_a, curves_b, refs
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """Simulated coverage of an interval method: the share of experiments whose interval
-    contains the truth, its Monte Carlo standard error, and context."""
-
-    method: str
-    target: str
-    n_seeds: int
-    level: float
-    coverage: float
-    se: float
-    n_sim: int
-    truth: float
-    median_width: float
-    open_share: float
-    scenario: str = ""
-
-
-def covers(low: np.ndarray, high: np.ndarray, truth: float, first: float) -> np.ndarray:
-    """Whether each ``[low, high]`` covers ``truth`` (censoring-aware).
-
-    A truth inside the grid is covered by ``low ≤ truth ≤ high`` (``high`` may be ``inf``); a
-    truth beyond the grid (``inf``) only by an interval open to the right; a truth at the first
-    grid point ``first`` (already recovered) by an interval that starts there.
-    """
-    low = np.asarray(low, dtype=float)
-    high = np.asarray(high, dtype=float)
-    if math.isinf(truth) and truth > 0:
-        return np.isposinf(high)
-    if truth == first:
-        return low <= first
-    return (low <= truth) & (truth <= high)
-
-
-def simulated_coverage(
-    n_seeds: int,
-    method: str | None = None,
-    level: float = 0.95,
-    n_sim: int = 2000,
-    model: RecoveryModel | None = None,
-    seed: int = 0,
-    n_boot: int = 1000,
-    target: Literal["f", "difference"] = "f",
-) -> Coverage:
-    """How often the ``method`` interval at ``level`` covers the truth of ``model``.
-
-    n_seeds: seeds per simulated experiment (≥ 2); n_sim: simulated experiments (the Monte
-    Carlo SE of the coverage is ``sqrt(p(1−p)/n_sim)``, ~0.005 at 2,000 and p = 0.95);
-    model: the data-generating model (default :class:`RecoveryModel`); seed: seeds the draws;
-    n_boot: resamples for the bootstrap methods; target: ``f`` (the undefended ``f_needed``;
-    method one of :data:`CROSSING_METHODS`, default ``t-inversion``) or ``difference``
-    (undefended − defended by :func:`crossing_difference_interval`; method ``linearized``
-    (default) or ``projection``).
-
-    Use it to label an interval with its achieved coverage at a seed count.
-    """
-    _check_level(level)
-    if n_seeds < 2:
-        raise ValueError(f"n_seeds must be >= 2 for an interval, got {n_seeds}")
-    model = model or RecoveryModel()
-    rng = np.random.default_rng(seed)
-    curves_a, curves_b, refs = model.draw(n_seeds, n_sim, rng)
-    f = np.asarray(model.fractions, dtype=float)
-    if target == "f":
-        method = method or DEFAULT_METHOD
-        truth = model.true_f("undefended")
-        if method == "t-inversion":
-            margins = recovery_margins(curves_a, refs, model.tolerance)
-            low, high = inversion_bounds(f, margins, t_quantile(n_seeds - 1, level))
-        else:
-            run = _method(method)
-            bounds = [
-                run(f, curves_a[i], refs[i], model.tolerance, True, level, n_boot, rng)
-                for i in range(n_sim)
-            ]
-            low, high = (np.array(b, dtype=float) for b in zip(*bounds, strict=True))
-        ok = covers(low, high, truth, float(f[0]))
-    elif target == "difference":
-        method = method or "linearized"
-        truth = model.true_f("undefended") - model.true_f("defended")
-        if not math.isfinite(truth):
-            raise ValueError("the difference needs both true crossings inside the grid")
-        bounds = [
-            crossing_difference_interval(
-                f, curves_a[i], curves_b[i], refs[i], model.tolerance, True, level, method
-            )
-            for i in range(n_sim)
-        ]
-        low, high = (np.array(b, dtype=float) for b in zip(*bounds, strict=True))
-        ok = (low <= truth) & (truth <= high)
-    else:
-        raise ParamError("target", f"unknown target {target!r} (valid: f, difference)")
-    coverage = float(ok.mean())
-    with np.errstate(invalid="ignore"):  # inf − inf: an interval beyond the grid
-        width = np.where(np.isposinf(high) | np.isneginf(low), np.inf, high - low)
-    return Coverage(
-        method=method,
-        target=target,
-        n_seeds=n_seeds,
-        level=level,
-        coverage=coverage,
-        se=math.sqrt(max(coverage * (1 - coverage), 1e-12) / n_sim),
-        n_sim=n_sim,
-        truth=truth,
-        median_width=float(np.median(width)),
-        open_share=float(np.mean(~np.isfinite(width))),
-    )
-
-
-def _check_level(level: float) -> None:
+def check_level(level: float) -> None:
+    """Raise ``ValueError`` unless ``level`` (an interval's coverage) is in (0, 1)."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-
-
-#: data-generating models the coverage table is simulated under (``digits`` is the default)
-SCENARIOS: dict[str, RecoveryModel] = {
-    "digits": RecoveryModel(),
-    "noisy": RecoveryModel(split_sd=0.024, reference_sd=0.016, curve_sd=0.02, point_sd=0.01),
-    "early": RecoveryModel(start=0.90, scale=0.3),
-    "late": RecoveryModel(start=0.80, scale=1.6),
-    "censored": RecoveryModel(start=0.70, scale=3.0),
-    "recovered": RecoveryModel(start=0.95, scale=0.5),
-    "split-driven": RecoveryModel(split_sd=0.025, reference_sd=0.004, curve_sd=0.004),
-    "t4": RecoveryModel(noise="t4"),
-    "skewed": RecoveryModel(noise="skewed"),
-}
-
-
-def coverage_table(
-    seed_counts: tuple[int, ...] = (3, 5, 10),
-    methods: tuple[str, ...] = ("t-inversion", "percentile", "expanded-percentile"),
-    scenarios: tuple[str, ...] = tuple(SCENARIOS),
-    n_sim: int = 2000,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-    difference_methods: tuple[str, ...] = DIFFERENCE_METHODS,
-) -> list[Coverage]:
-    """:func:`simulated_coverage` over scenarios × methods × seed counts (``f`` for every
-    scenario, the difference where both true crossings are inside the grid)."""
-    rows = []
-    for name in scenarios:
-        model = SCENARIOS[name]
-        for n_seeds in seed_counts:
-            for method in methods:
-                rows.append(
-                    _named(
-                        name, simulated_coverage(n_seeds, method, level, n_sim, model, seed, n_boot)
-                    )
-                )
-            both_inside = all(math.isfinite(model.true_f(a)) for a in ("undefended", "defended"))
-            for method in difference_methods if both_inside else ():
-                cov = simulated_coverage(
-                    n_seeds, method, level, n_sim, model, seed, target="difference"
-                )
-                rows.append(_named(name, cov))
-    return rows
-
-
-def _named(scenario: str, cov: Coverage) -> Coverage:
-    return dataclasses.replace(cov, scenario=scenario)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Print the coverage table: ``python -m bench.analysis.stats [--n-sim N] [--n-boot B] [--seed S]
-    [--scenarios a,b] [--methods m,n] [--difference-methods m,n]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.analysis.stats", description=main.__doc__
-    )
-    parser.add_argument("--n-sim", type=int, default=2000)
-    parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    parser.add_argument("--methods", default="t-inversion,percentile,expanded-percentile")
-    parser.add_argument("--difference-methods", default=",".join(DIFFERENCE_METHODS))
-    args = parser.parse_args(argv)
-    split = lambda text: tuple(v for v in text.split(",") if v)  # noqa: E731
-    rows = coverage_table(
-        methods=split(args.methods),
-        scenarios=split(args.scenarios),
-        n_sim=args.n_sim,
-        n_boot=args.n_boot,
-        seed=args.seed,
-        difference_methods=split(args.difference_methods),
-    )
-    print("| scenario | target | method | seeds | label | coverage | MC SE | median width | open |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r.scenario} | {r.target} | {r.method} | {r.n_seeds} | {r.level:.0%} | "
-            f"{r.coverage:.3f} | {r.se:.3f} | {r.median_width:.2f} | {r.open_share:.2f} |"
-        )
-
-
-if __name__ == "__main__":
-    main()

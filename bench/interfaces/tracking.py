@@ -24,7 +24,8 @@ The parent run gets the grid's settings as params (``datasets``, ``models``, ``a
 recovery settings), the config, and at the end ``report.md``, ``results.csv``, ``run.json`` and
 the headline: ``headline.csv`` (one row per dataset, model, attack and rate: the extra clean
 data needed without a defense and with the best deployable defense, from
-``bench.analysis.recovery.estimate_recovery``; see :func:`headline_table`), the same as an MLflow table
+``bench.analysis.recovery.estimate_recovery``; see
+:func:`bench.analysis.findings.headline_table`), the same as an MLflow table
 (``headline.json``), and parent metrics ``f_needed/...``, ``best_f_needed/...``,
 ``rows_saved/...`` and ``clean_<metric>/...`` (see :func:`headline_metrics`).
 Cells found finished in the store (a resumed run) are logged too, at the end.
@@ -50,6 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.analysis.findings import headline_table
 from bench.core.types import PoisonBenchError
 
 #: set before mlflow is imported: no usage data leaves the machine
@@ -193,89 +195,6 @@ def grid_params(config: Any, labels: dict[str, dict[str, str]] | None = None) ->
     return params
 
 
-#: the headline table's columns (see :func:`headline_table`)
-HEADLINE_COLUMNS = (
-    "attack_label",
-    "rate",
-    "extra_clean_data",
-    "best_defense",
-    "best_extra_clean_data",
-    "best_rows_saved",
-    "best_resolved",
-    "dataset",
-    "model",
-    "metric",
-    "reference",
-    "value_at_0",
-    "f_needed",
-    "f_low",
-    "f_high",
-    "rows_needed",
-    "best_f_needed",
-)
-
-
-def headline_table(rec: Any) -> Any:
-    """The headline of a run, one row per (dataset, model, attack, rate) configuration of
-    ``bench.analysis.recovery.estimate_recovery``'s output ``rec`` (grouped by ids, shown by labels):
-    the clean model's metric (``reference``), the undefended model's (``value_at_0``), the extra
-    clean data needed without a defense (``f_needed`` × n_train, ``inf`` when not recovered
-    within the grid, its interval ``f_low``–``f_high``, ``rows_needed``, and
-    ``extra_clean_data`` as the report writes it, e.g. ``0.81× [0.15–2+]``), and the best
-    deployable defense: the one (not ``none``, not a reference such as the oracle) with the
-    smallest ``f_needed``, ties to the larger rows saved, with its ``best_f_needed``,
-    ``best_extra_clean_data`` and ``best_rows_saved`` (clean rows it saves against no defense,
-    NaN when unknown; ``best_resolved`` says its paired interval excludes 0)."""
-    import pandas as pd
-
-    from bench.analysis.formats import fmt_recovery
-    from bench.core.schema import NO_ATTACK_ID, NO_DEFENSE_ID
-
-    keys = ["dataset_id", "model_id", "attack_id", "rate"]
-    if rec is None or len(rec) == 0:
-        return pd.DataFrame(columns=list(HEADLINE_COLUMNS))
-    rec = rec[rec["attack_id"] != NO_ATTACK_ID]
-    rows = []
-    for _, group in rec.groupby(keys, sort=True):
-        base = group[group["defense_id"] == NO_DEFENSE_ID]
-        first = base.iloc[0] if len(base) else group.iloc[0]
-        row: dict[str, Any] = {
-            "dataset": first["dataset_label"],
-            "model": first["model_label"],
-            "attack_label": first["attack_label"],
-            "rate": float(first["rate"]),
-            "metric": first["metric"],
-            "reference": float(first["reference"]),
-        }
-        if len(base):
-            b = base.iloc[0]
-            row.update(
-                value_at_0=float(b["value_at_0"]),
-                f_needed=float(b["f_needed"]),
-                f_low=float(b["f_low"]),
-                f_high=float(b["f_high"]),
-                rows_needed=float(b["rows_needed"]),
-                extra_clean_data=fmt_recovery(b),
-            )
-        deployable = ~group["defense_reference"].fillna(False).astype(bool)
-        real = group[(group["defense_id"] != NO_DEFENSE_ID) & deployable]
-        real = real[real["f_needed"].notna()]
-        if len(real):
-            ranked = real.assign(_saved=real["defense_value_rows"].fillna(-math.inf)).sort_values(
-                ["f_needed", "_saved"], ascending=[True, False]
-            )
-            best = ranked.iloc[0]
-            row.update(
-                best_defense=str(best["defense_label"]),
-                best_f_needed=float(best["f_needed"]),
-                best_extra_clean_data=fmt_recovery(best),
-                best_rows_saved=float(best["defense_value_rows"]),
-                best_resolved=bool(best.get("defense_value_resolved", False)),
-            )
-        rows.append(row)
-    return pd.DataFrame(rows).reindex(columns=list(HEADLINE_COLUMNS))
-
-
 def _json_safe(frame: Any) -> Any:
     """``frame`` with non-finite numbers as None (MLflow's table viewer parses strict JSON,
     which has no NaN or Infinity; the text columns say ``> 2×``)."""
@@ -298,11 +217,11 @@ def _metric_key(*parts: Any) -> str:
 
 
 def headline_metrics(headline: Any) -> dict[str, float]:
-    """The parent run's metrics from :func:`headline_table`: per (dataset, model, attack,
-    rate) ``f_needed/<dataset>/<model>/<attack>/<rate>`` (extra clean data needed without a
-    defense, × n_train), ``best_f_needed/...`` and ``rows_saved/...`` (the best deployable
-    defense's), and ``clean_<metric>/<dataset>/<model>``. Values not finite (not recovered
-    within the grid) are left out: the headline table says ``> X×``. A key two labels would
+    """The parent run's metrics from :func:`bench.analysis.findings.headline_table`: per
+    (dataset, model, attack, rate) ``f_needed/<dataset>/<model>/<attack>/<rate>`` (extra clean
+    data needed without a defense, × n_train), ``best_f_needed/...`` and ``rows_saved/...``
+    (the best deployable defense's), and ``clean_<metric>/<dataset>/<model>``. Values not
+    finite (not recovered within the grid) are left out: the headline table says ``> X×``. A key two labels would
     share after MLflow's character rules is left out rather than overwritten."""
     out: dict[str, float] = {}
     seen: set[str] = set()
@@ -542,7 +461,7 @@ class MlflowTracker:
 
     def log_headline(self, table: Any) -> Any:
         """Log the run's headline on the parent run: ``headline.csv`` and the MLflow table
-        ``headline.json`` (:func:`headline_table` of ``estimate_recovery`` on ``table`` with the
+        ``headline.json`` (:func:`bench.analysis.findings.headline_table` of ``estimate_recovery`` on ``table`` with the
         config's recovery settings) and :func:`headline_metrics` as parent metrics; return the
         headline table."""
         from mlflow.entities import Metric

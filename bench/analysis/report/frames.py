@@ -1,0 +1,89 @@
+"""Helpers every report section shares: cell formats, display order, and pivots by id.
+
+Groups are configurations (``schema.GROUP_KEYS``: ids), shown by their labels (unique per id):
+two settings of one defense are two columns, never one average.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from bench.analysis.formats import DASH, fmt_rate
+from bench.core.schema import (
+    NO_DEFENSE_ID,
+)
+
+
+def mean_std(values: pd.Series) -> str:
+    """``mean ± std`` over seeds (3 decimals); the value alone for one seed, ``–`` for none."""
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return DASH
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def id_labels(frame: pd.DataFrame, kind: str) -> dict[str, str]:
+    """id → label for one kind (``defense``, ``attack``, ...) as the table records them."""
+    id_col, label_col = f"{kind}_id", f"{kind}_label"
+    pairs = frame[[id_col, label_col]].drop_duplicates(id_col)
+    return dict(zip(pairs[id_col], pairs[label_col], strict=True))
+
+
+def defense_order(frame: pd.DataFrame) -> list[str]:
+    """Defense ids in display order: ``none`` first, deployable defenses by label, then the
+    reference defenses (oracle, random filter: ``defense_reference``)."""
+    labels = id_labels(frame, "defense")
+    reference = set()
+    if "defense_reference" in frame:
+        ref = frame[["defense_id", "defense_reference"]].drop_duplicates("defense_id")
+        reference = set(ref.loc[ref["defense_reference"].fillna(False).astype(bool), "defense_id"])
+    head = [d for d in labels if d == NO_DEFENSE_ID]
+    tail = sorted((d for d in labels if d in reference and d not in head), key=labels.get)
+    middle = sorted((d for d in labels if d not in head and d not in tail), key=labels.get)
+    return head + middle + tail
+
+
+def pivot_defenses(
+    frame: pd.DataFrame, value: str, order: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """``value`` with rows (attack, rate) and one column per defense configuration.
+
+    Rows and columns are pivoted on the ids and shown with their labels, so two settings of one
+    defense are two columns. ``frame`` has one row per (attack_id, rate, defense_id).
+    """
+    if frame.empty:
+        return pd.DataFrame()
+    order = list(order) if order is not None else defense_order(frame)
+    attack_labels = id_labels(frame, "attack")
+    defense_labels = id_labels(frame, "defense")
+    wide = frame.pivot_table(
+        index=["attack_id", "rate"], columns="defense_id", values=value, aggfunc="first"
+    )
+    wide = wide[[d for d in order if d in wide.columns]]
+    wide.columns = [defense_labels[d] for d in wide.columns]
+    wide = wide.reset_index()
+    wide.insert(0, "attack", wide.pop("attack_id").map(attack_labels))
+    wide["rate"] = wide["rate"].map(fmt_rate)
+    wide = wide.sort_values(["attack"], kind="stable")
+    return wide.fillna(DASH).reset_index(drop=True)
+
+
+def at_f0(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["status"] == "ok") & (df["extra_fraction"] == 0)]
+
+
+def dataset_model_pairs(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(dataset_id, model_id, "dataset / model" heading) in display order."""
+    frame = df[["dataset_id", "model_id", "dataset_label", "model_label"]].drop_duplicates(
+        ["dataset_id", "model_id"]
+    )
+    frame = frame.sort_values(["dataset_label", "model_label"])
+    return [(d, m, f"{dl} / {ml}") for d, m, dl, ml in frame.itertuples(index=False, name=None)]
+
+
+def subset(frame: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
+    return frame[(frame["dataset_id"] == dataset) & (frame["model_id"] == model)]

@@ -1,0 +1,154 @@
+"""Document assembly and rendering: :func:`build_report` puts the sections together,
+:func:`render_markdown` renders them, :func:`write_report` draws the plots and writes the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.analysis.certified import certified_section, plot_certified
+from bench.analysis.compare import check_unique_rows
+from bench.analysis.document import Plot, Report, Section
+from bench.analysis.plots import write_plots
+from bench.analysis.recovery import (
+    estimate_recovery,
+    recovery_curves,
+)
+from bench.analysis.report.clean_budget import budget_section
+from bench.analysis.report.failures import closing_sections
+from bench.analysis.report.frames import (
+    dataset_model_pairs,
+)
+from bench.analysis.report.header import header_section, precision_target, report_settings
+from bench.analysis.report.needed import needed_section
+from bench.analysis.report.rule import rule_section
+from bench.analysis.report.summary import findings_section, summary_section
+from bench.analysis.report.tables import accuracy_section, filter_section, targeted_section
+from bench.core.schema import (
+    DEFAULT_METRIC,
+    check_table,
+)
+from bench.core.store import atomic_write_text, read_run_config, read_run_meta, read_table
+from bench.core.types import PoisonBenchError
+
+
+def build_report(
+    df: pd.DataFrame,
+    meta: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    plots: Sequence[Plot] = (),
+    name: str = "run",
+) -> Report:
+    """The report of a results table as values: a :class:`Report` of one :class:`Section` per
+    part (see :mod:`bench.analysis.report`), each computed by its own module."""
+    meta = meta or {}
+    config = config or {}
+    settings = report_settings(meta, config)
+    metric, tolerance = str(settings["metric"]), float(settings["tolerance"])
+    title = str(meta.get("name") or config.get("name") or name)
+    description = str(config.get("description") or "")
+    report = Report(title, description, [header_section(df, meta, config, settings)])
+    ok = df[df["status"] == "ok"] if "status" in df else df.iloc[0:0]
+    if ok.empty or "extra_fraction" not in df:
+        empty = Section("Results", paragraphs=["_No cell finished: there are no numbers to show._"])
+        report.sections += [empty, *closing_sections(df)]
+        return report
+
+    rec = estimate_recovery(df, metric, tolerance, n_boot=int(settings["bootstrap"]))
+    acc_metric = metric if metric in ("accuracy", "macro_f1") else "accuracy"
+    pairs = dataset_model_pairs(ok)
+    target = precision_target(meta)
+    sections = [
+        findings_section(df, rec, pairs, target, metric, tolerance),
+        summary_section(df, rec, pairs, metric, tolerance, target),
+        needed_section(rec, pairs, metric, tolerance),
+        budget_section(df, acc_metric),
+        rule_section(rec, pairs),
+        accuracy_section(df, pairs, acc_metric),
+        targeted_section(df, pairs),
+        filter_section(df, pairs),
+        certified_section(df, list(plots)),
+        plots_section(plots),
+        *closing_sections(df),
+    ]
+    report.sections += [s for s in sections if s is not None]
+    return report
+
+
+def plots_section(plots: Sequence[Plot]) -> Section:
+    """The "Plots" section: every plot drawn beside the report, in order."""
+    section = Section("Plots", images=[(plot.title, plot.filename) for plot in plots])
+    if not plots:
+        section.paragraphs.append("_No plots were drawn._")
+    return section
+
+
+def render_markdown(report: Report) -> str:
+    """The report's markdown, through the template ``bench/analysis/templates/report.md.j2``."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("bench.analysis", "templates"),
+        autoescape=False,  # markdown, not HTML
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    text = env.get_template("report.md.j2").render(report=report)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.rstrip() + "\n"
+
+
+def load_report_inputs(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """A run directory's results table, ``run.json`` and ``config.yaml`` (PoisonBenchError
+    naming the file when one is unusable)."""
+    run_dir = Path(run_dir)
+    table = read_table(run_dir)
+    if not table.empty:
+        check_table(table, where=str(run_dir))
+        check_unique_rows(table, str(run_dir))
+        finished = table["status"] == "ok"
+        if finished.any() and DEFAULT_METRIC not in table.columns:
+            raise PoisonBenchError(
+                f"{run_dir}: results table lacks the metric column {DEFAULT_METRIC} though "
+                f"{int(finished.sum())} rows finished (a damaged or hand-edited table?)"
+            )
+    return table, read_run_meta(run_dir), read_run_config(run_dir)
+
+
+def render_report(run_dir: str | Path, plots: Sequence[Plot] | None = None) -> str:
+    """The report's markdown for ``run_dir``. ``plots`` are linked in the plots section (by
+    default, the PNG files an earlier :func:`write_report` drew there)."""
+    run_dir = Path(run_dir)
+    df, meta, config = load_report_inputs(run_dir)
+    if plots is None:
+        plots = [
+            Plot(p.stem.replace("-", " "), p.name, "file") for p in sorted(run_dir.glob("*.png"))
+        ]
+    return render_markdown(build_report(df, meta, config, plots, name=run_dir.name))
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Draw the plots and write ``report.md`` in ``run_dir``; returns the report's path."""
+
+    run_dir = Path(run_dir)
+    df, meta, config = load_report_inputs(run_dir)
+    settings = report_settings(meta, config)
+    metric = settings["metric"] if settings["metric"] in ("accuracy", "macro_f1") else "accuracy"
+    plots: list[Plot] = []
+    if not df.empty and "extra_fraction" in df and (df["status"] == "ok").any():
+        curves = recovery_curves(df, metric)
+        plots = write_plots(
+            df, run_dir, curves, metric=metric, tolerance=float(settings["tolerance"])
+        )
+        plots += plot_certified(df, run_dir)
+    report = build_report(df, meta, config, plots, name=run_dir.name)
+    path = run_dir / "report.md"
+    atomic_write_text(path, render_markdown(report))
+    return path
