@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -170,17 +171,27 @@ def param_docs(doc: str) -> dict[str, str]:
     """``{param: meaning}`` from a docstring's ``name: meaning`` (or ``a, b: meaning``) lines."""
     out: dict[str, str] = {}
     current: list[str] = []
-    for line in doc.splitlines():
-        match = re.match(r"^\s{0,4}([a-z_][a-z0-9_]*(?:,\s*[a-z_][a-z0-9_]*)*):\s+(\S.*)$", line)
+    for line in inspect.cleandoc(doc).splitlines():
+        match = re.match(r"^([a-z_][a-z0-9_]*(?:,\s*[a-z_][a-z0-9_]*)*):\s+(\S.*)$", line)
         if match:
             current = [n.strip() for n in match.group(1).split(",")]
             for name in current:
                 out[name] = match.group(2).strip()
-        elif current and line.startswith(" " * 5) and line.strip():
+        elif current and line.startswith(" ") and line.strip():
             for name in current:
                 out[name] += " " + line.strip()
         else:
             current = []
+    return out
+
+
+def flat_params(params: dict[str, Any], prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """``(key, schema)`` pairs, the keys of a nested mapping (``split.train``) after it."""
+    out = []
+    for key, sub in params.items():
+        out.append((prefix + key, sub))
+        if sub.get("type") == "object" and sub.get("properties"):
+            out += flat_params(sub["properties"], f"{prefix}{key}.")
     return out
 
 
@@ -212,7 +223,9 @@ def plugins_page(schema: dict[str, Any]) -> str:
         lines.append("")
         for name, entry in entries.items():
             cls = registries[kind].get(name)
-            meaning = param_docs(cls.__doc__ or "")
+            meaning: dict[str, str] = {}
+            for base in reversed(cls.__mro__):  # a base class documents the shared parameters
+                meaning.update(param_docs(base.__dict__.get("__doc__") or ""))
             where = f"{cls.__module__}.{cls.__qualname__}"
             lines += [f"### `{name}` {{ #{kind}-{name.replace('_', '-')} }}", ""]
             lines += [entry.get("description", ""), "", f"Class: `{where}`.", ""]
@@ -222,7 +235,7 @@ def plugins_page(schema: dict[str, Any]) -> str:
                 continue
             lines += ["| parameter | type and allowed values | default | meaning |",
                       "|---|---|---|---|"]  # fmt: skip
-            for key, sub in params.items():
+            for key, sub in flat_params(params):
                 default = _code(sub["default"]) if "default" in sub else ""
                 text = sub.get("description") or meaning.get(key, "")
                 lines.append(
@@ -302,3 +315,27 @@ def on_files(files: Files, config: Any) -> Files:
     for path, content in pages.items():
         files.append(File.generated(config, path, content=content))
     return files
+
+
+def contracts_text() -> str:
+    """The import-linter contracts of ``pyproject.toml``, as a list."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    lines = []
+    for contract in config["contracts"]:
+        lines.append(f"- **{contract['name']}** (`{contract['type']}`)")
+        if contract["type"] == "layers":
+            lines.append("    - layers, top to bottom: " + " > ".join(
+                f"`{layer}`" for layer in contract["layers"]))  # fmt: skip
+        else:
+            source = ", ".join(f"`{m}`" for m in contract["source_modules"])
+            forbidden = ", ".join(f"`{m}`" for m in contract["forbidden_modules"])
+            lines.append(f"    - {source} may not import {forbidden}")
+    return "\n".join(lines)
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
+    if "<!-- import-contracts -->" in markdown:
+        markdown = markdown.replace("<!-- import-contracts -->", contracts_text())
+    return markdown
