@@ -147,3 +147,14 @@ def test_a_broken_reference_fails_the_build(tmp_path, page, complaint):
     result = mkdocs_build(bad, tmp_path / "bad-site")
     assert result.returncode != 0
     assert complaint in result.stderr
+
+
+def test_readme_links_point_at_files_that_exist():
+    """The README is read on GitHub, outside the site: its relative links must name real files."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [link for link in links if "://" not in link]
+    assert len(local) > 20
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"

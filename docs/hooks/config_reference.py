@@ -105,8 +105,10 @@ def _cell(text: str) -> str:
 
 def _is_plugin_entry(schema: dict[str, Any]) -> bool:
     options = schema.get("anyOf", [])
-    return bool(options) and "enum" in options[0] and all(
-        o.get("properties", {}).get("name", {}).get("const") for o in options[1:]
+    return (
+        bool(options)
+        and "enum" in options[0]
+        and all(o.get("properties", {}).get("name", {}).get("const") for o in options[1:])
     )
 
 
@@ -291,8 +293,9 @@ def poisonbench_names() -> list[str]:
         if module.startswith("poisonbench"):
             path = f"{module}.{attr}"
         else:  # the object where it is defined, not where a package re-exports it
-            found = loaded[module.split(".")[0]].get_member(f"{module}.{attr}".split(".", 1)[1]
-                                                            if "." in module else attr)
+            found = loaded[module.split(".")[0]].get_member(
+                f"{module}.{attr}".split(".", 1)[1] if "." in module else attr
+            )
             path = found.final_target.path if found.is_alias else found.path
         lines.append(f"| `pb.{name}` | [`{module}.{attr}`][{path}] |")
     return [*lines, ""]
