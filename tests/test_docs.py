@@ -94,10 +94,9 @@ def test_api_reference_renders_docstrings_and_their_roles(site):
     analysis = (api / "analysis.html").read_text()
     assert 'id="bench.analysis.recovery.estimate_recovery"' in analysis
     # The docstrings' Sphinx roles become links or code, never literal ":func:`...`" text.
+    role = re.compile(r":(func|class|meth|mod|attr|data|exc|obj):(`|<code>)")
     leftovers = [
-        p.name
-        for p in api.glob("*.html")
-        if re.search(r":(func|class|meth|mod|data):`", p.read_text())
+        str(p.relative_to(site)) for p in site.rglob("*.html") if role.search(p.read_text())
     ]
     assert not leftovers, f"Sphinx roles left as text in {leftovers}"
     # A role whose target is rendered became a link to it.

@@ -169,8 +169,13 @@ def config_page(schema: dict[str, Any]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+#: a Sphinx role (``:func:`name```): shown as inline code on the generated pages
+ROLE = re.compile(r":(?:py:)?[a-z]+:`~?([^`]+)`")
+
+
 def param_docs(doc: str) -> dict[str, str]:
     """``{param: meaning}`` from a docstring's ``name: meaning`` (or ``a, b: meaning``) lines."""
+    doc = ROLE.sub(r"`\1`", doc)
     out: dict[str, str] = {}
     current: list[str] = []
     for line in inspect.cleandoc(doc).splitlines():
