@@ -327,7 +327,10 @@ def on_files(files: Files, config: Any) -> Files:
 
 def contracts_text() -> str:
     """The import-linter contracts of ``pyproject.toml``, as a list."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
     lines = []
