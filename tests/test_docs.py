@@ -66,6 +66,11 @@ def test_config_reference_lists_every_schema_key(site):
     assert not missing, f"keys missing from the config reference: {missing}"
     for metric in schema["properties"]["recovery"]["properties"]["metric"]["enum"]:
         assert f'"{metric}"' in text  # the allowed values
+    # the defaults the parser fills in where the schema has none
+    from bench.run.config import RecoverySpec
+
+    row = text.split("recovery.tolerance", 1)[1][:200]
+    assert str(RecoverySpec().tolerance) in row
 
 
 def test_plugin_reference_lists_every_builtin_with_its_parameters(site):

@@ -112,6 +112,23 @@ def _is_plugin_entry(schema: dict[str, Any]) -> bool:
     )
 
 
+def code_default(path: str) -> str:
+    """The default the config parser fills in where the schema states none (``recovery.*``:
+    the fields of :class:`bench.run.config.RecoverySpec`)."""
+    import dataclasses
+
+    from bench.run.config import RecoverySpec
+
+    section, _, key = path.partition(".")
+    if section != "recovery" or not key:
+        return ""
+    fields = {f.name: f for f in dataclasses.fields(RecoverySpec)}
+    if key not in fields or fields[key].default is dataclasses.MISSING:
+        return ""
+    value = fields[key].default
+    return _code(list(value) if isinstance(value, tuple) else value)
+
+
 def key_rows(prefix: str, schema: dict[str, Any], required: set[str]) -> list[str]:
     """Table rows for the keys of an object schema, nested objects flattened."""
     rows = []
@@ -130,7 +147,7 @@ def key_rows(prefix: str, schema: dict[str, Any], required: set[str]) -> list[st
             typ = kind_type
         else:
             typ = type_text(sub)
-        default = _code(sub["default"]) if "default" in sub else ""
+        default = _code(sub["default"]) if "default" in sub else code_default(path)
         note = sub.get("description", "")
         where = GUIDE.get(path)
         if where:
@@ -234,8 +251,12 @@ def plugins_page(schema: dict[str, Any]) -> str:
             for base in reversed(cls.__mro__):  # a base class documents the shared parameters
                 meaning.update(param_docs(base.__dict__.get("__doc__") or ""))
             where = f"{cls.__module__}.{cls.__qualname__}"
+            # a link where the API pages render the class (a class made at run time has none)
+            source = inspect.getsource(inspect.getmodule(cls))
+            defined = re.search(rf"^class {re.escape(cls.__qualname__)}\b", source, flags=re.M)
+            shown = f"[`{where}`][{where}]" if defined else f"`{where}`"
             lines += [f"### `{name}` {{ #{kind}-{name.replace('_', '-')} }}", ""]
-            lines += [entry.get("description", ""), "", f"Class: `{where}`.", ""]
+            lines += [entry.get("description", ""), "", f"Class: {shown}.", ""]
             params = {k: v for k, v in entry["properties"].items() if k != "name"}
             if not params:
                 lines += ["No parameters.", ""]
