@@ -172,7 +172,7 @@ class OutlierFilter(Filter):
     per_class: fit one detector per labelled class (default) or one for all rows.
     contamination: ``auto`` (the default): a PyThresh threshold on the detector's scores (per
         class when per_class), the method chosen per detector by measurement (``auto_method``:
-        ``dsn`` for iforest, ocsvm and pyod, ``moll`` for lof; see the README); or
+        ``dsn`` for iforest, ocsvm and pyod, ``moll`` for lof; docs/defenses/honest-settings.md); or
         ``auto:<method>`` for another PyThresh method; or a fixed share of rows removed (per
         class when per_class), in (0, 0.5].
     space: ``raw``, ``standardized``, ``pca:K`` (PCA of the raw features), ``std-pca:K``
@@ -185,7 +185,7 @@ class OutlierFilter(Filter):
     space: str = "auto"
 
     detector_name: ClassVar[str] = ""
-    #: the PyThresh method ``contamination: auto`` uses (measured per detector: README)
+    #: the PyThresh method ``contamination: auto`` uses (measured per detector: docs/defenses/honest-settings.md)
     auto_method: ClassVar[str] = "dsn"
     recorded: ClassVar[Mapping[str, str]] = {
         k: k for k in ("contamination_used", "threshold_used", "threshold_rule")

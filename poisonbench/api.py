@@ -134,8 +134,8 @@ class Run:
 
     @property
     def table(self) -> pd.DataFrame:
-        """The long results table: one row per cell and extra-clean fraction (README "Results
-        table"; group by the ``*_id`` columns, display the ``*_label`` ones)."""
+        """The long results table: one row per cell and extra-clean fraction
+        (docs/guide/results-table.md; group by the ``*_id`` columns, display the ``*_label`` ones)."""
         if self._table is None:
             from bench.core.store import read_table
 

@@ -12,7 +12,8 @@ import pytest
 
 from bench.interfaces.cli import main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+#: the docs page that documents the table's columns (the README's "Results table" section once)
+RESULTS_TABLE_PAGE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "results-table.md"
 
 TINY = """
 name: tiny
@@ -64,12 +65,18 @@ def summary_counts(stdout: str) -> tuple[int, int, int, int]:
 STEP_DETAILS_PARAGRAPH = "**Defense step details.**"
 
 
+def results_table_text() -> str:
+    """The "Results table" page, without its title."""
+    text = RESULTS_TABLE_PAGE.read_text()
+    assert text.startswith("# Results table\n"), "docs/guide/results-table.md lost its title"
+    return text.split("\n", 1)[1]
+
+
 def documented_columns() -> set[str]:
-    """The column names the README's "Results table" section lists in backticks."""
-    text = README.read_text()
-    section = text.split("## Results table", 1)[1].split("\n## ", 1)[0]
+    """The column names the docs' "Results table" page lists in backticks."""
+    section = results_table_text()
     # Step details are columns only in runs with the defense that records them (checked
-    # against the schema in test_step_detail_columns_in_the_readme_are_schema_columns).
+    # against the schema in test_step_detail_columns_in_the_docs_are_schema_columns).
     section = "\n\n".join(
         p for p in section.split("\n\n") if not p.startswith(STEP_DETAILS_PARAGRAPH)
     )
@@ -82,12 +89,12 @@ def documented_columns() -> set[str]:
     return {n for n in names - values if not n.startswith("early_stop")}
 
 
-def test_step_detail_columns_in_the_readme_are_schema_columns():
-    """The README's step-details paragraph names columns the schema defines (or defenses)."""
+def test_step_detail_columns_in_the_docs_are_schema_columns():
+    """The docs' step-details paragraph names columns the schema defines (or defenses)."""
     from bench.core.schema import COLUMN_BY_NAME
     from defenses import DEFENSES
 
-    text = README.read_text().split("## Results table", 1)[1].split("\n## ", 1)[0]
+    text = results_table_text()
     (paragraph,) = [p for p in text.split("\n\n") if p.startswith(STEP_DETAILS_PARAGRAPH)]
     names = set(re.findall(r"`([a-z_][a-z0-9_]*)`", paragraph))
     assert len(names) > 10
@@ -120,7 +127,7 @@ def test_tiny_run_writes_the_documented_table(first_run):
     assert len(table) == len(csv) == TINY_ROWS
     assert list(table.columns) == list(csv.columns)
     documented = documented_columns()
-    assert len(documented) > 30, "the README section was not found or not parsed"
+    assert len(documented) > 30, "the docs' Results table page was not found or not parsed"
     missing = documented - set(table.columns)
     assert not missing, f"documented columns missing from the table: {sorted(missing)}"
     ok = table["extra_fraction"] < 1

@@ -1,5 +1,5 @@
 """``examples/own-data``: a user's CSV (text labels, a text column) and its config, run end to end
-through ``python -m bench.interfaces.cli run`` from the repository root, as the README shows."""
+through ``python -m bench.interfaces.cli run`` from the repository root, as docs/guide/own-data.md shows."""
 
 from __future__ import annotations
 

@@ -375,7 +375,7 @@ def estimate_recovery(
     """The extra-clean-data headline: one row per configuration (``schema.GROUP_KEYS``: the
     dataset, model, attack, rate and defense ids; labels and names carried for display).
 
-    table: the long results table (one row per cell and extra fraction; see README).
+    table: the long results table (one row per cell and extra fraction; docs/guide/results-table.md).
     metric: a numeric column, e.g. ``accuracy``, ``macro_f1`` or ``attack_success_rate``
         (lower is better for the latter and ``log_loss``).
     tolerance: how close to the reference counts as recovered, in the metric's units

@@ -1,6 +1,6 @@
 """Run cells: split → poison → defense steps → for each extra-clean fraction: fit → metrics.
 
-Randomness is keyed by *stage* (README, "Cells, tasks and randomness"): the split by
+Randomness is keyed by *stage* (docs/architecture.md, "Randomness by stage"): the split by
 (dataset, seed), the attack by (dataset, attack, rate, seed), defense step i by (the poisoned set, steps 0..i, seed) and the
 **model by (dataset, model, seed) only**, so within a seed every attack, rate, defense and
 extra-clean fraction shares one initialization and shuffle stream (common random numbers): two

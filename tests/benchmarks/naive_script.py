@@ -6,7 +6,7 @@ would, but none of the harness: no grid expansion, no shared work, no worker pro
 store. It writes one CSV row per (attack, rate, defense, seed, fraction).
 
 To make "same numbers out" checkable row by row, it reproduces the harness's documented seeding
-(the README: randomness is keyed by stage: the split by (dataset, seed), the attack by (dataset,
+(docs/architecture.md: randomness is keyed by stage: the split by (dataset, seed), the attack by (dataset,
 attack, rate, seed), a defense step by the poisoned set and the steps before it, the model by
 (dataset, model, seed)): the stage keys are built from the same canonical parameters. That is
 the only thing borrowed from the harness, and it costs nothing measurable. A user would loop

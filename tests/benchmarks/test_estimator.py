@@ -16,7 +16,7 @@ Issue 24's goal was a 2× narrower median width at 5 and 10 seeds; measured (202
 seeds, coverage 94–100 %. The goal is not met by the reference alone, and the test asserts what
 holds: narrower at 5 and 10 seeds, coverage within 5 points of 95 % (the subsets are few, so
 the coverage's own SE, 2–4 points, is allowed for). Per-seed curve fits were tried and rejected
-(see the README's Statistics section).
+(see docs/statistics.md).
 """
 
 from __future__ import annotations
