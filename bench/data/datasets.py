@@ -440,7 +440,3 @@ def split(
         )
     )
     return Split(train=train_rows, pool=pool_rows, test=test_rows)
-
-
-# Registers table, image_folder and openml; pandas, PIL and scikit-learn load inside ``load``.
-import bench.data.files  # noqa: E402, F401

@@ -42,15 +42,13 @@ from bench.core.schema import (
 from bench.core.types import ParamError, Plugin, Registry, short_repr
 from bench.data.datasets import DATASETS
 from bench.models import MODELS
+from bench.run.errors import ConfigError
 from bench.run.plugins import check_module_names, import_plugins
+from bench.run.tuning import parse_tune
 from defenses import DEFENSES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _WORD = re.compile(r"[A-Za-z_][\w-]{0,63}")
-
-
-class ConfigError(ParamError):
-    """The config is not valid; ``field`` is the path of the offending entry."""
 
 
 @dataclass(frozen=True)
@@ -338,8 +336,6 @@ def _defense_step(entry: Any, path: str) -> PluginSpec:
     :mod:`bench.run.tuning`): ``{name: iforest, tune: {contamination: [0.05, 0.1]}}``."""
     if not (isinstance(entry, dict) and "tune" in entry):
         return _plugin(entry, DEFENSES, path)
-    from bench.run.tuning import parse_tune
-
     spec = _plugin({k: v for k, v in entry.items() if k != "tune"}, DEFENSES, path)
     try:
         tune = parse_tune(entry["tune"], DEFENSES.get(spec.name), spec.params, f"{path}.tune")
