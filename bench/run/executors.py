@@ -34,17 +34,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.core.types import PoisonBenchError
+from bench.data.datasets import load_dataset
 from bench.run.grid import Task
+from bench.run.plugins import import_plugins
+from bench.run.runner import failed_record, run_task
+from bench.run.workers import THREAD_VARS, prestart
 
 P = TypeVar("P")
 R = TypeVar("R")
-
-THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
 
 #: the executors ``poisonbench run --executor`` accepts
 EXECUTORS = ("local", "dask", "dask-local")
@@ -140,72 +137,15 @@ def _warm(
 ) -> None:
     """In a fresh worker: import the runner (scikit-learn, PyOD, the plug-ins, the config's
     ``plugins:`` modules) and load the datasets now, while the parent is still expanding the
-    grid, not on the first task. Failures are left for the tasks to report."""
-    from bench.data.datasets import load_dataset
-    from bench.run.runner import run_task  # noqa: F401  (the import is the point)
-
+    grid, not on the first task (importing this module imported the runner). Failures are
+    left for the tasks to report."""
     if plugins:
-        from bench.run.plugins import import_plugins
-
         with contextlib.suppress(Exception):
             import_plugins(plugins)
 
     for name, params in datasets:
         with contextlib.suppress(Exception):  # a dataset that fails is the parent's to report
             load_dataset(name, data_dir, params)
-
-
-#: what the fork server imports once, so that every worker forked from it starts with the
-#: runner (scikit-learn, pandas, the built-in plug-ins) already imported
-PRELOAD = ("bench.run.runner",)
-
-
-def worker_context() -> Any:
-    """How local workers start: forked from multiprocessing's fork server where the platform
-    has one (Linux, macOS), else loky's fresh interpreters (Windows).
-
-    The fork server is a fresh interpreter, started once per process (:func:`prestart`), that
-    imports :data:`PRELOAD` and then forks a worker on each request: a worker starts in
-    milliseconds instead of the ~2 s of its imports, and no worker is forked from a process
-    that runs anything but that server. Either way a worker then imports the main script the
-    way multiprocessing's ``spawn`` does, so plug-ins that a user's script registers exist in
-    the workers too.
-    """
-    import multiprocessing
-
-    from joblib.externals.loky.backend.context import get_context
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return get_context("loky_init_main")
-    context = get_context("forkserver")
-    context.set_forkserver_preload(list(PRELOAD))
-    return context
-
-
-def prestart() -> Any:
-    """Start the fork server now (if the platform has one; a no-op when it runs), so that its
-    imports overlap the caller's own: the CLI calls it first thing for ``--jobs N``. Returns
-    :func:`worker_context`.
-
-    The server starts with one BLAS/OpenMP thread (:data:`THREAD_VARS`, set in this process's
-    environment only while it starts), so that it holds no BLAS threads when it forks."""
-    from multiprocessing import forkserver
-
-    context = worker_context()
-    if context.get_start_method() != "forkserver":
-        return context
-    saved = {var: os.environ.get(var) for var in THREAD_VARS}
-    os.environ.update(dict.fromkeys(THREAD_VARS, "1"))
-    try:
-        with contextlib.suppress(Exception):  # a server that cannot start says so when used
-            forkserver.ensure_running()
-    finally:
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
-    return context
 
 
 def start_pool(
@@ -226,8 +166,6 @@ def start_pool(
 
 
 def _run(payload: list[Any], data_dir: str | None) -> list[dict[str, Any]]:
-    from bench.run.runner import run_task
-
     return run_task(payload, data_dir)
 
 
@@ -273,8 +211,6 @@ def lost_task(task: Task, error: str) -> list[dict[str, Any]]:
     task it sent and why it was lost (``worker died: signal 9 (SIGKILL)``), the Dask executor
     with the cluster's error.
     """
-    from bench.run.runner import failed_record
-
     return [failed_record(cell, fractions, error) for cell, fractions in task.items]
 
 
@@ -488,7 +424,7 @@ def run_tasks(
 
     ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); an
     exception it raises propagates. Workers are forked by the fork server (see
-    :func:`worker_context`: never a fork of a process that holds BLAS or torch threads),
+    :func:`bench.run.workers.worker_context`: never a fork of a process that holds BLAS or torch threads),
     limited to ``threads`` BLAS threads; they ignore SIGINT (the parent handles Ctrl-C) and
     exit when the parent dies. ``pool``: one :func:`start_pool` started earlier (closed here
     when done). At most ``2 × jobs`` tasks are in flight. When the caller stops early

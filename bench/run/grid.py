@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.schema import canonical_json, spec_group, stable_hash
+from attacks import ATTACKS
+from bench.core.schema import canonical_json, dataset_id, spec_group, stable_hash
+from bench.core.types import ParamError
+from bench.data.datasets import DatasetError, load_dataset, split
+from bench.models import MODELS
+from bench.run.config import ConfigError, PluginSpec, cell_tokens, plugin_tokens
+from defenses import DEFENSES
 
 
 def stage_rng(*key: Any) -> np.random.Generator:
@@ -149,8 +155,6 @@ def iter_specs(
     (:func:`bench.core.schema.spec_group`) to seeds it runs beyond ``config.seeds`` (the rounds
     of a precision request); they follow the configured cells.
     """
-    from bench.run.config import PluginSpec, cell_tokens
-
     excluded = getattr(config, "excluded", None)
     early_stop = None
     if getattr(config.recovery, "early_stop", False):
@@ -238,14 +242,6 @@ def expand(config: Any, extra_seeds: Mapping[tuple[Any, ...], Sequence[int]] | N
     train set missing a class are ``DatasetError``s naming ``datasets[i]``), and each attack,
     model and defense is bound to each dataset (class indices, image inputs: ``ConfigError``).
     """
-    from attacks import ATTACKS
-    from bench.core.schema import dataset_id
-    from bench.core.types import ParamError
-    from bench.data.datasets import DatasetError, load_dataset, split
-    from bench.models import MODELS
-    from bench.run.config import ConfigError, plugin_tokens
-    from defenses import DEFENSES
-
     keys = []
     warnings: list[str] = []
     facts: dict[str, dict[str, Any]] = {}
@@ -325,10 +321,6 @@ def _check_model_needs(config: Any, dataset: str, away: Callable[..., bool]) -> 
     model that cannot (its cells fail with the reason, the others run). ``away(model=...,
     defense=...)``: whether exclude rules keep a model and defense apart on this dataset
     (those pairs have no cells, so nothing to warn about)."""
-    from bench.models import MODELS
-    from bench.run.config import ConfigError, plugin_tokens
-    from defenses import DEFENSES
-
     warnings = []
     for i, steps in enumerate(config.defenses):
         needs = set()

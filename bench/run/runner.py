@@ -31,6 +31,7 @@ from bench.core.metrics import classification_metrics, detection_metrics
 from bench.core.schema import (
     EARLY_STOP,
     GROUP_KEYS,
+    KINDS,
     POOL_EXHAUSTED,
     REFERENCE_COLUMNS,
     SCHEMA_VERSION,
@@ -40,9 +41,17 @@ from bench.core.schema import (
     higher_is_better,
     jsonable,
     spec_group,
+    unique_labels,
 )
-from bench.core.types import DatasetInfo, DefenseContext, Poisoned, TrainingSet, plugin_escape
-from bench.data.datasets import load_dataset, split
+from bench.core.types import (
+    DatasetInfo,
+    DefenseContext,
+    ParamError,
+    Poisoned,
+    TrainingSet,
+    plugin_escape,
+)
+from bench.data.datasets import DATASETS, load_dataset, split
 from bench.models import (
     MODELS,
     check_loss_support,
@@ -61,6 +70,7 @@ from bench.run.backdoor import (
     triggered_test,
 )
 from bench.run.grid import Cell, stage_rng, stage_seed
+from bench.run.plugins import import_plugins
 from bench.run.proba import checked_proba
 from bench.run.tuning import TUNE_COLUMNS, tune_step, tuned_label
 from defenses import DEFENSES
@@ -117,8 +127,6 @@ def identity_columns(cell: Cell, info: DatasetInfo | None = None) -> dict[str, A
         "dataset_fingerprint": s["dataset"]["fingerprint"],
     }
     try:
-        from bench.data.datasets import DATASETS
-
         source = DATASETS.get(s["dataset"]["name"]).from_params(s["dataset"].get("params") or {})
         attack = _bound(ATTACKS, s["attack"], info)
         steps = [DEFENSES.get(st["name"]).from_params(st["params"]) for st in s["defense"]]
@@ -155,8 +163,6 @@ def display_labels(cells: Sequence[Cell], data_dir: str | None = None) -> dict[s
 
     The same labels the results table gets (``schema.assign_labels`` over the whole grid), known
     before any cell runs (e.g. for MLflow run names)."""
-    from bench.core.schema import KINDS, unique_labels
-
     base: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
     for cell in cells:
         key = cell.spec["dataset"]
@@ -238,9 +244,6 @@ def run_task(
     else:
         items, plugins = payload, ()
     if plugins:
-        from bench.core.types import ParamError
-        from bench.run.plugins import import_plugins
-
         try:
             import_plugins(plugins)
         except ParamError as exc:
