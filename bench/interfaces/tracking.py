@@ -171,7 +171,6 @@ def grid_params(config: Any, labels: dict[str, dict[str, str]] | None = None) ->
     labels ``labels`` holds for their ids (``bench.run.runner.display_labels``; e.g. ``attacks``:
     ``["label_flip(random)", "label_flip(1→7)", "feature_noise(uniform)"]``), ``rates``,
     ``seeds`` and ``fractions`` JSON lists of numbers, then the recovery settings."""
-
     labels = labels or {}
 
     def shown(kind: str, ident: str, fallback: str) -> str:
@@ -392,7 +391,6 @@ def confusion_image(confusion: list[list[int]], class_names: list[str], title: s
 def refit_model(spec: dict[str, Any], data_dir: str | None = None) -> tuple[Any, Any, Any]:
     """Refit a cell's f = 0 model exactly as the runner does (same split, attack output, defense
     steps and model seed, all stage-keyed); return (estimator, X_test, y_test)."""
-
     cell = Cell(spec)
     prepared = prepare_cell(cell, data_dir)
     estimator = fit_model(cell, prepared, prepared.train)
@@ -519,7 +517,6 @@ class MlflowTracker:
     def finish(self, status: str = "FINISHED") -> None:
         """Log the cells not logged yet (found finished in the store), the report, the table and
         run.json on the parent run, and close it with ``status``."""
-
         assert self.parent_id is not None, "start() first"
         try:
             self._join()
