@@ -177,6 +177,17 @@ def cell_tokens(
 
 @dataclass(frozen=True)
 class Config:
+    """A validated config: what a run computes, as :func:`parse_config` returns it.
+
+    Every plug-in entry is a :class:`PluginSpec` with its full parameters (defaults filled in),
+    so two configs that mean the same grid compare equal and give the same cell ids. The grid
+    is the product of ``datasets`` × ``models`` × ``attacks`` × ``rates`` × ``defenses`` (each
+    a list of steps) × ``seeds``, less what an ``exclude`` rule drops
+    (:func:`bench.run.grid.iter_specs`); ``recovery`` sets the extra-clean fractions and the
+    headline's metric and tolerance. ``raw`` is the YAML data as read (saved as the run's
+    ``config.yaml``); ``name`` names the run directory, ``results/runs/<name>``.
+    """
+
     name: str
     datasets: tuple[DatasetSpec, ...]
     models: tuple[PluginSpec, ...]

@@ -27,6 +27,7 @@ from bench.core.types import ParamError
 from bench.data.datasets import DatasetError, load_dataset, split
 from bench.models import MODELS
 from bench.run.config import ConfigError, PluginSpec, cell_tokens, plugin_tokens
+from bench.run.resolve import bound
 from defenses import DEFENSES
 
 
@@ -280,15 +281,15 @@ def expand(config: Any, extra_seeds: Mapping[tuple[Any, ...], Sequence[int]] | N
         try:
             for i, a in enumerate(config.attacks):
                 if not away(attack=plugin_tokens([a])):
-                    ATTACKS.get(a.name).from_params(a.params).bind(info, f"attacks[{i}]")
+                    bound(ATTACKS, a.name, a.params, info, f"attacks[{i}]")
             for i, m in enumerate(config.models):
                 if not away(model=plugin_tokens([m])):
-                    MODELS.get(m.name).from_params(m.params).bind(info, f"models[{i}]")
+                    bound(MODELS, m.name, m.params, info, f"models[{i}]")
             for i, steps in enumerate(config.defenses):
                 if away(defense=plugin_tokens(steps)):
                     continue
                 for j, s in enumerate(steps):
-                    DEFENSES.get(s.name).from_params(s.params).bind(info, f"defenses[{i}][{j}]")
+                    bound(DEFENSES, s.name, s.params, info, f"defenses[{i}][{j}]")
         except ParamError as exc:
             raise ConfigError(exc.field, exc.message) from None
         warnings += _check_model_needs(config, info.name, away)

@@ -31,6 +31,7 @@ from bench.core.types import ParamError, Poisoned, TrainingSet
 from bench.data.datasets import Dataset, load_dataset, split
 from bench.models import MODELS
 from bench.run.grid import stage_rng, stage_seed
+from bench.run.resolve import bound
 
 #: extra clean data the recovery curve tries, as multiples of the train set (those the pool
 #: can supply are used)
@@ -94,11 +95,8 @@ def flip_labels(data: LabData, source: int, target: int, ratio: float, seed: int
     ratio: fraction of the training rows of class ``source`` relabelled ``target``, in [0, 1].
     Raises ParamError naming ``source`` / ``target`` / ``rate`` for invalid choices.
     """
-    attack = (
-        ATTACKS.get("label_flip")
-        .from_params({"mode": "targeted", "source": int(source), "target": int(target)})
-        .bind(data.info)
-    )
+    pair = {"mode": "targeted", "source": int(source), "target": int(target)}
+    attack = bound(ATTACKS, "label_flip", pair, data.info)
     rng = stage_rng("lab-attack", data.info.name, int(source), int(target), float(ratio), seed)
     return attack.poison(data.dataset.X[data.train], data.y_train, float(ratio), rng)
 
@@ -123,7 +121,7 @@ def fit_predict(
     call (scikit-learn) only when the fit ends.
     """
     info = data.info
-    spec = MODELS.get(model, "model").from_params({}, "model").bind(info, "model")
+    spec = bound(MODELS, model, {}, info, "model")
     if extra_rows > len(data.pool):
         raise ParamError(
             "extra_rows", f"{extra_rows} rows asked for, the clean pool has {len(data.pool)}"
