@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -81,6 +81,14 @@ class Cell:
         )
 
 
+class TaskPayload(TypedDict):
+    """What a worker receives for a task (JSON-able): its cells as ``(spec, fractions)`` and
+    the config's ``plugins:`` modules to import first."""
+
+    cells: list[tuple[dict[str, Any], list[float]]]
+    plugins: list[str]
+
+
 @dataclass(frozen=True)
 class Task:
     """Cells that share a poisoned training set, each with the fractions still to compute.
@@ -97,7 +105,7 @@ class Task:
     def cells(self) -> list[Cell]:
         return [cell for cell, _ in self.items]
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self) -> TaskPayload:
         """The JSON-able form sent to a worker: ``{"cells": [(spec, fractions), ...],
         "plugins": [module, ...]}`` (see :func:`bench.run.runner.run_task`)."""
         return {

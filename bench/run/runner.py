@@ -70,7 +70,7 @@ from bench.run.backdoor import (
     needs_representation,
     triggered_test,
 )
-from bench.run.grid import Cell, stage_rng, stage_seed
+from bench.run.grid import Cell, TaskPayload, stage_rng, stage_seed
 from bench.run.plugins import import_plugins
 from bench.run.proba import checked_proba
 from bench.run.resolve import bound, build, resolve
@@ -201,7 +201,7 @@ def failed_record(cell: Cell, fractions: Sequence[float], error: str) -> dict[st
 
 
 def run_task(
-    payload: Mapping[str, Any] | Sequence[tuple[dict[str, Any], Sequence[float]]],
+    payload: TaskPayload | Sequence[tuple[dict[str, Any], Sequence[float]]],
     data_dir: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run a task's cells with one shared :class:`StageCache`; returns one record per cell.
