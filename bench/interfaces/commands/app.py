@@ -8,4 +8,5 @@ from bench.interfaces.app import launch
 
 
 def app(args: argparse.Namespace) -> int:
+    """``poisonbench app``: the Streamlit server's exit status."""
     return launch(args.run_dir, port=args.port)

@@ -31,6 +31,7 @@ def _describe(cls: type, origin: str = "builtin") -> list[str]:
 
 
 def list_plugins(args: argparse.Namespace) -> int:
+    """``poisonbench list``: 0, or 2 when an installed entry point cannot be loaded."""
     if args.config:
         with stop_handlers():  # a plug-in's own KeyboardInterrupt is its error, as in `run`
             import_config_plugins(args.config)

@@ -11,6 +11,8 @@ from bench.interfaces.stops import Stopped, exit_status, stop_handlers
 
 
 def report(args: argparse.Namespace) -> int:
+    """``poisonbench report``: 0 when report.md was written, 128 + the signal's number when one
+    stopped it."""
     try:
         with stop_handlers():  # a stop signal unwinds: a half-written plot's temporary goes
             path = write_report(args.run_dir)

@@ -14,6 +14,7 @@ from bench.core.types import PoisonBenchError
 
 
 def compare_runs(args: argparse.Namespace) -> int:
+    """``poisonbench compare``: 0 no regression, 1 regression (2, unusable input, is raised)."""
     metrics = [m.strip() for m in ",".join(args.metrics).split(",") if m.strip()] or None
     if args.write_baseline and not Path(args.base).exists():
         for path in write_baseline(args.new, args.base, force=True):  # the first: no diff
@@ -42,6 +43,7 @@ def _write_output(path: str, text: str) -> None:
 
 
 def baseline(args: argparse.Namespace) -> int:
+    """``poisonbench baseline``: copy a run's table into a baseline folder; 0."""
     for path in write_baseline(args.run_dir, args.dest, force=args.force):
         print(f"baseline: wrote {path}")
     return 0

@@ -18,6 +18,7 @@ from bench.run.workers import prestart
 
 
 def run(args: argparse.Namespace) -> int:
+    """``poisonbench run``: 0 when the grid ran, 128 + the signal's number when one stopped it."""
     if args.executor == "local" and args.jobs > 1:
         prestart()  # the workers' imports overlap ours (config, plug-ins, datasets)
     with stop_handlers():

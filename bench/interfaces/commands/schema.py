@@ -10,6 +10,7 @@ from bench.run.config_schema import schema_text
 
 
 def schema(args: argparse.Namespace) -> int:
+    """``poisonbench schema``: the JSON Schema of configs on stdout; 0."""
     if args.config:
         import_config_plugins(args.config)
     sys.stdout.write(schema_text())
