@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.core.atomic import special_kind
 from bench.core.types import ParamError
 from bench.run.errors import ConfigError
@@ -17,6 +15,8 @@ from bench.run.plugins import check_module_names, import_plugins
 
 def read_config(path: str | Path) -> Any:
     """The YAML data of a config file, not yet validated (ConfigError when unreadable)."""
+    import yaml  # here, not at the top: `poisonbench list` without --config reads no YAML
+
     path = Path(path)
     special = special_kind(path)
     if special is not None:  # reading it could block forever (a FIFO) or never end (a device)
