@@ -12,7 +12,10 @@ raised as exceptions (:class:`PoisonBenchError` subclasses) instead of exit code
 ... class Mine(pb.Filter): ...
 
 Importing this package is cheap (no scikit-learn, PyOD, pandas or torch): every name below is
-imported on first use.
+imported on first use, through the ``_LAZY`` table. Why not plain imports: a plug-in package
+imports ``poisonbench`` (``examples/plugin``), and installed plug-ins are loaded by
+``poisonbench list`` and by every worker process; ``import poisonbench`` takes ~0.04 s this
+way and ~0.7 s if it imported the API and the harness behind it.
 """
 
 from __future__ import annotations

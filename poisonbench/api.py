@@ -7,20 +7,31 @@ the command line and the other way round, and both write the same table.
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import pandas as pd
+import pandas as pd
 
-    from bench.analysis.compare import Comparison
-    from bench.run.config import Config
-
-#: where a run goes when ``out`` is not given, relative to the current directory (as the CLI)
+from bench.analysis.compare import (
+    REQUIRED,
+    CompareError,
+    Comparison,
+    compare_tables,
+    load_results,
+    settings_from,
+)
+from bench.analysis.recovery import estimate_recovery
+from bench.analysis.report import render_report, report_settings, write_report
+from bench.core.schema import RECOVERY_METRICS, SchemaError, check_table, coerce_table
+from bench.core.store import read_run_config, read_run_meta, read_table
+from bench.core.types import ParamError, PoisonBenchError
+from bench.run.config import Config, ConfigError, load_config, parse_config
+from bench.run.session import prepare, run_session
 
 
 class RunWarning(UserWarning):
@@ -39,8 +50,6 @@ def _plain(value: Any, path: str) -> Any:
     The run directory keeps the config as YAML, so a mapping built in Python must hold only
     what YAML can write back; anything else is a ConfigError naming where it is.
     """
-    from bench.run.config import ConfigError
-
     if hasattr(value, "tolist") and type(value).__module__ == "numpy":
         # a numpy scalar -> the Python number or bool; an array (``np.linspace(0, 0.3, 4)``
         # as rates) -> nested lists, checked element by element below
@@ -81,8 +90,6 @@ def as_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Config:
     ConfigError
         The config is invalid; ``field`` is the path of the offending entry (``rates[0]``).
     """
-    from bench.run.config import Config, load_config, parse_config
-
     if isinstance(config, Config):
         return config
     if isinstance(config, str | os.PathLike):
@@ -91,8 +98,6 @@ def as_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Config:
         try:
             raw = _plain(config, "")
         except RecursionError:
-            from bench.run.config import ConfigError
-
             raise ConfigError("config", "the mapping nests too deeply (or holds itself)") from None
         return parse_config(raw, default_name="run")
     raise TypeError(
@@ -137,8 +142,6 @@ class Run:
         """The long results table: one row per cell and extra-clean fraction
         (docs/guide/results-table.md; group by the ``*_id`` columns, display the ``*_label`` ones)."""
         if self._table is None:
-            from bench.core.store import read_table
-
             self._table = read_table(self.path)
         return self._table
 
@@ -146,8 +149,6 @@ class Run:
     def meta(self) -> dict[str, Any]:
         """``run.json``: counts, timings, package versions, datasets, recovery settings."""
         if self._meta is None:
-            from bench.core.store import read_run_meta
-
             self._meta = read_run_meta(self.path)
         return self._meta
 
@@ -155,8 +156,6 @@ class Run:
     def config(self) -> dict[str, Any]:
         """The config the run saved (``config.yaml``), as a mapping."""
         if self._config is None:
-            from bench.core.store import read_run_config
-
             self._config = read_run_config(self.path)
         return self._config
 
@@ -188,8 +187,6 @@ class Run:
     def settings(self) -> dict[str, Any]:
         """The run's recovery settings (``metric``, ``tolerance``, ``bootstrap``,
         ``early_stop``): run.json over config.yaml over the defaults, as the report reads them."""
-        from bench.analysis.report import report_settings
-
         return report_settings(self.meta, self.config)
 
     def recovery(
@@ -231,8 +228,6 @@ class Run:
         PoisonBenchError
             The run has no finished row (every cell failed).
         """
-        from bench.analysis.recovery import estimate_recovery
-
         settings = self.settings()
         metric, tolerance, n_boot = _recovery_arguments(
             settings["metric"] if metric is None else metric,
@@ -241,8 +236,6 @@ class Run:
         )
         table = self.table
         if metric not in table.columns or not (table["status"] == "ok").any():
-            from bench.core.types import PoisonBenchError
-
             raise PoisonBenchError(
                 f"{self.path}: no finished row to estimate recovery from (every cell failed; "
                 "their reasons are in Run.failures)"
@@ -253,14 +246,10 @@ class Run:
 
     def report(self) -> Path:
         """(Re)write ``report.md`` and its plots from the table; returns its path."""
-        from bench.analysis.report import write_report
-
         return write_report(self.path)
 
     def report_markdown(self) -> str:
         """The report as markdown text, rendered from the table (nothing written)."""
-        from bench.analysis.report import render_report
-
         return render_report(self.path)
 
 
@@ -338,13 +327,10 @@ def run(
     RunWarning
         For each problem found in the stored records and each distinct reason cells failed.
     """
-    from bench.core.types import ParamError
-
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ParamError("jobs", f"expected an integer >= 1, got {jobs!r}")
     if workers is not None and (isinstance(workers, bool) or workers < 1):
         raise ParamError("workers", f"expected an integer >= 1, got {workers!r}")
-    from bench.run.session import prepare, run_session
 
     parsed = prepare(as_config(config), data_dir, precision, max_seeds)
     session = run_session(
@@ -367,11 +353,6 @@ def run(
 
 def _recovery_arguments(metric: Any, tolerance: Any, n_boot: Any) -> tuple[str, float, int]:
     """``Run.recovery``'s arguments checked: ParamError naming the argument otherwise."""
-    import math
-
-    from bench.core.schema import RECOVERY_METRICS
-    from bench.core.types import ParamError
-
     if metric not in RECOVERY_METRICS:
         raise ParamError("metric", f"{metric!r} is not one of {', '.join(RECOVERY_METRICS)}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
@@ -400,8 +381,6 @@ def load(run_dir: str | os.PathLike) -> Run:
     PoisonBenchError
         ``run_dir`` does not exist or holds no results table.
     """
-    from bench.core.types import PoisonBenchError
-
     path = Path(run_dir)
     if not path.is_dir():
         raise PoisonBenchError(f"{path}: no such run directory")
@@ -448,17 +427,8 @@ def compare(
     CompareError
         An input is unusable (missing, unreadable, no common cells, unknown metric).
     """
-    from bench.analysis.compare import (
-        REQUIRED,
-        CompareError,
-        compare_tables,
-        load_results,
-        settings_from,
-    )
-    from bench.core.schema import SchemaError, check_table, coerce_table
 
     def side(value: Any, name: str) -> tuple[pd.DataFrame, dict[str, Any], str]:
-        import pandas as pd
 
         if isinstance(value, pd.DataFrame):
             table = coerce_table(value)

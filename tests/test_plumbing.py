@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 
-from bench.run.executors import run_tasks
+from bench.run.executors.local import run_tasks
 
 
 def test_a_worker_whose_memory_grows_is_kept_and_nothing_is_warned(capfd):

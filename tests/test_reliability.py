@@ -167,7 +167,7 @@ def test_run_tasks_hands_tasks_whose_worker_died_to_lost_and_goes_on(capfd):
     exit status; tasks that were running on the other worker or queued still run, once."""
     from crash_plugins import square_or_exit
 
-    from bench.run.executors import run_tasks
+    from bench.run.executors.local import run_tasks
 
     payloads = [1, 2, -3, 4, 5, 6, -11, 8, 9]
     out = list(run_tasks(square_or_exit, payloads, lost=lambda p, why: (p, why), jobs=2))
@@ -184,7 +184,7 @@ def test_a_task_that_breaks_the_pool_without_killing_its_worker_is_given_up():
     retried, and after MAX_BREAKS breaks it is given up, not retried forever."""
     from crash_plugins import unpicklable_result
 
-    from bench.run.executors import MAX_BREAKS, run_tasks
+    from bench.run.executors.local import MAX_BREAKS, run_tasks
 
     out = list(run_tasks(unpicklable_result, [1], lost=lambda p, why: (p, why), jobs=2))
     assert len(out) == 1 and out[0][0] == 1
@@ -197,7 +197,7 @@ def test_stopping_early_with_tasks_queued_prints_no_thread_traceback(monkeypatch
     reach stderr as an 'Exception in thread' traceback (it did, in CI, after a Ctrl-C)."""
     import threading
 
-    from bench.run.executors import _Pool
+    from bench.run.executors.local import _Pool
 
     caught: list[str] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(repr(args.exc_value)))
@@ -220,7 +220,8 @@ def test_workers_come_from_the_fork_server_with_the_pools_environment(monkeypatc
     when the server started (a data directory set in between must reach them)."""
     from crash_plugins import worker_facts
 
-    from bench.run.executors import prestart, run_tasks
+    from bench.run.executors.local import run_tasks
+    from bench.run.workers import prestart
 
     prestart()  # the server runs with the environment of now...
     monkeypatch.setenv("POISONBENCH_PROBE", "set after the server started")  # ...this is later
@@ -235,7 +236,7 @@ def test_workers_come_from_the_fork_server_with_the_pools_environment(monkeypatc
 def test_liveness_of_workers_that_are_not_our_children():
     """When the pool breaks, each worker that started a task is checked: alive, or dead (its
     task is then the one lost). Workers forked by the fork server are not our children."""
-    from bench.run.executors import _alive
+    from bench.run.executors.local import _alive
 
     assert _alive(os.getpid())
     assert _alive(os.getppid())  # running, not our child
@@ -248,7 +249,7 @@ def test_an_error_raised_in_a_worker_reaches_the_caller_as_itself():
     from crash_plugins import raise_param_error
 
     from bench.core.types import ParamError
-    from bench.run.executors import run_tasks
+    from bench.run.executors.local import run_tasks
 
     with pytest.raises(ParamError) as info:
         list(run_tasks(raise_param_error, [5], lost=lambda p, why: pytest.fail(why), jobs=2))

@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 
 #: the signals that stop a run cleanly: finished cells kept, the resume command printed (the
-#: CLI's handlers, ``bench.interfaces.cli.stop_handlers``; a record's write and count are not split by
+#: CLI's handlers, ``bench.interfaces.stops.stop_handlers``; a record's write and count are not split by
 #: one, ``bench.run.orchestrate``). SIGHUP too: a closed terminal or ssh session stops the run
 #: like SIGTERM (before, it ended the process with no resume hint)
 STOP_SIGNALS = (

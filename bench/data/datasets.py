@@ -115,17 +115,6 @@ class DatasetSource(Plugin):
 DATASETS: Registry[DatasetSource] = Registry("dataset", group="poisonbench.datasets")
 
 
-def dataset_label(name: str, params: Mapping[str, Any] | None = None) -> str:
-    """The short display name of a dataset entry (``table(data.csv)``; a built-in's name).
-
-    Falls back to ``name`` when the parameters do not build here (the load then says why).
-    """
-    try:
-        return DATASETS.get(name, "dataset").from_params(dict(params or {})).label()
-    except ParamError:
-        return name
-
-
 def _sklearn(name: str, fn_name: str, description: str) -> None:
     def load(self: DatasetSource, data_dir: str | None = None) -> Dataset:
         import sklearn.datasets
@@ -440,7 +429,3 @@ def split(
         )
     )
     return Split(train=train_rows, pool=pool_rows, test=test_rows)
-
-
-# Registers table, image_folder and openml; pandas, PIL and scikit-learn load inside ``load``.
-import bench.data.files  # noqa: E402, F401

@@ -3,275 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
+import importlib
 import os
-import shlex
 import signal
 import sys
-import threading
 import typing
-from collections.abc import Iterator
-from pathlib import Path
 
-from bench.core.types import STOP_SIGNALS, PoisonBenchError, init_fields
+from bench.core.types import PoisonBenchError
+from bench.interfaces.stops import exit_status
 
-
-class Stopped(KeyboardInterrupt):
-    """A stop signal (SIGINT, SIGTERM or SIGHUP: ``STOP_SIGNALS``) arrived; ``signum`` says
-    which."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def exit_status(signum: int) -> int:
-    """The shell's status for a process stopped by ``signum``: 128 + its number (130, 143)."""
-    return 128 + int(signum)
+#: subcommand -> "module:function" that runs it; only that module is imported (see
+#: :mod:`bench.interfaces.commands` for why)
+COMMANDS = {
+    "run": "bench.interfaces.commands.run:run",
+    "list": "bench.interfaces.commands.listing:list_plugins",
+    "report": "bench.interfaces.commands.report:report",
+    "compare": "bench.interfaces.commands.results:compare_runs",
+    "baseline": "bench.interfaces.commands.results:baseline",
+    "schema": "bench.interfaces.commands.schema:schema",
+    "app": "bench.interfaces.commands.app:app",
+}
 
 
-@contextlib.contextmanager
-def stop_handlers() -> Iterator[None]:
-    """Within the block, SIGINT, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread, once.
-
-    Set explicitly, not inherited: a process started in the background by a non-interactive
-    shell (``cmd &`` in a script, a CI runner) inherits SIGINT as *ignored*, and Python then
-    installs no KeyboardInterrupt handler at all, so ``kill -INT`` was silently lost and the
-    run went on to the end. After the first signal both are ignored while the workers are
-    stopped and the resume command is printed (a second Ctrl-C must not cut that short).
-    """
-
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers (e.g. the CLI called from a thread)
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        raise Stopped(signum)
-
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, stop)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    if args.executor == "local" and args.jobs > 1:
-        from bench.run.executors import prestart
-
-        prestart()  # the workers' imports overlap ours (config, plug-ins, datasets)
-    with stop_handlers():
-        return _run_command(args)
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    from bench.run.config import load_config
-    from bench.run.orchestrate import RunInterrupted
-    from bench.run.session import prepare, run_directory, run_session
-
-    config = prepare(
-        load_config(args.config),
-        args.data_dir,
-        args.precision,
-        args.max_seeds,
-        args.timeout,
-    )
-    out = run_directory(args.out, config)
-    tracker = _mlflow_tracker(args, config, out)  # None without --mlflow
-    try:
-        session = run_session(
-            config,
-            out,
-            report=not args.no_report,
-            on_warning=lambda problem: print(f"warning: {problem}", file=sys.stderr),
-            jobs=args.jobs,
-            fresh=args.fresh,
-            progress=not args.quiet,
-            executor=args.executor,
-            scheduler=args.scheduler,
-            workers=args.workers,
-            on_record=tracker.submit if tracker else None,
-        )
-    except BaseException as exc:
-        if tracker is not None:
-            tracker.abort("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        if not isinstance(exc, RunInterrupted):
-            raise
-        stop = exc
-        done = stop.summary.n_cached + stop.summary.n_run
-        resume = shlex.join(["poisonbench", *(a for a in args.argv if a != "--fresh")])
-        print(
-            f"\ninterrupted ({signal.Signals(stop.signum).name}): {done} of "
-            f"{stop.summary.n_cells} cells done (saved in {out / 'cells'}); to resume, run:\n"
-            f"  {resume}",
-            file=sys.stderr,
-        )
-        return exit_status(stop.signum)
-    summary, report = session.summary, session.report
-    if tracker is not None:
-        tracker.finish()  # logs cached cells, the report and the table on the parent run
-        print(f"mlflow: {tracker.tracking_uri} (experiment {tracker.experiment_name!r})")
-    print(
-        f"{config.name}: {summary.n_cells} cells ({summary.n_run} run, {summary.n_cached} cached, "
-        f"{summary.n_failed} failed); {summary.fits_run} of {summary.n_fits} fits computed, "
-        f"{summary.fits_cached} cached; {summary.wall_seconds:.1f} s wall"
-        + (
-            f", {summary.compute_seconds:.1f} s compute on {summary.workers} worker(s), "
-            f"efficiency {summary.efficiency:.2f}"
-            if summary.fits_run
-            else ""
-        )
-    )
-    print(f"table:  {out / 'results.parquet'}")
-    if report is not None:
-        print(f"report: {report}")
-    reasons = summary.failure_reasons()
-    for reason, count in reasons[:10]:
-        print(f"failed: {count} cell(s): {reason}", file=sys.stderr)
-    if len(reasons) > 10:
-        print(f"failed: ... and {len(reasons) - 10} other reasons (see report.md)", file=sys.stderr)
-    return 0
-
-
-def _mlflow_tracker(args: argparse.Namespace, config: typing.Any, out: Path) -> typing.Any:
-    """The MLflow tracker asked for by ``--mlflow`` (started), or None."""
-    if args.mlflow is None:
-        return None
-    from bench.interfaces.tracking import MlflowTracker
-
-    tracker = MlflowTracker(
-        out, args.mlflow or None, log_models=args.mlflow_log_models, data_dir=config.data_dir
-    )
-    tracker.start(config)
-    return tracker
-
-
-def _cmd_schema(args: argparse.Namespace) -> int:
-    from bench.run.config_schema import schema_text
-
-    if args.config:
-        _import_config_plugins(args.config)
-    sys.stdout.write(schema_text())
-    return 0
-
-
-def _cmd_app(args: argparse.Namespace) -> int:
-    from bench.interfaces.app import launch
-
-    return launch(args.run_dir, port=args.port)
-
-
-def _describe(cls: type, origin: str = "builtin") -> list[str]:
-    doc = (cls.__doc__ or "").strip().splitlines()
-    lines = [f"  {cls.name:<18} {doc[0] if doc else ''} [{origin}]"]  # type: ignore[attr-defined]
-    hints = typing.get_type_hints(cls)
-    for f in init_fields(cls) if dataclasses.is_dataclass(cls) else []:
-        default = f.default if f.default is not dataclasses.MISSING else "(required)"
-        hint = hints.get(f.name, "")
-        # A plain class prints as "<class 'float'>": show its name, like the annotation.
-        kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-        lines.append(f"      {f.name}: {kind} = {default!r}")
-    return lines
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    from attacks import ATTACKS
-    from bench.data.datasets import DATASETS
-    from bench.models import MODELS
-    from defenses import DEFENSES
-
-    if args.config:
-        with stop_handlers():  # a plug-in's own KeyboardInterrupt is its error, as in `run`
-            _import_config_plugins(args.config)
-    broken = []
-    for title, registry in (
-        ("datasets", DATASETS),
-        ("models", MODELS),
-        ("attacks", ATTACKS),
-        ("defenses", DEFENSES),
-    ):
-        print(f"{title}:")
-        for name, cls in registry.items():
-            print("\n".join(_describe(cls, registry.origin(name))))
-        broken += registry.entry_point_errors.values()
-    for error in broken:  # the others are listed; these are named, one line each
-        print(f"error: {error}", file=sys.stderr)
-    return 2 if broken else 0
-
-
-def _import_config_plugins(path: str) -> None:
-    """Import the ``plugins:`` modules of the config at ``path`` (nothing else is checked)."""
-    from bench.run.config import parse_plugins, read_config
-
-    raw = read_config(path)
-    if isinstance(raw, dict):
-        parse_plugins(raw.get("plugins"))
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from bench.analysis.report import write_report
-
-    try:
-        with stop_handlers():  # a stop signal unwinds: a half-written plot's temporary goes
-            path = write_report(args.run_dir)
-    except Stopped as stop:
-        print(
-            f"\ninterrupted ({signal.Signals(stop.signum).name}): the report was not finished; "
-            f"run `poisonbench report {args.run_dir}` again",
-            file=sys.stderr,
-        )
-        return exit_status(stop.signum)
-    print(f"report: {path}")
-    return 0
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from bench.analysis.baseline import write_baseline
-    from bench.analysis.compare import compare, parse_floors
-
-    metrics = [m.strip() for m in ",".join(args.metrics).split(",") if m.strip()] or None
-    if args.write_baseline and not Path(args.base).exists():
-        for path in write_baseline(args.new, args.base, force=True):  # the first: no diff
-            print(f"baseline: wrote {path}")
-        return 0
-    result = compare(args.base, args.new, metrics, args.k, parse_floors(args.abs_floor))
-    text = result.to_markdown()
-    print(text, end="")
-    if args.markdown:
-        _write_output(args.markdown, text)
-    if args.json:
-        import json
-
-        _write_output(args.json, json.dumps(result.to_json(), indent=2, allow_nan=False))
-    if args.write_baseline:  # a deliberate refresh of an existing baseline
-        for path in write_baseline(args.new, args.base, force=True):
-            print(f"baseline: wrote {path}")
-        return 0
-    return result.exit_code
-
-
-def _write_output(path: str, text: str) -> None:
-    """Write a file the user asked for; a failure is a PoisonBenchError naming the path."""
-    from bench.core.store import atomic_write_text
-
-    try:
-        atomic_write_text(Path(path), text)
-    except OSError as exc:
-        raise PoisonBenchError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _cmd_baseline(args: argparse.Namespace) -> int:
-    from bench.analysis.baseline import write_baseline
-
-    for path in write_baseline(args.run_dir, args.dest, force=args.force):
-        print(f"baseline: wrote {path}")
-    return 0
+def _command(name: str) -> typing.Callable[[argparse.Namespace], int]:
+    """The function that runs subcommand ``name``, its module imported now."""
+    module, _, function = COMMANDS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --mlflow: also log each cell's f=0 model (refit once per cell)",
     )
-    run.set_defaults(func=_cmd_run)
 
     lst = sub.add_parser(
         "list",
@@ -348,11 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument(
         "--config", help="also import this config's plugins: modules (their code runs)"
     )
-    lst.set_defaults(func=_cmd_list)
 
     rep = sub.add_parser("report", help="(re)write report.md for a run directory")
     rep.add_argument("run_dir")
-    rep.set_defaults(func=_cmd_report)
 
     cmp = sub.add_parser(
         "compare",
@@ -385,7 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after showing the diff, copy NEW's table into BASE (a deliberate refresh)",
     )
-    cmp.set_defaults(func=_cmd_compare)
 
     base = sub.add_parser("baseline", help="copy a run's results table into a baseline folder")
     base.add_argument("run_dir")
@@ -393,21 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument(
         "--force", action="store_true", help="replace the baseline that DEST already holds"
     )
-    base.set_defaults(func=_cmd_baseline)
 
     sch = sub.add_parser(
         "schema",
         help="print the JSON Schema of configs (editor completion; installed plug-ins included)",
     )
     sch.add_argument("--config", help="also import this config's plugins: modules")
-    sch.set_defaults(func=_cmd_schema)
 
     app = sub.add_parser(
         "app", help="interactive explorer (Streamlit, optional extra 'app') on 127.0.0.1"
     )
     app.add_argument("run_dir", nargs="?", help="run directory to open in the results explorer")
     app.add_argument("--port", type=int, default=8501, help="TCP port (default 8501)")
-    app.set_defaults(func=_cmd_app)
     #: the subcommands' parsers, so that an error in one prints that one's usage
     parser.commands = dict(sub.choices)  # type: ignore[attr-defined]
     return parser
@@ -447,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "mlflow_log_models", False) and args.mlflow is None:
         command.error("--mlflow-log-models needs --mlflow")
     try:
-        return args.func(args)
+        return _command(args.command)(args)
     except PoisonBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

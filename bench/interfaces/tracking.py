@@ -52,7 +52,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.findings import headline_table
+from bench.analysis.recovery import estimate_recovery
+from bench.core.schema import (
+    dataset_id,
+    defense_id,
+    jsonable,
+    plugin_id,
+)
+from bench.core.store import Store, read_table
 from bench.core.types import PoisonBenchError
+from bench.data.datasets import load_dataset
+from bench.run.grid import Cell, expand
+from bench.run.runner import display_labels, fit_model, prepare_cell, run_name
 
 #: set before mlflow is imported: no usage data leaves the machine
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
@@ -159,8 +170,6 @@ def grid_params(config: Any, labels: dict[str, dict[str, str]] | None = None) ->
     labels ``labels`` holds for their ids (``bench.run.runner.display_labels``; e.g. ``attacks``:
     ``["label_flip(random)", "label_flip(1→7)", "feature_noise(uniform)"]``), ``rates``,
     ``seeds`` and ``fractions`` JSON lists of numbers, then the recovery settings."""
-    from bench.core.schema import dataset_id, defense_id, plugin_id
-
     labels = labels or {}
 
     def shown(kind: str, ident: str, fallback: str) -> str:
@@ -301,9 +310,6 @@ def confusion_image(confusion: list[list[int]], class_names: list[str], title: s
 def refit_model(spec: dict[str, Any], data_dir: str | None = None) -> tuple[Any, Any, Any]:
     """Refit a cell's f = 0 model exactly as the runner does (same split, attack output, defense
     steps and model seed, all stage-keyed); return (estimator, X_test, y_test)."""
-    from bench.run.grid import Cell
-    from bench.run.runner import fit_model, prepare_cell
-
     cell = Cell(spec)
     prepared = prepare_cell(cell, data_dir)
     estimator = fit_model(cell, prepared, prepared.train)
@@ -350,9 +356,6 @@ class MlflowTracker:
         """Create the experiment (named after the config unless given) and the parent run;
         return the parent run's id."""
         from mlflow.exceptions import MlflowException
-
-        from bench.run.grid import expand
-        from bench.run.runner import display_labels
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.labels = display_labels(expand(config).cells, self.data_dir)
@@ -433,8 +436,6 @@ class MlflowTracker:
     def finish(self, status: str = "FINISHED") -> None:
         """Log the cells not logged yet (found finished in the store), the report, the table and
         run.json on the parent run, and close it with ``status``."""
-        from bench.core.store import Store, read_table
-
         assert self.parent_id is not None, "start() first"
         try:
             self._join()
@@ -466,8 +467,6 @@ class MlflowTracker:
         headline table."""
         from mlflow.entities import Metric
 
-        from bench.analysis.recovery import estimate_recovery
-
         assert self.parent_id is not None, "start() first"
         recovery = self.config.recovery
         rec = estimate_recovery(
@@ -495,11 +494,6 @@ class MlflowTracker:
     def log_record(self, record: dict[str, Any], cached: bool = False) -> str:
         """Log one cell's record as a run nested under the parent; return its run id."""
         from mlflow.entities import Metric, RunTag
-
-        from bench.core.schema import jsonable
-        from bench.core.store import Store
-        from bench.run.grid import Cell
-        from bench.run.runner import run_name
 
         assert self.parent_id is not None, "start() first"
         spec = record["spec"]
@@ -529,8 +523,6 @@ class MlflowTracker:
         self.client.log_text(run_id, text, "record.json")
         first = next((r for r in rows if r.get("status") == "ok"), None)
         if first is not None and first.get("confusion") is not None:
-            from bench.data.datasets import load_dataset
-
             key = spec["dataset"]
             names = list(
                 load_dataset(key["name"], self.data_dir, key.get("params")).info.class_names

@@ -200,23 +200,6 @@ class ImportedClassifier(SklearnClassifier):
         super().fit(X, targets, sample_weight)
         return self
 
-    def build(self, info: DatasetInfo, seed: int) -> Estimator:
-        return TorchClassifier(_TrainerView(self), info, seed)
-
-
-class _TrainerView:
-    """The spec as :class:`TorchClassifier` reads it: its trainer parameters, and ``network``
-    as the method that builds the module (on :class:`TorchImport` it is the import path)."""
-
-    def __init__(self, spec: TorchImport) -> None:
-        self._spec = spec
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._spec, name)
-
-    def network(self, info: DatasetInfo) -> Any:
-        return self._spec.make_network(info)
-
 
 # ---------------------------------------------------------------------------------------------
 # sklearn: any scikit-learn classifier class by import path

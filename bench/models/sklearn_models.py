@@ -94,6 +94,8 @@ class SVM(ModelSpec):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
+        # function-level: bench.models.platt subclasses scikit-learn's bases at import, and
+        # scikit-learn costs ~1.5 s that `poisonbench list` (which imports the registry) skips
         from bench.models.platt import WeightedPlattSVC
 
         pipe = make_pipeline(StandardScaler(), WeightedPlattSVC(C=self.C))
@@ -192,13 +194,3 @@ class RobustLinear(ModelSpec):
         return SklearnClassifier(
             make_pipeline(StandardScaler(), sgd), info.n_classes, "sgdclassifier__sample_weight"
         )
-
-
-def __getattr__(name: str) -> object:
-    # WeightedPlattSVC subclasses scikit-learn's bases, so it lives in bench.models.platt,
-    # imported on first use: importing this module (``poisonbench list``) imports no sklearn.
-    if name == "WeightedPlattSVC":
-        from bench.models.platt import WeightedPlattSVC
-
-        return WeightedPlattSVC
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

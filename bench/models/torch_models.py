@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.core.types import DatasetInfo, ParamError, PoisonBenchError, check_range
 from bench.models.base import MODELS, Estimator, ModelSpec
+from defenses.robust_loss import robust_loss
 
 #: image datasets shipped with the harness (named in the error for a CNN on tabular data)
 IMAGE_DATASETS = "mnist-5k, mnist, fashion-mnist"
@@ -171,8 +172,7 @@ class TorchClassifier:
 
         loss_spec, robust, trusted_t = loss, None, None
         if loss_spec is not None:
-            from defenses.robust_loss import robust_loss as robust
-
+            robust = robust_loss
             if trusted is not None:
                 if len(trusted) != n:
                     raise PoisonBenchError(f"trusted must have {n} rows, got {len(trusted)}")

@@ -27,10 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from attacks import ATTACKS
-from bench.core.atomic import special_kind
 from bench.core.schema import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_FRACTIONS,
@@ -42,15 +39,13 @@ from bench.core.schema import (
 from bench.core.types import ParamError, Plugin, Registry, short_repr
 from bench.data.datasets import DATASETS
 from bench.models import MODELS
-from bench.run.plugins import check_module_names, import_plugins
+from bench.run.config_file import parse_plugins, read_config
+from bench.run.errors import ConfigError
+from bench.run.tuning import parse_tune
 from defenses import DEFENSES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _WORD = re.compile(r"[A-Za-z_][\w-]{0,63}")
-
-
-class ConfigError(ParamError):
-    """The config is not valid; ``field`` is the path of the offending entry."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +177,17 @@ def cell_tokens(
 
 @dataclass(frozen=True)
 class Config:
+    """A validated config: what a run computes, as :func:`parse_config` returns it.
+
+    Every plug-in entry is a :class:`PluginSpec` with its full parameters (defaults filled in),
+    so two configs that mean the same grid compare equal and give the same cell ids. The grid
+    is the product of ``datasets`` × ``models`` × ``attacks`` × ``rates`` × ``defenses`` (each
+    a list of steps) × ``seeds``, less what an ``exclude`` rule drops
+    (:func:`bench.run.grid.iter_specs`); ``recovery`` sets the extra-clean fractions and the
+    headline's metric and tolerance. ``raw`` is the YAML data as read (saved as the run's
+    ``config.yaml``); ``name`` names the run directory, ``results/runs/<name>``.
+    """
+
     name: str
     datasets: tuple[DatasetSpec, ...]
     models: tuple[PluginSpec, ...]
@@ -338,8 +344,6 @@ def _defense_step(entry: Any, path: str) -> PluginSpec:
     :mod:`bench.run.tuning`): ``{name: iforest, tune: {contamination: [0.05, 0.1]}}``."""
     if not (isinstance(entry, dict) and "tune" in entry):
         return _plugin(entry, DEFENSES, path)
-    from bench.run.tuning import parse_tune
-
     spec = _plugin({k: v for k, v in entry.items() if k != "tune"}, DEFENSES, path)
     try:
         tune = parse_tune(entry["tune"], DEFENSES.get(spec.name), spec.params, f"{path}.tune")
@@ -555,18 +559,6 @@ def _recovery(value: Any, path: str) -> RecoverySpec:
 MAX_REFERENCE_FITS = 64
 
 
-def parse_plugins(value: Any) -> tuple[str, ...]:
-    """``plugins: [module, ...]``: validated and imported (ConfigError naming ``plugins[i]``)."""
-    if value is None:
-        return ()
-    try:
-        modules = check_module_names(value, "plugins")
-        import_plugins(modules, "plugins")
-    except ParamError as exc:
-        raise ConfigError(exc.field, exc.message) from exc.__cause__
-    return modules
-
-
 def _exclude(value: Any, path: str) -> tuple[ExcludeRule, ...]:
     """``exclude: [{dataset: digits, model: cnn}, {model: logreg, defense: [glc, dp_sgd]},
     {attack: {name: label_flip, mode: random, sources: 5}, rate: 0.5}]``."""
@@ -682,27 +674,3 @@ def parse_config(raw: Any, default_name: str = "run") -> Config:
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file (``yaml.safe_load``: configs are data)."""
     return parse_config(read_config(path), default_name=Path(path).stem)
-
-
-def read_config(path: str | Path) -> Any:
-    """The YAML data of a config file, not yet validated (ConfigError when unreadable)."""
-    path = Path(path)
-    special = special_kind(path)
-    if special is not None:  # reading it could block forever (a FIFO) or never end (a device)
-        raise ConfigError("config", f"{path} is {special}, not a regular file (refused)")
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError("config", f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError("config", f"{path} is not UTF-8 text (a binary file?)") from None
-    try:
-        raw = yaml.safe_load(text)
-    except RecursionError:
-        raise ConfigError("config", f"{path} nests too deeply to be a config") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError("config", f"{path} is not valid YAML{where}: {problem}") from None
-    return raw

@@ -17,11 +17,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
-from bench.core.schema import canonical_json, spec_group, stable_hash
+from attacks import ATTACKS
+from bench.core.schema import canonical_json, dataset_id, spec_group, stable_hash
+from bench.core.types import ParamError
+from bench.data.datasets import DatasetError, load_dataset, split
+from bench.models import MODELS
+from bench.run.config import ConfigError, PluginSpec, cell_tokens, plugin_tokens
+from bench.run.resolve import bound
+from defenses import DEFENSES
 
 
 def stage_rng(*key: Any) -> np.random.Generator:
@@ -74,6 +81,14 @@ class Cell:
         )
 
 
+class TaskPayload(TypedDict):
+    """What a worker receives for a task (JSON-able): its cells as ``(spec, fractions)`` and
+    the config's ``plugins:`` modules to import first."""
+
+    cells: list[tuple[dict[str, Any], list[float]]]
+    plugins: list[str]
+
+
 @dataclass(frozen=True)
 class Task:
     """Cells that share a poisoned training set, each with the fractions still to compute.
@@ -90,7 +105,7 @@ class Task:
     def cells(self) -> list[Cell]:
         return [cell for cell, _ in self.items]
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self) -> TaskPayload:
         """The JSON-able form sent to a worker: ``{"cells": [(spec, fractions), ...],
         "plugins": [module, ...]}`` (see :func:`bench.run.runner.run_task`)."""
         return {
@@ -149,8 +164,6 @@ def iter_specs(
     (:func:`bench.core.schema.spec_group`) to seeds it runs beyond ``config.seeds`` (the rounds
     of a precision request); they follow the configured cells.
     """
-    from bench.run.config import PluginSpec, cell_tokens
-
     excluded = getattr(config, "excluded", None)
     early_stop = None
     if getattr(config.recovery, "early_stop", False):
@@ -238,14 +251,6 @@ def expand(config: Any, extra_seeds: Mapping[tuple[Any, ...], Sequence[int]] | N
     train set missing a class are ``DatasetError``s naming ``datasets[i]``), and each attack,
     model and defense is bound to each dataset (class indices, image inputs: ``ConfigError``).
     """
-    from attacks import ATTACKS
-    from bench.core.schema import dataset_id
-    from bench.core.types import ParamError
-    from bench.data.datasets import DatasetError, load_dataset, split
-    from bench.models import MODELS
-    from bench.run.config import ConfigError, plugin_tokens
-    from defenses import DEFENSES
-
     keys = []
     warnings: list[str] = []
     facts: dict[str, dict[str, Any]] = {}
@@ -284,15 +289,15 @@ def expand(config: Any, extra_seeds: Mapping[tuple[Any, ...], Sequence[int]] | N
         try:
             for i, a in enumerate(config.attacks):
                 if not away(attack=plugin_tokens([a])):
-                    ATTACKS.get(a.name).from_params(a.params).bind(info, f"attacks[{i}]")
+                    bound(ATTACKS, a.name, a.params, info, f"attacks[{i}]")
             for i, m in enumerate(config.models):
                 if not away(model=plugin_tokens([m])):
-                    MODELS.get(m.name).from_params(m.params).bind(info, f"models[{i}]")
+                    bound(MODELS, m.name, m.params, info, f"models[{i}]")
             for i, steps in enumerate(config.defenses):
                 if away(defense=plugin_tokens(steps)):
                     continue
                 for j, s in enumerate(steps):
-                    DEFENSES.get(s.name).from_params(s.params).bind(info, f"defenses[{i}][{j}]")
+                    bound(DEFENSES, s.name, s.params, info, f"defenses[{i}][{j}]")
         except ParamError as exc:
             raise ConfigError(exc.field, exc.message) from None
         warnings += _check_model_needs(config, info.name, away)
@@ -325,10 +330,6 @@ def _check_model_needs(config: Any, dataset: str, away: Callable[..., bool]) -> 
     model that cannot (its cells fail with the reason, the others run). ``away(model=...,
     defense=...)``: whether exclude rules keep a model and defense apart on this dataset
     (those pairs have no cells, so nothing to warn about)."""
-    from bench.models import MODELS
-    from bench.run.config import ConfigError, plugin_tokens
-    from defenses import DEFENSES
-
     warnings = []
     for i, steps in enumerate(config.defenses):
         needs = set()

@@ -32,6 +32,8 @@ from bench.core.store import (
     write_table,
 )
 from bench.run.config import Config
+from bench.run.destination import check_run_destination
+from bench.run.executors import check_executor, execute, start_pool
 from bench.run.grid import Cell, expand, make_tasks
 from bench.run.plugins import check_workers_see, plugin_origins
 from bench.run.workers import cap_workers, cpu_count
@@ -164,9 +166,6 @@ def run_config(
     elif kwargs:
         raise TypeError("run_config: give options or keyword arguments, not both")
     started = time.perf_counter()
-    from bench.run.destination import check_run_destination
-    from bench.run.executors import check_executor
-
     out = check_run_destination(out_dir)  # before anything is made or computed
 
     check_executor(options.executor, options.scheduler)  # before the run directory is made
@@ -266,8 +265,6 @@ def _early_pool(config: Config, options: RunOptions) -> Any:
     dataset loads) overlaps the expansion; None for one process or another executor."""
     if options.executor != "local" or options.jobs <= 1 or options.jobs > cpu_count():
         return None  # beyond the cores: started once the task count caps them (cap_workers)
-    from bench.run.executors import start_pool
-
     datasets = [(ds.name, ds.params) for ds in config.datasets]
     plugins = tuple(getattr(config, "plugins", ()))
     return start_pool(options.jobs, datasets=datasets, data_dir=config.data_dir, plugins=plugins)
@@ -298,8 +295,6 @@ def _run_locked(
     pool: Any = None,
     lock: RunLock | None = None,
 ) -> RunSummary:
-    from bench.run.executors import execute
-
     store = Store(out)
     store.remove_temporaries()
     cells = grid.cells

@@ -27,7 +27,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from attacks import ATTACKS
 from bench.core.types import BUILTIN, ParamError, Registry, plugin_escape, registering_from
+from bench.data.datasets import DATASETS
+from bench.models import MODELS
+from bench.run.errors import ConfigError
+from defenses import DEFENSES
 
 #: a dotted module name (``pkg.module``); a config names modules, never files or ``mod:attr``
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -102,11 +107,6 @@ def import_plugins(modules: Sequence[str], field: str = "plugins") -> None:
 
 
 def _registries() -> dict[str, Registry]:
-    from attacks import ATTACKS
-    from bench.data.datasets import DATASETS
-    from bench.models import MODELS
-    from defenses import DEFENSES
-
     return {"dataset": DATASETS, "model": MODELS, "attack": ATTACKS, "defense": DEFENSES}
 
 
@@ -130,8 +130,6 @@ def _listed(module: str, plugins: Sequence[str]) -> bool:
 def _main_script_reloads(local: bool) -> bool:
     """Whether local workers re-import this process's ``__main__``: they do (as
     ``__mp_main__``, the way ``spawn`` does) when it is a script file, not a notebook or REPL."""
-    import sys
-
     main = sys.modules.get("__main__")
     return local and bool(getattr(main, "__file__", None))
 
@@ -146,8 +144,6 @@ def check_workers_see(config: Any, workers: str, local: bool = True) -> None:
     starts fresh and would fail every such cell. One exception: local workers (``local``)
     re-import a main *script* file, so plug-ins it registers reach them (not Dask workers).
     """
-    from bench.run.config import ConfigError
-
     registries = _registries()
     plugins = tuple(getattr(config, "plugins", ()) or ())
     for field, kind, name in used_plugins(config):

@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from attacks import ATTACKS
+from bench.analysis.recovery import recovered
 from bench.core.certificates import certified_changes, certified_metrics
 from bench.core.metrics import classification_metrics, detection_metrics
 from bench.core.schema import (
     EARLY_STOP,
     GROUP_KEYS,
+    KINDS,
     POOL_EXHAUSTED,
     REFERENCE_COLUMNS,
     SCHEMA_VERSION,
@@ -40,8 +41,17 @@ from bench.core.schema import (
     higher_is_better,
     jsonable,
     spec_group,
+    unique_labels,
 )
-from bench.core.types import DatasetInfo, DefenseContext, Poisoned, TrainingSet, plugin_escape
+from bench.core.types import (
+    DatasetInfo,
+    DefenseContext,
+    ParamError,
+    PoisonBenchError,
+    Poisoned,
+    TrainingSet,
+    plugin_escape,
+)
 from bench.data.datasets import load_dataset, split
 from bench.models import (
     MODELS,
@@ -60,9 +70,11 @@ from bench.run.backdoor import (
     needs_representation,
     triggered_test,
 )
-from bench.run.grid import Cell, stage_rng, stage_seed
+from bench.run.grid import Cell, TaskPayload, stage_rng, stage_seed
+from bench.run.plugins import import_plugins
 from bench.run.proba import checked_proba
-from bench.run.tuning import TUNE_COLUMNS, tune_step, tuned_label
+from bench.run.resolve import bound, build, resolve
+from bench.run.tuning import TUNE_COLUMNS, tune_step
 from defenses import DEFENSES
 
 
@@ -95,11 +107,6 @@ class StageCache:
 # ---------------------------------------------------------------------------------------------
 
 
-def _bound(registry: Any, spec: dict[str, Any], info: DatasetInfo | None) -> Any:
-    plugin = registry.get(spec["name"]).from_params(spec["params"])
-    return plugin.bind(info) if info is not None else plugin
-
-
 def identity_columns(cell: Cell, info: DatasetInfo | None = None) -> dict[str, Any]:
     """The columns that say which configuration a row belongs to (the same for all its rows):
     ids, names, the plug-ins' own labels (made unique per table by ``schema.assign_labels``)
@@ -117,13 +124,9 @@ def identity_columns(cell: Cell, info: DatasetInfo | None = None) -> dict[str, A
         "dataset_fingerprint": s["dataset"]["fingerprint"],
     }
     try:
-        from bench.data.datasets import DATASETS
-
-        source = DATASETS.get(s["dataset"]["name"]).from_params(s["dataset"].get("params") or {})
-        attack = _bound(ATTACKS, s["attack"], info)
-        steps = [DEFENSES.get(st["name"]).from_params(st["params"]) for st in s["defense"]]
-        model = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"])
-    except Exception:  # a spec that no longer binds still gets a row saying why it failed
+        resolved = resolve(s, info)
+    except (PoisonBenchError, TypeError, ValueError):
+        # a spec that no longer builds or binds still gets a row saying why it failed
         out.update(
             dataset_label=s["dataset"]["name"],
             model_label=s["model"]["name"],
@@ -131,22 +134,8 @@ def identity_columns(cell: Cell, info: DatasetInfo | None = None) -> dict[str, A
             defense_label=out["defense"],
         )
         return out
-    pair = attack.target_pair() if info is not None else None
-    out.update(
-        dataset_label=source.label(),
-        model_label=model.label() if hasattr(model, "label") else model.name,
-        attack_label=_provenance_label(attack),
-        defense_label="+".join(
-            tuned_label(step.label(), st["tune"]) if st.get("tune") else step.label()
-            for step, st in zip(steps, s["defense"], strict=True)
-        ),
-        n_classes=info.n_classes if info is not None else None,
-        source_class=pair[0] if pair else None,
-        target_class=pair[1] if pair else None,
-        theory=attack.theory_line(),
-        defense_reference=any(getattr(step, "reference", False) for step in steps),
-        defense_append_only=all(getattr(step, "append_only", False) for step in steps),
-    )
+    out.update(resolved.labels())
+    out.update(resolved.facts())
     return out
 
 
@@ -155,8 +144,6 @@ def display_labels(cells: Sequence[Cell], data_dir: str | None = None) -> dict[s
 
     The same labels the results table gets (``schema.assign_labels`` over the whole grid), known
     before any cell runs (e.g. for MLflow run names)."""
-    from bench.core.schema import KINDS, unique_labels
-
     base: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
     for cell in cells:
         key = cell.spec["dataset"]
@@ -175,15 +162,6 @@ def run_name(cell: Cell, labels: dict[str, dict[str, str]]) -> str:
         f"{part['dataset']}/{part['model']}/{part['attack']}@{cell.spec['rate']:g}/"
         f"{part['defense']}/seed={cell.seed}"
     )
-
-
-def _provenance_label(attack: Any) -> str:
-    """The attack's label, with ``J/K sources`` added when it draws from J of K sources."""
-    label = attack.label()
-    if getattr(attack, "sources", 1) <= 1:
-        return label
-    extra = f"{attack.poisoned_sources}/{attack.sources} sources"
-    return f"{label[:-1]}, {extra})" if label.endswith(")") else f"{label}({extra})"
 
 
 def failed_rows(
@@ -223,7 +201,7 @@ def failed_record(cell: Cell, fractions: Sequence[float], error: str) -> dict[st
 
 
 def run_task(
-    payload: Mapping[str, Any] | Sequence[tuple[dict[str, Any], Sequence[float]]],
+    payload: TaskPayload | Sequence[tuple[dict[str, Any], Sequence[float]]],
     data_dir: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run a task's cells with one shared :class:`StageCache`; returns one record per cell.
@@ -238,9 +216,6 @@ def run_task(
     else:
         items, plugins = payload, ()
     if plugins:
-        from bench.core.types import ParamError
-        from bench.run.plugins import import_plugins
-
         try:
             import_plugins(plugins)
         except ParamError as exc:
@@ -353,7 +328,8 @@ def prepare_cell(
     (X_train, y_train, X_test, y_test, pool_X, pool_y), _ = cache.get(
         ["split", s["dataset"], seed], do_split
     )
-    attack = ATTACKS.get(s["attack"]["name"]).from_params(s["attack"]["params"]).bind(info)
+    resolved = resolve(s, info)
+    attack = resolved.attack
 
     def do_attack() -> Poisoned:
         rng = stage_rng("attack", s["dataset"], s["attack"], s["rate"], seed)
@@ -384,7 +360,7 @@ def prepare_cell(
     evaluate = _validation_accuracy(cell, info)  # for tuned steps only (bench.run.tuning)
     features = None  # the first-pass model's representation, for steps that need it
     if needs_representation(s["defense"]):
-        rep_spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
+        rep_spec = resolved.bound_model()
         check_representation_support(rep_spec, "+".join(st["name"] for st in s["defense"]))
         features = lazy_features(
             lambda: first_pass_model(s, rep_spec, info, poisoned, model_seed(s), cache)[0]
@@ -438,11 +414,10 @@ def prepare_cell(
     else:
         base.update({"n_removed": 0, "clean_removed": 0})
 
-    model_spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
+    model_spec = resolved.bound_model()
     check_loss_support(model_spec, state.train.loss)  # a robust-loss step needs a model for it
     check_privacy_support(model_spec, state.train.privacy)  # so does dp_sgd
-    steps = [DEFENSES.get(st["name"]).from_params(st["params"]) for st in s["defense"]]
-    check_weight_support(model_spec, state.train, "+".join(st.label() for st in steps))
+    check_weight_support(model_spec, state.train, "+".join(st.label() for st in resolved.steps))
     return PreparedCell(
         info=info, pool_used=state.pool_start, X_train=X_train, y_train=y_train, X_test=X_test,
         y_test=y_test, pool_X=pool_X, pool_y=pool_y, attack=attack, poisoned=poisoned,
@@ -469,7 +444,7 @@ def _defense_step(
     scored by ``evaluate`` (see :mod:`bench.run.tuning`); ``features``: the first-pass
     representation, for a step that needs it."""
     spec = prefix[i]
-    step = DEFENSES.get(spec["name"]).from_params(spec["params"]).bind(info)
+    step = bound(DEFENSES, spec["name"], spec["params"], info)
     ctx = DefenseContext(
         info=info, n_train=n_train, pool_X=pool_X, pool_y=pool_y, pool_start=state.pool_start,
         features=features,
@@ -546,7 +521,7 @@ def _validation_accuracy(
     s = cell.spec
 
     def evaluate(fit_set: TrainingSet, X_val: np.ndarray, y_val: np.ndarray) -> float:
-        spec = MODELS.get(s["model"]["name"]).from_params(s["model"]["params"]).bind(info)
+        spec = bound(MODELS, s["model"]["name"], s["model"]["params"], info)
         model = spec.build(info, model_seed(s))
         model.fit(fit_set.X, fit_set.targets, fit_set.sample_weight, **fit_options(fit_set))
         predicted = np.asarray(model.predict_proba(X_val)).argmax(axis=1)
@@ -669,14 +644,9 @@ def _run(
             if reference is None:  # this is the clean reference cell itself (f = 0 comes first)
                 reference = float(metrics.get(stop["metric"], np.nan))
             row["early_stop_reference"] = reference
-            higher = higher_is_better(stop["metric"])
             value = float(metrics.get(stop["metric"], np.nan))
-            ok = np.isfinite(value) and (
-                value >= reference - stop["tolerance"]
-                if higher
-                else value <= reference + stop["tolerance"]
-            )
-            streak = streak + 1 if ok else 0
+            back = recovered(value, reference, stop["tolerance"], higher_is_better(stop["metric"]))
+            streak = streak + 1 if back else 0
         rows.append(row)
     return rows
 
@@ -735,7 +705,7 @@ def _clean_reference(cell: Cell, metric: str, p: PreparedCell, cache: StageCache
     on its spec alone. For the attack success rate the clean model is scored on this cell's
     (source, target) pair.
     """
-    none_defense = DEFENSES.get("none").from_params({})
+    none_defense = build(DEFENSES, "none", {})
     clean = Cell(
         {
             **cell.spec,

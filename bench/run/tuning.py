@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 
 from bench.core.schema import canonical_json
-from bench.core.types import DatasetInfo, DefenseContext, ParamError, StepResult, TrainingSet
+from bench.core.types import (
+    DatasetInfo,
+    DefenseContext,
+    ParamError,
+    StepResult,
+    TrainingSet,
+    init_fields,
+)
+from defenses import DEFENSES
 
 #: validation rows as a fraction of n_train when ``tune`` gives no budget
 DEFAULT_TUNE_BUDGET = 0.1
@@ -54,14 +62,10 @@ def parse_tune(value: Any, cls: type, params: Mapping[str, Any], path: str) -> d
     unknown parameter, an empty list, a value the defense refuses, more than
     :data:`MAX_SETTINGS` settings.
     """
-    from bench.core.types import init_fields
-
     valid = [f.name for f in init_fields(cls)]
     if value == "auto":
         default = dict(getattr(cls, "tune_space", None) or {})
         if not default:
-            from defenses import DEFENSES
-
             having = [n for n, c in DEFENSES.items() if getattr(c, "tune_space", None)]
             raise ParamError(
                 path,
@@ -149,8 +153,6 @@ def tune_step(
     result, with the validation rows added to its ``pool_used`` and the choice in its details,
     and the chosen step object (for its ``recorded`` columns).
     """
-    from defenses import DEFENSES
-
     tune = spec["tune"]
     cls = DEFENSES.get(spec["name"])
     wanted = int(round(float(tune["budget"]) * ctx.n_train))

@@ -16,6 +16,14 @@ from typing import Any
 
 import pandas as pd
 
+from bench.analysis.recovery import estimate_recovery
+from bench.analysis.report import (
+    accuracy_table,
+    defense_value_table,
+    recovery_table,
+    targeted_tables,
+)
+from bench.analysis.report import filter_table as filter_quality_table
 from bench.core.schema import NESTED_COLUMNS, NO_ATTACK_ID, NO_DEFENSE_ID
 from bench.core.store import read_table
 from bench.core.types import PoisonBenchError
@@ -266,8 +274,6 @@ def _percent(rate: float) -> str:
 def summary_table(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """The report's table (``bench.analysis.report.accuracy_table``: mean ± std over seeds at f = 0, rows
     (dataset, model, attack, rate), columns defenses) for the filtered rows."""
-    from bench.analysis.report import accuracy_table
-
     ok = ok_rows(table)
     if ok.empty or metric not in ok or ok[metric].isna().all():
         return pd.DataFrame()
@@ -300,8 +306,6 @@ def recovery_estimates(table: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFram
     """The report's extra-clean-data estimates (``bench.analysis.recovery.estimate_recovery``) for the
     whole table, with the run's own recovery settings from ``run.json`` (metric, tolerance,
     bootstrap), so the numbers are the report's."""
-    from bench.analysis.recovery import estimate_recovery
-
     settings = meta.get("recovery") or {}
     ok = ok_rows(table)
     if ok.empty or "extra_fraction" not in ok:
@@ -324,8 +328,6 @@ def report_tables(
     The recovery estimates ``rec`` come from the whole table (they need the clean reference,
     which a rate filter would drop) and are then cut to the chosen attacks, rates, defenses.
     """
-    from bench.analysis import report
-
     rows = filter_table(table, chosen)
     rec = filter_table(rec, chosen) if not rec.empty else rec
     out: list[tuple[str, pd.DataFrame]] = []
@@ -342,15 +344,15 @@ def report_tables(
         parts = []
         attacked = (r["attack_id"] != NO_ATTACK_ID) if not r.empty else None
         if not r.empty and attacked.any():
-            parts.append(("Extra clean data needed (× n_train)", report.recovery_table(r)))
+            parts.append(("Extra clean data needed (× n_train)", recovery_table(r)))
             if (attacked & (r["defense_id"] != NO_DEFENSE_ID)).any():
-                parts.append(("Clean rows saved by each defense", report.defense_value_table(r)))
-        _, asr = report.targeted_tables(sub)
+                parts.append(("Clean rows saved by each defense", defense_value_table(r)))
+        _, asr = targeted_tables(sub)
         parts.append(("Attack success rate (targeted flips)", asr))
         parts.append(
             (
                 "Filter quality: precision / recall / ROC-AUC (clean removed)",
-                report.filter_table(sub),
+                filter_quality_table(sub),
             )
         )
         out += [(f"{title}: {where}", t) for title, t in parts if not t.empty]

@@ -25,11 +25,13 @@ import numpy as np
 import pandas as pd
 
 from attacks import ATTACKS
+from bench.analysis.recovery import crossing_point
 from bench.core.metrics import classification_metrics
 from bench.core.types import ParamError, Poisoned, TrainingSet
 from bench.data.datasets import Dataset, load_dataset, split
 from bench.models import MODELS
 from bench.run.grid import stage_rng, stage_seed
+from bench.run.resolve import bound
 
 #: extra clean data the recovery curve tries, as multiples of the train set (those the pool
 #: can supply are used)
@@ -93,11 +95,8 @@ def flip_labels(data: LabData, source: int, target: int, ratio: float, seed: int
     ratio: fraction of the training rows of class ``source`` relabelled ``target``, in [0, 1].
     Raises ParamError naming ``source`` / ``target`` / ``rate`` for invalid choices.
     """
-    attack = (
-        ATTACKS.get("label_flip")
-        .from_params({"mode": "targeted", "source": int(source), "target": int(target)})
-        .bind(data.info)
-    )
+    pair = {"mode": "targeted", "source": int(source), "target": int(target)}
+    attack = bound(ATTACKS, "label_flip", pair, data.info)
     rng = stage_rng("lab-attack", data.info.name, int(source), int(target), float(ratio), seed)
     return attack.poison(data.dataset.X[data.train], data.y_train, float(ratio), rng)
 
@@ -122,7 +121,7 @@ def fit_predict(
     call (scikit-learn) only when the fit ends.
     """
     info = data.info
-    spec = MODELS.get(model, "model").from_params({}, "model").bind(info, "model")
+    spec = bound(MODELS, model, {}, info, "model")
     if extra_rows > len(data.pool):
         raise ParamError(
             "extra_rows", f"{extra_rows} rows asked for, the clean pool has {len(data.pool)}"
@@ -504,28 +503,7 @@ def recovery_curve(
 
 def crossing(fractions: list[float], values: list[float], target: float) -> float | None:
     """The smallest extra-clean fraction at which ``values`` reach ``target`` (linear
-    interpolation between grid points); None when it never does on this grid.
-
-    Uses ``bench.analysis.recovery.crossing_point`` when that module provides it (the harness's own
-    estimate); otherwise the same rule computed here with numpy.
-    """
-    try:
-        from bench.analysis.recovery import crossing_point
-    except ImportError:
-        crossing_point = None
-    if crossing_point is not None:
-        found = crossing_point(np.asarray(fractions, float), np.asarray(values, float), target)
-        if found is None:
-            return None
-        found = float(found)
-        return found if np.isfinite(found) else None
-    f = np.asarray(fractions, dtype=float)
-    v = np.asarray(values, dtype=float)
-    reached = np.flatnonzero(v >= target)
-    if len(reached) == 0:
-        return None
-    i = int(reached[0])
-    if i == 0:
-        return float(f[0])
-    # between the last grid point below the target and the first one at or above it
-    return float(np.interp(target, [v[i - 1], v[i]], [f[i - 1], f[i]]))
+    interpolation between grid points: the harness's own rule,
+    :func:`bench.analysis.recovery.crossing_point`); None when it never does on this grid."""
+    found = crossing_point(np.asarray(fractions, float), np.asarray(values, float), target)
+    return float(found) if np.isfinite(found) else None

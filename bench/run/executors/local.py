@@ -1,28 +1,18 @@
-"""Executors: run cells in local worker processes, in-process, or on a Dask cluster.
-
-On 2-core machines oversubscribed BLAS makes small fits ~20× slower, so every worker is limited
-to one thread. Records go back to the caller, which writes them as they arrive: the store works
-the same whatever runs the cells, and a run started with one executor resumes with another.
-
-A task (:class:`bench.run.grid.Task`) is the cells of one poisoned training set, each with the
-fractions it still needs; it carries only their small JSON specs. Each worker process loads a
-dataset once, through the bounded per-process cache of :func:`bench.data.datasets.load_dataset`, and
-reuses it for every later task; dataset arrays never travel over the network. Every executor
-yields, per task, the list of its cells' records.
+"""The local executor: tasks in worker processes on this machine (a loky pool that outlives
+its workers), or in this process for ``jobs=1``.
 
 A worker process that dies (kill -9, the OOM killer, a plug-in calling ``os._exit``) costs the
-task it was running, its cells recorded as failed by :func:`lost_task` (the next run retries
-them), never the run: see :func:`run_tasks`.
+task it was running, its cells recorded as failed by
+:func:`bench.run.executors.common.lost_task` (the next run retries them), never the run: see
+:func:`run_tasks`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import re
-import shutil
 import signal
 import threading
 import time
@@ -33,24 +23,20 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.core.types import PoisonBenchError
+from bench.data.datasets import load_dataset
+from bench.run.executors.common import (
+    ExecutorError,
+    limit_threads,
+    lost_task,
+    run_payload,
+    task_limit,
+)
 from bench.run.grid import Task
+from bench.run.plugins import import_plugins
+from bench.run.workers import prestart
 
 P = TypeVar("P")
 R = TypeVar("R")
-
-THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
-
-#: the executors ``poisonbench run --executor`` accepts
-EXECUTORS = ("local", "dask", "dask-local")
-#: where ``dask-local`` workers keep their scratch space (spilled data, locks), inside the run
-#: directory; removed when the run ends
-DASK_SCRATCH = "dask-scratch"
 
 #: pool breaks a task may live through on workers that did not die (it is rerun each time)
 #: before it is given up as lost: a guard against a task that breaks the pool some other way
@@ -58,24 +44,7 @@ MAX_BREAKS = 3
 #: pool breaks in a row before any task started: then the workers cannot start at all
 MAX_BARREN_BREAKS = 3
 
-_limited_to: int | None = None  # per process: the thread limit already applied
 _started: Any = None  # in a local worker: the queue on which it says which task it starts
-
-
-class ExecutorError(PoisonBenchError):
-    """An executor cannot start: a missing optional dependency or an unreachable scheduler."""
-
-
-def limit_threads(n: int = 1) -> None:
-    """Limit BLAS/OpenMP (threadpoolctl) and torch, if loaded later, to ``n`` threads."""
-    global _limited_to
-    for var in THREAD_VARS:
-        os.environ[var] = str(n)
-    os.environ["POISONBENCH_THREADS"] = str(n)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=n)
-    _limited_to = n
 
 
 def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
@@ -140,72 +109,15 @@ def _warm(
 ) -> None:
     """In a fresh worker: import the runner (scikit-learn, PyOD, the plug-ins, the config's
     ``plugins:`` modules) and load the datasets now, while the parent is still expanding the
-    grid, not on the first task. Failures are left for the tasks to report."""
-    from bench.data.datasets import load_dataset
-    from bench.run.runner import run_task  # noqa: F401  (the import is the point)
-
+    grid, not on the first task (importing this module imported the runner). Failures are
+    left for the tasks to report."""
     if plugins:
-        from bench.run.plugins import import_plugins
-
         with contextlib.suppress(Exception):
             import_plugins(plugins)
 
     for name, params in datasets:
         with contextlib.suppress(Exception):  # a dataset that fails is the parent's to report
             load_dataset(name, data_dir, params)
-
-
-#: what the fork server imports once, so that every worker forked from it starts with the
-#: runner (scikit-learn, pandas, the built-in plug-ins) already imported
-PRELOAD = ("bench.run.runner",)
-
-
-def worker_context() -> Any:
-    """How local workers start: forked from multiprocessing's fork server where the platform
-    has one (Linux, macOS), else loky's fresh interpreters (Windows).
-
-    The fork server is a fresh interpreter, started once per process (:func:`prestart`), that
-    imports :data:`PRELOAD` and then forks a worker on each request: a worker starts in
-    milliseconds instead of the ~2 s of its imports, and no worker is forked from a process
-    that runs anything but that server. Either way a worker then imports the main script the
-    way multiprocessing's ``spawn`` does, so plug-ins that a user's script registers exist in
-    the workers too.
-    """
-    import multiprocessing
-
-    from joblib.externals.loky.backend.context import get_context
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return get_context("loky_init_main")
-    context = get_context("forkserver")
-    context.set_forkserver_preload(list(PRELOAD))
-    return context
-
-
-def prestart() -> Any:
-    """Start the fork server now (if the platform has one; a no-op when it runs), so that its
-    imports overlap the caller's own: the CLI calls it first thing for ``--jobs N``. Returns
-    :func:`worker_context`.
-
-    The server starts with one BLAS/OpenMP thread (:data:`THREAD_VARS`, set in this process's
-    environment only while it starts), so that it holds no BLAS threads when it forks."""
-    from multiprocessing import forkserver
-
-    context = worker_context()
-    if context.get_start_method() != "forkserver":
-        return context
-    saved = {var: os.environ.get(var) for var in THREAD_VARS}
-    os.environ.update(dict.fromkeys(THREAD_VARS, "1"))
-    try:
-        with contextlib.suppress(Exception):  # a server that cannot start says so when used
-            forkserver.ensure_running()
-    finally:
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
-    return context
 
 
 def start_pool(
@@ -225,57 +137,9 @@ def start_pool(
     return pool
 
 
-def _run(payload: list[Any], data_dir: str | None) -> list[dict[str, Any]]:
-    from bench.run.runner import run_task
-
-    return run_task(payload, data_dir)
-
-
 def _run_task(task: Task, data_dir: str | None) -> list[dict[str, Any]]:
     """The local executor's task: the records of one task's cells, computed in a worker."""
-    return _run(task.payload(), data_dir)
-
-
-#: on a Dask worker: the key of each task running there -> when it started (time.monotonic),
-#: read by :func:`_dask_running` for the time limit; bounded by the worker's threads
-_dask_started: dict[str, float] = {}
-
-
-def _run_on_worker(payload: list[Any], data_dir: str | None, threads: int) -> list[dict[str, Any]]:
-    """Run one task on a Dask worker, limiting the worker's threads on its first task."""
-    if _limited_to != threads:
-        limit_threads(threads)
-    key = None
-    with contextlib.suppress(Exception):  # (outside a worker, e.g. a test calling it directly)
-        from distributed import get_worker
-
-        key = str(get_worker().get_current_task())
-    if key is not None:
-        _dask_started[key] = time.monotonic()
-    try:
-        return _run(payload, data_dir)
-    finally:
-        if key is not None:
-            _dask_started.pop(key, None)
-
-
-def _dask_running() -> dict[str, float]:
-    """On a Dask worker (``client.run``): seconds each of its poisonbench tasks has run."""
-    now = time.monotonic()
-    return {key: now - since for key, since in list(_dask_started.items())}
-
-
-def lost_task(task: Task, error: str) -> list[dict[str, Any]]:
-    """The records of a task that could not run: every cell ``failed`` with ``error`` for the
-    fractions it was to compute (retried on the next run).
-
-    The one place that turns a lost task into records: the local executor calls it with the
-    task it sent and why it was lost (``worker died: signal 9 (SIGKILL)``), the Dask executor
-    with the cluster's error.
-    """
-    from bench.run.runner import failed_record
-
-    return [failed_record(cell, fractions, error) for cell, fractions in task.items]
+    return run_payload(task.payload(), data_dir)
 
 
 def run_local(
@@ -301,7 +165,7 @@ def run_local(
 
         with threadpool_limits(limits=threads):
             for task in tasks:
-                yield _run(task.payload(), data_dir)
+                yield run_payload(task.payload(), data_dir)
         return
     yield from run_tasks(
         functools.partial(_run_task, data_dir=data_dir),
@@ -312,17 +176,6 @@ def run_local(
         pool=pool,
         limit=None if timeout is None else functools.partial(task_limit, timeout=timeout),
     )
-
-
-def task_limit(task: Task, timeout: float) -> float:
-    """A task's time limit, seconds: ``timeout`` per cell, for each of its cells (they run one
-    after another in one worker)."""
-    return timeout * len(task.items)
-
-
-# ---------------------------------------------------------------------------------------------
-# A process pool that outlives its workers: loky, plus which task each worker started
-# ---------------------------------------------------------------------------------------------
 
 
 def _call(fn: Callable[[Any], Any], index: int, payload: Any) -> Any:
@@ -488,7 +341,7 @@ def run_tasks(
 
     ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); an
     exception it raises propagates. Workers are forked by the fork server (see
-    :func:`worker_context`: never a fork of a process that holds BLAS or torch threads),
+    :func:`bench.run.workers.worker_context`: never a fork of a process that holds BLAS or torch threads),
     limited to ``threads`` BLAS threads; they ignore SIGINT (the parent handles Ctrl-C) and
     exit when the parent dies. ``pool``: one :func:`start_pool` started earlier (closed here
     when done). At most ``2 × jobs`` tasks are in flight. When the caller stops early
@@ -589,257 +442,3 @@ def _kill_overdue(
         timed_out[index] = seconds
         with contextlib.suppress(OSError):
             os.kill(pool.started[index], signal.SIGKILL)
-
-
-def _import_distributed() -> Any:
-    try:
-        import distributed
-    except ImportError:
-        raise ExecutorError(
-            "the dask executors need dask.distributed, an optional extra: "
-            "pip install 'poisonbench[dask]' (or pip install -e '.[dask]' in a checkout)"
-        ) from None
-    return distributed
-
-
-def local_cluster(workers: int, local_directory: str | Path | None = None) -> Any:
-    """A ``distributed.LocalCluster`` of ``workers`` processes, one thread each, bound to
-    127.0.0.1 with no dashboard (the scheduler's HTTP endpoints on a free localhost port).
-
-    ``local_directory``: where the workers keep their scratch space (Dask's default, None, is
-    the system temp dir).
-    """
-    distributed = _import_distributed()
-    scheduler_kwargs: dict[str, Any] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
-    if local_directory is not None:
-        local_directory = str(local_directory)
-        scheduler_kwargs["local_directory"] = local_directory  # the scheduler has one too
-    return distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs=scheduler_kwargs,
-        silence_logs=logging.ERROR,
-        local_directory=local_directory,
-    )
-
-
-def run_dask(
-    tasks: list[Task],
-    data_dir: str | None = None,
-    scheduler: str | None = None,
-    workers: int = 2,
-    threads: int = 1,
-    scratch_dir: str | Path | None = None,
-    timeout: float | None = None,
-    seen_workers: list[int] | None = None,
-) -> Iterator[list[dict[str, Any]]]:
-    """Yield each task's records as it finishes on a Dask cluster.
-
-    ``timeout``: seconds per cell (None: no limit). A task past ``timeout`` × its cell count
-    is cancelled, its worker restarted (through its nanny: a hung thread cannot be stopped any
-    other way) and its cells ``failed`` (``timed out after N s``); the run goes on.
-    ``seen_workers``: when given, the cluster's worker threads are appended to it, at the start
-    and (if the count changed) at the end: what the run's efficiency divides by.
-
-    ``scheduler``: the address of a running scheduler (``tcp://host:8786``); the cluster may
-    be local, Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes). Without it, a
-    ``LocalCluster`` of ``workers`` processes (one thread each, bound to 127.0.0.1, no
-    dashboard) is started and shut down here, its scratch space in ``scratch_dir`` (removed
-    afterwards; None: the system temp dir). Workers need poisonbench installed, and
-    ``data_dir`` must be readable at the same path on every worker.
-
-    Tasks are submitted a few at a time (twice the cluster's current thread count) so that an
-    interrupt loses little and the scheduler never holds the whole grid. A task whose worker
-    dies repeatedly comes back as ``failed`` records (retried on the next run).
-    """
-    distributed = _import_distributed()
-    if not tasks:
-        return
-    cluster = None
-    if scheduler:
-        try:
-            client = distributed.Client(scheduler)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise ExecutorError(
-                f"cannot reach the Dask scheduler at {scheduler}: {type(exc).__name__}: {exc}"
-            ) from None
-    else:
-        if workers < 1:
-            raise ExecutorError(f"--workers must be >= 1, got {workers}")
-        cluster = local_cluster(workers, scratch_dir)
-        client = distributed.Client(cluster)
-    futures: dict[Any, tuple[Any, Task]] = {}
-    try:
-
-        def slots() -> int:  # re-read as results arrive: clusters scale up and down
-            return max(2, 2 * sum(client.nthreads().values()))
-
-        if seen_workers is not None:
-            seen_workers.append(_dask_threads(client))
-
-        queue = list(reversed(tasks))
-        ready = distributed.as_completed()
-
-        def submit() -> None:
-            task = queue.pop()
-            future = client.submit(
-                _run_on_worker,
-                task.payload(),
-                data_dir,
-                threads,
-                key=f"poisonbench-task-{task.items[0][0].cell_id}",  # a cell is in one task
-            )
-            futures[future.key] = (future, task)
-            ready.add(future)
-
-        while queue and len(futures) < slots():
-            submit()
-        for future in _as_ready(ready, futures, None if timeout is None else 0.5):
-            if future is None:  # a poll: stop the tasks past their limit
-                for _key, task in _dask_overdue(client, futures, timeout):
-                    yield lost_task(task, f"timed out after {task_limit(task, timeout):g} s")
-            else:
-                if future.key not in futures:
-                    continue  # a task cancelled for its time limit (already yielded)
-                _, task = futures.pop(future.key)
-                try:
-                    records = future.result()
-                except Exception as exc:  # a worker died (KilledWorker) or the task broke
-                    records = lost_task(task, f"dask: {type(exc).__name__}: {exc}")
-                future.release()
-                yield records
-            limit = slots() if queue else 0
-            while queue and len(futures) < limit:
-                submit()
-        if seen_workers is not None:
-            end = _dask_threads(client)
-            if end != seen_workers[-1]:
-                seen_workers.append(end)
-    finally:
-        with contextlib.suppress(Exception):
-            client.cancel([future for future, _ in futures.values()], force=True)
-        with contextlib.suppress(Exception):
-            client.close(timeout=10)
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close(timeout=10)
-            if scratch_dir is not None:
-                shutil.rmtree(scratch_dir, ignore_errors=True)
-
-
-def _dask_threads(client: Any) -> int:
-    """The worker threads the cluster has now (``nthreads`` summed over its workers)."""
-    try:
-        return int(sum(client.nthreads().values()))
-    except Exception:  # the scheduler is gone: the run's own error says so
-        return 0
-
-
-def _as_ready(ready: Any, futures: dict[Any, Any], poll: float | None) -> Iterator[Any]:
-    """The futures of ``ready`` (a ``distributed.as_completed``) as they finish; with
-    ``poll`` seconds, also None every ``poll`` seconds while none finishes (to check limits)."""
-    if poll is None:
-        yield from ready
-        return
-    while futures:
-        batch = ready.next_batch(block=False) if ready.has_ready() else []
-        if batch:
-            yield from batch
-        else:
-            time.sleep(poll)
-            yield None
-
-
-def _dask_overdue(
-    client: Any, futures: dict[Any, tuple[Any, Task]], timeout: float
-) -> list[tuple[str, Task]]:
-    """Cancel the tasks running past their limit, restart their workers, and return them
-    (removed from ``futures``)."""
-    try:
-        running = client.run(_dask_running)  # {worker address: {key: seconds}}
-    except Exception:
-        return []
-    overdue, restart = [], set()
-    for worker, keys in running.items():
-        for key, seconds in keys.items():
-            if key in futures and seconds >= task_limit(futures[key][1], timeout):
-                future, task = futures.pop(key)
-                with contextlib.suppress(Exception):
-                    client.cancel([future], force=True)
-                overdue.append((key, task))
-                restart.add(worker)
-    if restart:
-        with contextlib.suppress(Exception):
-            client.restart_workers(sorted(restart), raise_for_error=False)
-    return overdue
-
-
-def execute(
-    tasks: list[Task],
-    data_dir: str | None = None,
-    executor: str = "local",
-    jobs: int = 1,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    threads: int = 1,
-    run_dir: str | Path | None = None,
-    pool: _Pool | None = None,
-    timeout: float | None = None,
-    seen_workers: list[int] | None = None,
-) -> Iterator[list[dict[str, Any]]]:
-    """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`).
-
-    ``seen_workers``: for the dask executors, the cluster's worker threads are appended to it
-    at the start and, if changed, at the end (see :func:`run_dask`).
-
-    ``timeout``: seconds per cell (None: no limit): a task past it is ``failed`` (``timed out
-    after N s``) and its worker replaced; see :func:`run_local` and :func:`run_dask`.
-
-    ``run_dir``: the run directory; ``dask-local`` keeps its workers' scratch space in
-    ``run_dir/`` :data:`DASK_SCRATCH` (without it, in the system temp dir). ``pool``: local
-    workers started earlier by :func:`start_pool` (the local executor with ``jobs > 1``).
-    """
-    check_executor(executor, scheduler)
-    if executor == "local":
-        return run_local(tasks, data_dir, jobs=jobs, threads=threads, pool=pool, timeout=timeout)
-    if executor == "dask":
-        return run_dask(
-            tasks,
-            data_dir,
-            scheduler=scheduler,
-            threads=threads,
-            timeout=timeout,
-            seen_workers=seen_workers,
-        )
-    scratch = None if run_dir is None else Path(run_dir) / DASK_SCRATCH
-    return run_dask(
-        tasks,
-        data_dir,
-        workers=workers or jobs,
-        threads=threads,
-        scratch_dir=scratch,
-        timeout=timeout,
-        seen_workers=seen_workers,
-    )
-
-
-def check_executor(executor: str, scheduler: str | None = None) -> None:
-    """Raise :class:`ExecutorError` unless ``executor`` (one of :data:`EXECUTORS`) can run with
-    ``scheduler`` here (the dask executors need the optional ``distributed`` package). Called
-    before a run writes anything, and again by :func:`execute`."""
-    if executor not in EXECUTORS:
-        raise ExecutorError(f"unknown executor {executor!r} (valid: {', '.join(EXECUTORS)})")
-    if executor == "local" and scheduler:
-        raise ExecutorError("--scheduler needs --executor dask")
-    if executor == "dask" and not scheduler:
-        raise ExecutorError(
-            "--executor dask needs --scheduler tcp://HOST:8786 "
-            "(or use --executor dask-local to start a local cluster)"
-        )
-    if executor == "dask-local" and scheduler:
-        raise ExecutorError("--scheduler needs --executor dask, not dask-local")
-    if executor != "local":
-        _import_distributed()
