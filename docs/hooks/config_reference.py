@@ -360,10 +360,15 @@ def contracts_text() -> str:
         if contract["type"] == "layers":
             lines.append("    - layers, top to bottom: " + " > ".join(
                 f"`{layer}`" for layer in contract["layers"]))  # fmt: skip
-        else:
+        elif "source_modules" in contract:
             source = ", ".join(f"`{m}`" for m in contract["source_modules"])
             forbidden = ", ".join(f"`{m}`" for m in contract["forbidden_modules"])
             lines.append(f"    - {source} may not import {forbidden}")
+        else:
+            roots = ", ".join(f"`{m}`" for m in contract.get("ancestors", []))
+            lines.append(
+                f"    - no two sibling modules under {roots} import each other in a circle"
+            )
     return "\n".join(lines)
 
 
