@@ -6,6 +6,7 @@ CPU core."""
 
 from __future__ import annotations
 
+
 import pytest
 from conftest import require
 
@@ -38,7 +39,14 @@ def rows() -> dict[tuple[str, str], dict]:
         assert record["status"] == "ok", record["error"]
         row = record["rows"][0]
         out[(cell.spec["attack"]["name"], cell.spec["defense"][0]["name"])] = row
-        keys = ("accuracy", "backdoor_asr", "backdoor_asr_clean", "det_recall", "n_removed")
+        keys = (
+            "accuracy",
+            "backdoor_asr",
+            "backdoor_asr_clean",
+            "det_recall",
+            "n_removed",
+            "classes_flagged",
+        )
         print(row["attack"], row["defense"], {k: row.get(k) for k in keys})  # shown with -s
     return out
 
@@ -56,11 +64,22 @@ def test_spectral_signature_removes_most_triggered_rows(rows):
     assert rows[("backdoor", "spectral_signature")]["det_recall"] >= 0.8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: at 10 % of the non-target rows the triggered rows are ~47 % of the "
-    "target class; 2-means in ICA space isolates them, but the split's relative size "
-    "(~0.47) and silhouette (~0.12) look like a clean class's, so nothing is flagged",
-)
 def test_activation_clustering_removes_most_triggered_rows(rows):
-    assert rows[("backdoor", "activation_clustering")]["det_recall"] >= 0.8
+    # the cross-class rule flags the target class; exclusionary reclassification picks the
+    # triggered cluster although the two clusters are about equal in size
+    row = rows[("backdoor", "activation_clustering")]
+    assert row["det_recall"] >= 0.8
+    assert "0" in row["classes_flagged"]
+
+
+@pytest.mark.parametrize("defense", ["spectral_signature", "activation_clustering"])
+def test_representation_filters_record_their_choice(rows, defense):
+    row = rows[("backdoor", defense)]
+    assert row["threshold_rule"].startswith("auto")
+    assert row["contamination_used"] == pytest.approx(row["n_removed"] / 2000)
+
+
+@pytest.mark.parametrize("defense", ["spectral_signature", "activation_clustering"])
+def test_representation_filters_on_clean_data_flag_at_most_one_class(rows, defense):
+    # measured: both flag the digit 1 (bimodal: upright and slanted) and nothing else
+    assert len(rows[("none", defense)]["classes_flagged"]) <= 1
