@@ -6,7 +6,6 @@ CPU core."""
 
 from __future__ import annotations
 
-
 import pytest
 from conftest import require
 
