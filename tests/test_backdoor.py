@@ -292,20 +292,37 @@ def test_backdoor_asr_recovers_against_the_clean_model_triggered():
 # ---------------------------------------------------------------------------------------------
 
 
-def designed_representation(seed: int = 0):
-    """Class 0: 200 clean rows N(0, I) in 20 dimensions and 20 poisoned rows around 6·e1;
-    class 1: 200 clean rows N(0, I). The "representation" is the rows themselves."""
+def designed_representation(seed: int = 0, n_classes: int = 2, poison: int = 20):
+    """``n_classes`` classes of 200 rows N(8·e_{c+1}, I) in 20 dimensions (separated, as a
+    trained model's representation separates its classes), plus ``poison`` rows of class 0
+    around 6·e1 + 8·e2 (a second population of the target class). The "representation" is
+    the rows themselves."""
     from bench.core.types import TrainingSet
 
     rng = np.random.default_rng(seed)
-    clean0, clean1 = rng.normal(size=(200, 20)), rng.normal(size=(200, 20))
-    poison = rng.normal(size=(20, 20)) * 0.5
-    poison[:, 0] += 6.0
-    X = np.concatenate([clean0, poison, clean1]).astype(np.float32)
-    y = np.repeat(np.array([0, 0, 1], dtype=np.int64), [200, 20, 200])
+    parts, labels = [], []
+    for c in range(n_classes):
+        rows = rng.normal(size=(200, 20))
+        rows[:, c + 1] += 8.0
+        parts.append(rows)
+        labels.append(np.full(200, c))
+    bad = rng.normal(size=(poison, 20)) * 0.5
+    bad[:, 0] += 6.0
+    bad[:, 1] += 8.0
+    X = np.concatenate([*parts, bad]).astype(np.float32)
+    y = np.concatenate([*labels, np.zeros(poison, dtype=int)]).astype(np.int64)
     mask = np.zeros(len(y), dtype=bool)
-    mask[200:220] = True
-    return TrainingSet(X=X, y=y, mask=mask, n_classes=2)
+    mask[len(y) - poison :] = True
+    return TrainingSet(X=X, y=y, mask=mask, n_classes=n_classes)
+
+
+def identity_context(train):
+    from bench.core.types import DefenseContext
+
+    return DefenseContext(
+        info=TAB, n_train=len(train), pool_X=train.X[:0], pool_y=train.y[:0],
+        features=lambda X: np.asarray(X, dtype=np.float64),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -317,38 +334,88 @@ def designed_representation(seed: int = 0):
         ("spectral_signature", {"epsilon": 0.1}, (33, 30)),
         # PCA keeps the poison's direction; 2-means isolates it (relative size 20/220)
         ("activation_clustering", {"reduce": "pca"}, (20, 0)),
+        # the paper's fixed rule: the smaller cluster, relative size 20/220 <= 0.35
+        ("activation_clustering", {"reduce": "pca", "size_threshold": 0.35}, (20, 0)),
     ],
 )
 def test_representation_filters_find_a_separate_population(name, params, removed_per_class):
-    from bench.core.types import DefenseContext
     from defenses import DEFENSES
 
     train = designed_representation()
-    ctx = DefenseContext(
-        info=TAB, n_train=len(train), pool_X=train.X[:0], pool_y=train.y[:0],
-        features=lambda X: np.asarray(X, dtype=np.float64),
-    )  # fmt: skip
     defense = DEFENSES.get(name).from_params(params)
-    removed = defense.apply(train, ctx, np.random.default_rng(0)).removed
+    removed = defense.apply(train, identity_context(train), np.random.default_rng(0)).removed
     assert removed[train.mask].all()  # every poisoned row is found
     got = (int(removed[train.y == 0].sum()), int(removed[train.y == 1].sum()))
     # within 3 rows of the expected counts (the mixture's weight is an estimate)
     assert all(abs(g - e) <= 3 for g, e in zip(got, removed_per_class, strict=True)), got
 
 
+@pytest.mark.parametrize("name", ["spectral_signature", "activation_clustering"])
+def test_representation_filters_flag_only_the_unusual_class(name):
+    """Ten classes, one with a second population: the cross-class rule flags that class only,
+    and the details record the rule, the share removed and the flagged class."""
+    from defenses import DEFENSES
+
+    train = designed_representation(n_classes=10)
+    result = (
+        DEFENSES.get(name)
+        .from_params({})
+        .apply(train, identity_context(train), np.random.default_rng(0))
+    )
+    assert result.removed[train.mask].all()
+    assert not result.removed[train.y != 0].any()
+    assert list(result.details["classes_flagged"]) == ["0"]
+    assert result.details["contamination_used"] == pytest.approx(result.removed.mean())
+    assert result.details["threshold_rule"].startswith("auto")
+
+
+@pytest.mark.parametrize("name", ["spectral_signature", "activation_clustering"])
+def test_representation_filters_tell_no_poison_here(name):
+    """Clean classes, each a single Gaussian mode: nothing flagged, nothing removed."""
+    from defenses import DEFENSES
+
+    train = designed_representation(n_classes=10, poison=0)
+    result = (
+        DEFENSES.get(name)
+        .from_params({})
+        .apply(train, identity_context(train), np.random.default_rng(0))
+    )
+    assert result.removed.sum() == 0
+    assert result.details["classes_flagged"] == {}
+    assert result.details["contamination_used"] == 0
+
+
+def test_spectral_per_class_test_alone_flags_clean_classes():
+    """Without the cross-class comparison (outlier_z: null) the per-class test is looser: at
+    separation 0.5 every single-mode class is 'two populations' and loses rows."""
+    from defenses import DEFENSES
+
+    train = designed_representation(n_classes=10, poison=0)
+    loose = DEFENSES.get("spectral_signature").from_params({"outlier_z": None, "separation": 0.5})
+    result = loose.apply(train, identity_context(train), np.random.default_rng(0))
+    assert len(result.details["classes_flagged"]) >= 5
+
+
+def test_robust_z_leaves_the_value_out():
+    from defenses.representation import robust_z
+
+    values = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 5.0])
+    z = robust_z(values)
+    others = values[:-1]
+    mad = np.median(np.abs(others - np.median(others)))
+    assert z[-1] == pytest.approx(0.6745 * (5.0 - np.median(others)) / mad)
+    assert (np.abs(z[:-1]) < 3.5).all()
+    assert np.isinf(robust_z(np.array([1.0, 2.0, 3.0]))).all()  # < 3 others: no reference
+
+
 def test_activation_clustering_with_ica_misses_a_one_axis_population():
     """ICA whitens every component to unit variance, so the poison's one high-variance
     direction no longer dominates the 2-means split (measured; PCA finds it, above)."""
-    from bench.core.types import DefenseContext
     from defenses import DEFENSES
 
     train = designed_representation()
-    ctx = DefenseContext(
-        info=TAB, n_train=len(train), pool_X=train.X[:0], pool_y=train.y[:0],
-        features=lambda X: np.asarray(X, dtype=np.float64),
-    )  # fmt: skip
     defense = DEFENSES.get("activation_clustering").from_params({"reduce": "ica"})
-    removed = defense.apply(train, ctx, np.random.default_rng(0)).removed
+    removed = defense.apply(train, identity_context(train), np.random.default_rng(0)).removed
     assert removed[train.mask].mean() < 0.5
 
 

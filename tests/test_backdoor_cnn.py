@@ -2,7 +2,15 @@
 trigger, and the representation-space filters find the triggered rows (or, where measured
 otherwise, say so). One shared stage cache: 4 CNN fits in all (the clean model, the first pass
 shared by the undefended cell and both filters, and the two defended fits), ~1-2 min on one
-CPU core."""
+CPU core.
+
+The fits run on one torch thread, as in a run's worker processes (the local executor sets
+``POISONBENCH_THREADS=1``): the thread count changes float reductions, so the fitted network,
+its representation and what the filters flag. At one thread this cell is the study's seed 0
+(configs/backdoor.yaml), where both filters find the triggered rows. Measured at seeds 1 and 2
+of the study they do not: spectral_signature flags no class in either; activation_clustering
+flags none at seed 1 and, at seed 2, flags the target class but removes its clean cluster
+(recall 0.03). The detection rates in configs/backdoor.yaml's header are over the 3 seeds."""
 
 from __future__ import annotations
 
@@ -29,16 +37,29 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def rows() -> dict[tuple[str, str], dict]:
-    require("torch")
+    torch = require("torch")
     cells = expand(parse_config(CONFIG)).cells
     cache = StageCache()
     out = {}
-    for cell in cells:
-        record = run_cell(cell, [0.0], None, cache)
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POISONBENCH_THREADS", "1")
+        try:
+            records = [run_cell(cell, [0.0], None, cache) for cell in cells]
+        finally:
+            torch.set_num_threads(threads)
+    for cell, record in zip(cells, records, strict=True):
         assert record["status"] == "ok", record["error"]
         row = record["rows"][0]
         out[(cell.spec["attack"]["name"], cell.spec["defense"][0]["name"])] = row
-        keys = ("accuracy", "backdoor_asr", "backdoor_asr_clean", "det_recall", "n_removed")
+        keys = (
+            "accuracy",
+            "backdoor_asr",
+            "backdoor_asr_clean",
+            "det_recall",
+            "n_removed",
+            "classes_flagged",
+        )
         print(row["attack"], row["defense"], {k: row.get(k) for k in keys})  # shown with -s
     return out
 
@@ -56,11 +77,22 @@ def test_spectral_signature_removes_most_triggered_rows(rows):
     assert rows[("backdoor", "spectral_signature")]["det_recall"] >= 0.8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: at 10 % of the non-target rows the triggered rows are ~47 % of the "
-    "target class; 2-means in ICA space isolates them, but the split's relative size "
-    "(~0.47) and silhouette (~0.12) look like a clean class's, so nothing is flagged",
-)
 def test_activation_clustering_removes_most_triggered_rows(rows):
-    assert rows[("backdoor", "activation_clustering")]["det_recall"] >= 0.8
+    # the cross-class rule flags the target class; exclusionary reclassification picks the
+    # triggered cluster although the two clusters are about equal in size
+    row = rows[("backdoor", "activation_clustering")]
+    assert row["det_recall"] >= 0.8
+    assert "0" in row["classes_flagged"]
+
+
+@pytest.mark.parametrize("defense", ["spectral_signature", "activation_clustering"])
+def test_representation_filters_record_their_choice(rows, defense):
+    row = rows[("backdoor", defense)]
+    assert row["threshold_rule"].startswith("auto")
+    assert row["contamination_used"] == pytest.approx(row["n_removed"] / 2000)
+
+
+@pytest.mark.parametrize("defense", ["spectral_signature", "activation_clustering"])
+def test_representation_filters_on_clean_data_flag_at_most_one_class(rows, defense):
+    # measured: both flag the digit 1 (bimodal: upright and slanted) and nothing else
+    assert len(rows[("none", defense)]["classes_flagged"]) <= 1

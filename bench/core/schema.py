@@ -426,6 +426,12 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "tuned steps: canonical JSON of the parameters tuning chose, e.g. "
                 '`{"contamination":0.2}`',
             ),
+            (
+                "classes_flagged",
+                "representation filters: JSON of the classes they flagged, class -> what they "
+                "chose there (spectral_signature: epsilon; activation_clustering: the removed "
+                "cluster's share of the class); `{}`: no class flagged",
+            ),
         ],
     )
 )
@@ -438,6 +444,7 @@ NESTED_COLUMNS = (
     "confusion",
     "pred_distribution",
     "removed_per_class",
+    "classes_flagged",
     "per_source",
     "glc_corruption",
     # certified defenses (issue 27)

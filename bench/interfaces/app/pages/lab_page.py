@@ -79,6 +79,16 @@ def _poisoned(
 # Controls: a form, so that nothing trains until Train is pressed
 # ---------------------------------------------------------------------------------------------
 
+# the backdoor mode is its own module (bench/interfaces/app/lab_backdoor_view.py)
+if (
+    st.sidebar.radio("Lab", ("Label flip", "Backdoor"), key="lab_mode", horizontal=True)
+    == "Backdoor"
+):
+    from bench.interfaces.app import lab_backdoor_view
+
+    lab_backdoor_view.render()
+    st.stop()
+
 st.title("Live label-flip lab")
 st.caption(
     "Relabel a share of one class's training rows as another class and compare the model "
