@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.types import DatasetInfo, Poisoned
+from defenses import DEFENSES
 
 #: the undefended pipeline (its f = 0 fit is the first-pass model)
 NO_DEFENSE = [{"name": "none", "params": {}}]
@@ -29,8 +30,6 @@ NO_DEFENSE = [{"name": "none", "params": {}}]
 
 def needs_representation(steps: Sequence[dict[str, Any]]) -> bool:
     """Whether any of the defense steps (specs) reads the first-pass model's representation."""
-    from defenses import DEFENSES
-
     return any("representation" in DEFENSES.get(st["name"]).needs for st in steps)
 
 

@@ -16,7 +16,7 @@ import streamlit as st
 
 from bench.core.types import PoisonBenchError
 from bench.data.datasets import DATASETS, load_dataset
-from bench.interfaces.app import charts, columns, lab
+from bench.interfaces.app import charts, columns, lab, lab_backdoor_view
 from bench.models import MODELS
 
 #: row highlights of the source and the target label (the confusion matrices' outline colours)
@@ -84,8 +84,6 @@ if (
     st.sidebar.radio("Lab", ("Label flip", "Backdoor"), key="lab_mode", horizontal=True)
     == "Backdoor"
 ):
-    from bench.interfaces.app import lab_backdoor_view
-
     lab_backdoor_view.render()
     st.stop()
 
