@@ -105,9 +105,36 @@ def apply_flagging(
     return result
 
 
+class RepresentationFilter(Filter):
+    """A filter that flags rows by class in the first-pass model's representation space: its
+    :meth:`flag` gives the scores, the rows to remove and the flagged classes, and ``apply``
+    records what it chose (:func:`apply_flagging`)."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"representation"})
+    recorded: ClassVar[Mapping[str, str]] = RECORDED
+
+    def apply(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> StepResult:
+        return apply_flagging(self, train, ctx, rng)
+
+    def score(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        scores, removed, _flagged = self.flag(train, ctx, rng)
+        return scores, removed
+
+    def flag(
+        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
+        """Scores (higher = more suspicious), the rows to remove, and the flagged classes with
+        what was chosen for each (ε, or the removed cluster's share of the class)."""
+        raise NotImplementedError
+
+
 @DEFENSES.register("spectral_signature")
 @dataclass(frozen=True)
-class SpectralSignature(Filter):
+class SpectralSignature(RepresentationFilter):
     """Spectral signatures (Tran, Li & Madry, 2018): per labelled class, centre the rows'
     representations, project them on the top singular vector, and remove the
     ``removal_factor × ε`` share of the class with the largest scores.
@@ -136,9 +163,6 @@ class SpectralSignature(Filter):
     separation: float = 2.0
     outlier_z: float | None = 3.5
 
-    needs: ClassVar[frozenset[str]] = frozenset({"representation"})
-    recorded: ClassVar[Mapping[str, str]] = RECORDED
-
     def __post_init__(self) -> None:
         if self.epsilon != "auto":
             check_range(self.epsilon, "epsilon", 0, 0.5, low_open=True)  # type: ignore[arg-type]
@@ -156,17 +180,6 @@ class SpectralSignature(Filter):
             return f"fixed ε {self.epsilon:g} × {self.removal_factor:g}"
         cross = "" if self.outlier_z is None else f", robust z > {self.outlier_z:g} across classes"
         return f"auto: ε per class, Ashman's D > {self.separation:g}{cross}"
-
-    def apply(
-        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
-    ) -> StepResult:
-        return apply_flagging(self, train, ctx, rng)
-
-    def score(
-        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        scores, removed, _flagged = self.flag(train, ctx, rng)
-        return scores, removed
 
     def flag(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
@@ -228,7 +241,7 @@ class SpectralSignature(Filter):
 
 @DEFENSES.register("activation_clustering")
 @dataclass(frozen=True)
-class ActivationClustering(Filter):
+class ActivationClustering(RepresentationFilter):
     """Activation clustering (Chen et al., 2018): per labelled class, reduce the rows'
     representations to ``n_components`` dimensions (PCA or ICA), split them into two clusters
     by k-means, and remove one cluster of the classes whose split says "a separate
@@ -278,9 +291,6 @@ class ActivationClustering(Filter):
     size_threshold: float | None = None
     silhouette_threshold: float | None = None
 
-    needs: ClassVar[frozenset[str]] = frozenset({"representation"})
-    recorded: ClassVar[Mapping[str, str]] = RECORDED
-
     def __post_init__(self) -> None:
         check_range(self.n_components, "n_components", 1, 1000)
         check_range(self.outlier_z, "outlier_z", 0, 100)
@@ -305,17 +315,6 @@ class ActivationClustering(Filter):
             f"auto: separation D > {self.separation:g}, robust z > {self.outlier_z:g} across "
             "classes, exclusionary reclassification"
         )
-
-    def apply(
-        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
-    ) -> StepResult:
-        return apply_flagging(self, train, ctx, rng)
-
-    def score(
-        self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        scores, removed, _flagged = self.flag(train, ctx, rng)
-        return scores, removed
 
     def flag(
         self, train: TrainingSet, ctx: DefenseContext, rng: np.random.Generator

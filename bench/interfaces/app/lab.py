@@ -27,8 +27,8 @@ import pandas as pd
 from attacks import ATTACKS
 from bench.analysis.recovery import crossing_point
 from bench.core.metrics import classification_metrics
-from bench.core.types import ParamError, Poisoned, TrainingSet
-from bench.data.datasets import Dataset, load_dataset, split
+from bench.core.types import ParamError, PoisonBenchError, Poisoned, TrainingSet
+from bench.data.datasets import DATASETS, Dataset, load_dataset, split
 from bench.models import MODELS
 from bench.run.grid import stage_rng, stage_seed
 from bench.run.resolve import bound
@@ -215,6 +215,23 @@ class FitCache:
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
         return value
+
+
+def builds_from_defaults(cls: type) -> bool:
+    """Whether a plug-in builds from its defaults (not table, openml, sklearn or torch, which
+    need a path or an import path from a config)."""
+    try:
+        cls.from_params({})  # type: ignore[attr-defined]
+    except PoisonBenchError:
+        return False
+    return True
+
+
+def lab_choices() -> tuple[list[str], list[str]]:
+    """The datasets and the models the labs offer: those that build from their defaults."""
+    datasets = [name for name, cls in DATASETS.items() if builds_from_defaults(cls)]
+    models = [name for name, cls in MODELS.items() if builds_from_defaults(cls)]
+    return datasets, models
 
 
 @dataclass(frozen=True)

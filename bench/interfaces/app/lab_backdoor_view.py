@@ -15,9 +15,7 @@ import numpy as np
 import streamlit as st
 
 from bench.core.types import PoisonBenchError
-from bench.data.datasets import DATASETS
 from bench.interfaces.app import lab, lab_backdoor
-from bench.models import MODELS
 
 #: the triggered test images shown
 N_EXAMPLES = 12
@@ -31,14 +29,6 @@ def _data(dataset: str, seed: int) -> lab.LabData:
 @st.cache_resource(show_spinner=False)
 def _fits() -> lab.FitCache:
     return lab.FitCache(max_entries=64)
-
-
-def _builds_from_defaults(cls: type) -> bool:
-    try:
-        cls.from_params({})  # type: ignore[attr-defined]
-    except PoisonBenchError:
-        return False
-    return True
 
 
 def _stage(bar: Any, low: float, high: float, label: str) -> lab.Progress:
@@ -96,8 +86,7 @@ def render() -> None:
         "relabelled as the target; clean label: target rows, labels kept) and compare the "
         "backdoored model with the clean one on test rows carrying the trigger."
     )
-    datasets = [n for n, cls in DATASETS.items() if _builds_from_defaults(cls)]
-    models = [n for n, cls in MODELS.items() if _builds_from_defaults(cls)]
+    datasets, models = lab.lab_choices()
     state = st.session_state
     state.setdefault("bd_dataset", "mnist-5k" if "mnist-5k" in datasets else datasets[0])
     state.setdefault("bd_model", "logreg" if "logreg" in models else models[0])

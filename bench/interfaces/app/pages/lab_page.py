@@ -95,18 +95,7 @@ st.caption(
 )
 
 
-def _takes_defaults(cls: type) -> bool:
-    """Whether a plug-in builds from its defaults (not table, openml, sklearn or torch, which
-    need a path or an import path from a config)."""
-    try:
-        cls.from_params({})  # type: ignore[attr-defined]
-    except PoisonBenchError:
-        return False
-    return True
-
-
-datasets = [name for name, cls in DATASETS.items() if _takes_defaults(cls)]
-models = [name for name, cls in MODELS.items() if _takes_defaults(cls)]
+datasets, models = lab.lab_choices()
 state = st.session_state
 state.setdefault("lab_dataset", "mnist-5k" if "mnist-5k" in DATASETS else datasets[0])
 state.setdefault("lab_model", "logreg" if "logreg" in MODELS else models[0])
