@@ -15,7 +15,12 @@ def report(args: argparse.Namespace) -> int:
     stopped it."""
     try:
         with stop_handlers():  # a stop signal unwinds: a half-written plot's temporary goes
-            path = write_report(args.run_dir)
+            path = write_report(
+                args.run_dir,
+                metric=getattr(args, "metric", None),
+                tolerance=getattr(args, "tolerance", None),
+                out=getattr(args, "out", None) or None,
+            )
     except Stopped as stop:
         print(
             f"\ninterrupted ({signal.Signals(stop.signum).name}): the report was not finished; "
