@@ -102,7 +102,8 @@ def override_settings(
         if not (math.isfinite(tolerance) and tolerance >= 0):
             raise ParamError("--tolerance", f"must be a finite number >= 0, got {tolerance}")
         out["tolerance"] = float(tolerance)
-    out["overrides"] = {"metric": settings["metric"], "tolerance": settings["tolerance"]}
+    given = {"metric": metric, "tolerance": tolerance}
+    out["overrides"] = {k: settings[k] for k, v in given.items() if v is not None}
     return out
 
 
@@ -196,11 +197,17 @@ def _override_note(settings: dict[str, Any]) -> str:
     run = settings.get("overrides")
     if not run:
         return ""
-    return (
-        f" **Metric `{settings['metric']}` and tolerance {float(settings['tolerance']):g} "
-        f"override the run's** (`{run['metric']}`, {float(run['tolerance']):g}: "
-        "`poisonbench report --metric/--tolerance`)."
-    )
+    parts = [
+        f"{'metric' if k == 'metric' else 'tolerance'} "
+        + (f"`{settings[k]}`" if k == "metric" else f"{float(settings[k]):g}")
+        + " overrides the run's "
+        + (f"`{v}`" if k == "metric" else f"{float(v):g}")
+        for k, v in run.items()
+    ]
+    text = " **Overridden (`poisonbench report --metric/--tolerance`): " + "; ".join(parts) + ".**"
+    if "tolerance" not in run:
+        text += f" The tolerance {float(settings['tolerance']):g} is the run's."
+    return text
 
 
 def datasets_table(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:

@@ -85,7 +85,7 @@ def build_report(
         summary_section(df, rec, pairs, metric, tolerance, target),
         needed_section(rec, pairs, metric, tolerance),
         budget_section(df, acc_metric),
-        rule_section(rec, pairs),
+        rule_section(rec, pairs, metric),
         accuracy_section(df, pairs, acc_metric),
         targeted_section(df, pairs),
         filter_section(df, pairs),
