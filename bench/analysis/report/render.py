@@ -181,22 +181,20 @@ def write_report(
     df, meta, config = load_report_inputs(run_dir)
     settings = override_settings(df, report_settings(meta, config), metric, tolerance)
     path = run_dir / "report.md" if out is None else Path(out)
-    folder = path.parent
-    if output_target(path)[1] != "file":
-        folder = None
-    metric_override, metric = metric, settings["metric"]
-    if metric not in ("accuracy", "macro_f1"):
-        metric = "accuracy"
+    plot_metric = (
+        settings["metric"] if settings["metric"] in ("accuracy", "macro_f1") else "accuracy"
+    )
     plots: list[Plot] = []
-    if folder is None:
+    if output_target(path)[1] != "file":  # a device or a pipe: link the plots already drawn
         plots = _drawn_plots(run_dir)
     elif not df.empty and "extra_fraction" in df and (df["status"] == "ok").any():
+        folder = path.parent
         folder.mkdir(parents=True, exist_ok=True)
-        curves = recovery_curves(df, metric)
+        curves = recovery_curves(df, plot_metric)
         plots = write_plots(
-            df, folder, curves, metric=metric, tolerance=float(settings["tolerance"])
+            df, folder, curves, metric=plot_metric, tolerance=float(settings["tolerance"])
         )
         plots += plot_certified(df, folder)
-    report = build_report(df, meta, config, plots, run_dir.name, metric_override, tolerance)
+    report = build_report(df, meta, config, plots, run_dir.name, metric, tolerance)
     atomic_write_text(path, render_markdown(report))
     return path
