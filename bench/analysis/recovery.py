@@ -25,6 +25,10 @@ Definitions (all pure functions of the table; nothing here trains a model):
   percentile interval used before covered ~74 / 85 / 90 %). ``f_high`` is ``inf`` when the
   data cannot rule out "not recovered within the grid". With 1–2 seeds the bounds are the
   per-seed range of ``f_needed`` instead (:func:`bench.analysis.stats.interval_kind`).
+- **Fallback** (``schema.FALLBACK_METRICS``): with ``backdoor_asr``, an attack that declares no
+  trigger (a label flip: none of its rows has the metric) is estimated on ``accuracy`` at the
+  default tolerance instead, so a backdoor and the label flip at the same rate are compared in
+  one table; each row's ``metric`` and ``tolerance`` columns say what it was estimated on.
 - **Defense value**: the undefended ``f_needed`` minus the defended one (positive: the defense
   saves clean data), also in rows (``× n_train``).
 
