@@ -27,7 +27,13 @@ from bench.analysis.compare import (
 )
 from bench.analysis.recovery import estimate_recovery
 from bench.analysis.report import render_report, report_settings, write_report
-from bench.core.schema import RECOVERY_METRICS, SchemaError, check_table, coerce_table
+from bench.core.schema import (
+    FALLBACK_METRICS,
+    RECOVERY_METRICS,
+    SchemaError,
+    check_table,
+    coerce_table,
+)
 from bench.core.store import read_run_config, read_run_meta, read_table
 from bench.core.types import ParamError, PoisonBenchError
 from bench.run.config import Config, ConfigError, load_config, parse_config
@@ -199,7 +205,9 @@ class Run:
         """The extra-clean-data estimate: one row per (dataset, model, attack, rate, defense).
 
         :func:`bench.analysis.recovery.estimate_recovery` over :attr:`table` with the run's settings
-        unless given here; the same numbers as the report's headline table.
+        unless given here; the same numbers as the report's headline table (also for a
+        backdoor metric: the attacks without a trigger are estimated on accuracy, as the
+        ``metric`` column says; ``schema.FALLBACK_METRICS``).
 
         Parameters
         ----------
@@ -241,16 +249,45 @@ class Run:
                 "their reasons are in Run.failures)"
             )
         return estimate_recovery(
-            table, metric=metric, tolerance=tolerance, n_boot=n_boot, seed=seed
+            table,
+            metric=metric,
+            tolerance=tolerance,
+            n_boot=n_boot,
+            seed=seed,
+            fallback=FALLBACK_METRICS.get(metric),
         )
 
-    def report(self) -> Path:
-        """(Re)write ``report.md`` and its plots from the table; returns its path."""
-        return write_report(self.path)
+    def report(
+        self,
+        metric: str | None = None,
+        tolerance: float | None = None,
+        out: str | os.PathLike | None = None,
+    ) -> Path:
+        """(Re)write ``report.md`` and its plots from the table; returns its path.
 
-    def report_markdown(self) -> str:
-        """The report as markdown text, rendered from the table (nothing written)."""
-        return render_report(self.path)
+        Parameters
+        ----------
+        metric : str, optional
+            The headline's recovery metric instead of the run's (as ``poisonbench report
+            --metric``): one the table measured, e.g. ``accuracy`` for a backdoor run.
+        tolerance : float, optional
+            How close to the clean reference counts as recovered, in the metric's units,
+            instead of the run's.
+        out : str or path-like, optional
+            Write the report there (the plots beside it) instead of ``report.md`` here.
+
+        Raises
+        ------
+        ParamError
+            ``metric`` is not measured in the table (the message lists those that are) or
+            ``tolerance`` is not a finite number >= 0 (``field``: ``--metric``, ``--tolerance``).
+        """
+        return write_report(self.path, metric, tolerance, out)
+
+    def report_markdown(self, metric: str | None = None, tolerance: float | None = None) -> str:
+        """The report as markdown text, rendered from the table (nothing written); ``metric``
+        and ``tolerance`` as in :meth:`report`."""
+        return render_report(self.path, metric=metric, tolerance=tolerance)
 
 
 def run(

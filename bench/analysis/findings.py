@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.formats import fmt_rate, fmt_recovery, fmt_rows
+from bench.analysis.formats import (
+    FALLBACK_MARK,
+    fallback_rows,
+    fmt_rate,
+    fmt_recovery,
+    fmt_rows,
+)
 from bench.analysis.precision import (
     BEYOND_GRID,
     MAX_LOOKAHEAD,
@@ -204,13 +210,23 @@ def findings_table(
     ``precision``; ``inf``: any bounded interval answers).
     """
     gain_metric = metric if metric in ("accuracy", "macro_f1") else "accuracy"
-    sign = 1.0 if higher_is_better(metric) else -1.0  # the damage, in the metric's direction
     undefended = rec[(rec["defense_id"] == NO_DEFENSE_ID) & (rec["attack_id"] != NO_ATTACK_ID)]
-    status = precision_table(df, target, 10**9, metric, tolerance, estimates=undefended)
+    other = fallback_rows(undefended, metric)  # estimated on another metric (no trigger)
+    status = precision_table(df, target, 10**9, metric, tolerance, estimates=undefended[~other])
     by_key = {(s["attack_id"], s["rate"]): s for _, s in status.iterrows()}
+    for (m, tol), est in undefended[other].groupby(["metric", "tolerance"]):
+        status = precision_table(df, target, 10**9, str(m), float(tol), estimates=est)
+        by_key.update({(s["attack_id"], s["rate"]): s for _, s in status.iterrows()})
     rows = []
     for _, u in undefended.sort_values(["attack_label", "rate"]).iterrows():
+        own = not other[u.name]
+        # the damage, in the direction of the metric the row was estimated on
+        sign = 1.0 if higher_is_better(metric if own else str(u["metric"])) else -1.0
         lost = sign * (u["reference"] - u["value_at_0"]) * 100
+        lost_text = f"{lost:+.1f} pts" if math.isfinite(lost) else "–"
+        mark = "" if own else f" {FALLBACK_MARK}"
+        if not own and math.isfinite(lost):
+            lost_text += f" {u['metric']} lost" if sign > 0 else f" {u['metric']} worse"
         here = rec[(rec["attack_id"] == u["attack_id"]) & (rec["rate"] == u["rate"])]
         saver = best_defense(here)
         gain = best_gain(df, u["attack_id"], float(u["rate"]), gain_metric, tolerance)
@@ -219,8 +235,8 @@ def findings_table(
                 "attack": u["attack_label"],
                 "rate": fmt_rate(float(u["rate"])),
                 "seeds": int(u["n_seeds"]),
-                "accuracy lost": f"{lost:+.1f} pts" if math.isfinite(lost) else "–",
-                "extra clean data needed": fmt_recovery(u),
+                "accuracy lost": lost_text + mark,
+                "extra clean data needed": fmt_recovery(u) + mark,
                 "best deployable defense (paired gain, f = 0)": gain_cell(gain),
                 "clean rows saved (most)": "–"
                 if saver is None

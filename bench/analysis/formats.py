@@ -8,6 +8,31 @@ import math
 import pandas as pd
 
 DASH = "–"
+#: marks a headline estimated on another metric than the run's (``schema.FALLBACK_METRICS``)
+FALLBACK_MARK = "‡"
+
+
+def fallback_rows(rec: pd.DataFrame, metric: str) -> pd.Series:
+    """The estimates of ``rec`` made on another metric than ``metric`` (a label flip's, on
+    accuracy, in a run measured on ``backdoor_asr``)."""
+    return rec["metric"].notna() & (rec["metric"] != metric)
+
+
+def fallback_note(rec: pd.DataFrame, metric: str) -> str | None:
+    """The footnote for the rows :func:`fallback_rows` marks (None when there are none)."""
+    other = rec[fallback_rows(rec, metric)]
+    if other.empty:
+        return None
+    attacks = ", ".join(sorted(set(other["attack_label"].astype(str))))
+    on = ", ".join(
+        f"`{m}` (tolerance {t:g})"
+        for m, t in other[["metric", "tolerance"]].drop_duplicates().itertuples(index=False)
+    )
+    return (
+        f"{FALLBACK_MARK} measured on {on}, not `{metric}`: {attacks} has no `{metric}` "
+        "(no trigger), so its headline is the clean data that brings it back to the clean "
+        "model on that metric."
+    )
 
 
 def fmt_multiple(f: float) -> str:

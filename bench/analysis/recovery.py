@@ -25,6 +25,10 @@ Definitions (all pure functions of the table; nothing here trains a model):
   percentile interval used before covered ~74 / 85 / 90 %). ``f_high`` is ``inf`` when the
   data cannot rule out "not recovered within the grid". With 1–2 seeds the bounds are the
   per-seed range of ``f_needed`` instead (:func:`bench.analysis.stats.interval_kind`).
+- **Fallback** (``schema.FALLBACK_METRICS``): with ``backdoor_asr``, an attack that declares no
+  trigger (a label flip: none of its rows has the metric) is estimated on ``accuracy`` at the
+  default tolerance instead, so a backdoor and the label flip at the same rate are compared in
+  one table; each row's ``metric`` and ``tolerance`` columns say what it was estimated on.
 - **Defense value**: the undefended ``f_needed`` minus the defended one (positive: the defense
   saves clean data), also in rows (``× n_train``).
 
@@ -371,6 +375,8 @@ def estimate_recovery(
     tolerance: float = DEFAULT_TOLERANCE,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    fallback: str | None = None,
+    fallback_tolerance: float = DEFAULT_TOLERANCE,
 ) -> pd.DataFrame:
     """The extra-clean-data headline: one row per configuration (``schema.GROUP_KEYS``: the
     dataset, model, attack, rate and defense ids; labels and names carried for display).
@@ -385,6 +391,11 @@ def estimate_recovery(
         count matters only for the bootstrap methods of that function).
     seed: seeds the bootstrap (each group draws from its own stream keyed by its identity,
         so a group's interval does not depend on which other groups are in the table).
+    fallback: the metric an attack's groups are estimated on instead when none of its finished
+        rows has a value of ``metric`` (``schema.FALLBACK_METRICS``: a label flip in a run
+        measured on ``backdoor_asr`` is estimated on ``accuracy``), at ``fallback_tolerance``;
+        the ``metric`` and ``tolerance`` columns say what each row was estimated on. The clean
+        groups (no attack) stay on ``metric``. None: every group on ``metric``.
 
     Columns (see the module docstring for the definitions): the group keys and their labels;
     ``n_seeds`` (seeds in both the curve and the reference), ``n_train``, ``reference`` (clean
@@ -409,6 +420,18 @@ def estimate_recovery(
         raise ValueError(f"metric {metric!r} is not a column of the table (numeric: {numeric})")
     if not 0 <= tolerance < math.inf:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    without = _attacks_without(table, metric) if fallback not in (None, metric) else None
+    if without is not None and without.any():
+        # Two estimates, each with its own metric: an attack's groups (and so its defense
+        # values, which compare within an attack and rate) are all in one of them.
+        clean = table["attack_id"] == NO_ATTACK_ID
+        own = estimate_recovery(table[~without], metric, tolerance, n_boot, seed)
+        other = estimate_recovery(
+            table[without | clean], str(fallback), fallback_tolerance, n_boot, seed
+        )
+        other = other[other["attack_id"] != NO_ATTACK_ID]
+        out = pd.concat([own, other], ignore_index=True)
+        return out.sort_values(list(GROUP_KEYS), kind="stable").reset_index(drop=True)
     higher = higher_is_better(metric)
     keys = list(GROUP_KEYS)
     rows: list[dict[str, Any]] = []
@@ -463,6 +486,16 @@ def estimate_recovery(
     out["censored"] = out["censored"].astype(bool)
     out["pool_exhausted"] = out["pool_exhausted"].astype(bool)
     return out[list(COLUMNS)].reset_index(drop=True)
+
+
+def _attacks_without(table: pd.DataFrame, metric: str) -> pd.Series:
+    """The rows of attacks (not the clean one) none of whose finished rows has a value of
+    ``metric`` on their (dataset, model): a label flip has no ``backdoor_asr``."""
+    keys = ["dataset_id", "model_id", "attack_id"]
+    ok = table["status"] == "ok" if "status" in table else pd.Series(True, index=table.index)
+    value = pd.to_numeric(table[metric], errors="coerce").notna() & ok
+    measured = value.groupby([table[k] for k in keys], dropna=False).transform("any")
+    return ~measured.astype(bool) & (table["attack_id"] != NO_ATTACK_ID)
 
 
 def _seed_references(

@@ -518,6 +518,10 @@ REFERENCE_COLUMNS = {m: f"reference_{m}" for m in ("accuracy", "macro_f1", "log_
 #: metrics whose clean reference is recorded in each attacked row (the clean model measured on
 #: that row's attack: the clean model, triggered), not read from the clean cell's rows
 ROW_REFERENCES = {"backdoor_asr": "backdoor_asr_clean"}
+#: metrics only some attacks measure (a backdoor's trigger): metric → the metric the headline of
+#: the other attacks (no trigger, no value) is estimated on instead, at DEFAULT_TOLERANCE, so a
+#: backdoor and the label flip at the same rate are in one report
+FALLBACK_METRICS = {"backdoor_asr": "accuracy"}
 DEFAULT_METRIC = "accuracy"
 #: how close to the clean reference counts as recovered (0.005 = half a point of accuracy)
 DEFAULT_TOLERANCE = 0.005

@@ -107,6 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="(re)write report.md for a run directory")
     rep.add_argument("run_dir")
+    rep.add_argument(
+        "--metric",
+        help="the recovery metric of the headline instead of the config's (one the table "
+        "measured: accuracy, macro_f1, attack_success_rate, backdoor_asr)",
+    )
+    rep.add_argument(
+        "--tolerance",
+        type=float,
+        help="how close to the clean model counts as recovered, in the metric's units, instead "
+        "of the config's (0.005: half a point)",
+    )
+    rep.add_argument(
+        "--out",
+        metavar="PATH",
+        help="write the report there instead of RUN_DIR/report.md (the plots beside it), "
+        "e.g. RUN_DIR/report-accuracy.md",
+    )
 
     cmp = sub.add_parser(
         "compare",

@@ -36,6 +36,8 @@ from bench.analysis.report.failures import closing_sections, failed_reasons
 from bench.analysis.report.frames import defense_order, mean_std, pivot_defenses
 from bench.analysis.report.header import (
     header_section,
+    metric_choices,
+    override_settings,
     precision_target,
     report_settings,
     seeds_sentence,
@@ -81,6 +83,8 @@ __all__ = [
     "header_section",
     "load_report_inputs",
     "mean_std",
+    "metric_choices",
+    "override_settings",
     "pivot_defenses",
     "plots_section",
     "precision_target",

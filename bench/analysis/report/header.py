@@ -23,7 +23,7 @@ from bench.core.schema import (
     GROUP_KEYS,
     RECOVERY_METRICS,
 )
-from bench.core.types import PoisonBenchError
+from bench.core.types import ParamError, PoisonBenchError
 
 
 def report_settings(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +58,53 @@ def report_settings(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, A
             f"{', '.join(RECOVERY_METRICS)}"
         )
     return rec
+
+
+def metric_choices(df: pd.DataFrame) -> list[str]:
+    """The recovery metrics (``schema.RECOVERY_METRICS``) a finished row of ``df`` measured."""
+    ok = df[df["status"] == "ok"] if "status" in df else df.iloc[0:0]
+    return [
+        m
+        for m in RECOVERY_METRICS
+        if m in ok and pd.to_numeric(ok[m], errors="coerce").notna().any()
+    ]
+
+
+def override_settings(
+    df: pd.DataFrame,
+    settings: dict[str, Any],
+    metric: str | None = None,
+    tolerance: float | None = None,
+) -> dict[str, Any]:
+    """``settings`` (:func:`report_settings`) with the recovery ``metric`` and ``tolerance``
+    replaced where given (``poisonbench report --metric / --tolerance``), and the run's own
+    under ``overrides`` (the header says they were overridden); ``settings`` unchanged when
+    neither is given.
+
+    Raises ParamError (``--metric``, ``--tolerance``) for a metric no finished row of ``df``
+    measured (the message lists those it did) or a tolerance that is not a finite number
+    >= 0."""
+    if metric is None and tolerance is None:
+        return settings
+    out = dict(settings)
+    if metric is not None:
+        choices = metric_choices(df)
+        if metric not in choices:
+            known = "not measured in this run" if metric in RECOVERY_METRICS else "unknown"
+            raise ParamError(
+                "--metric",
+                f"{metric!r} is {known}; choose one of {', '.join(choices) or '(none: no cell finished)'}",
+            )
+        out["metric"] = metric
+    if tolerance is not None:
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
+            raise ParamError("--tolerance", f"expected a number, got {tolerance!r}")
+        if not (math.isfinite(tolerance) and tolerance >= 0):
+            raise ParamError("--tolerance", f"must be a finite number >= 0, got {tolerance}")
+        out["tolerance"] = float(tolerance)
+    given = {"metric": metric, "tolerance": tolerance}
+    out["overrides"] = {k: settings[k] for k, v in given.items() if v is not None}
+    return out
 
 
 def seeds_sentence(df: pd.DataFrame) -> str:
@@ -141,8 +188,26 @@ def settings_sentence(df: pd.DataFrame, settings: dict[str, Any]) -> str:
         )
         + ", early stop "
         f"{'on' if settings['early_stop'] else 'off'}; grid "
-        f"{', '.join(fmt_multiple(f) for f in grid)} × n_train."
+        f"{', '.join(fmt_multiple(f) for f in grid)} × n_train." + _override_note(settings)
     )
+
+
+def _override_note(settings: dict[str, Any]) -> str:
+    """What the report's metric and tolerance replace (empty when they are the run's own)."""
+    run = settings.get("overrides")
+    if not run:
+        return ""
+    parts = [
+        f"{'metric' if k == 'metric' else 'tolerance'} "
+        + (f"`{settings[k]}`" if k == "metric" else f"{float(settings[k]):g}")
+        + " overrides the run's "
+        + (f"`{v}`" if k == "metric" else f"{float(v):g}")
+        for k, v in run.items()
+    ]
+    text = " **Overridden (`poisonbench report --metric/--tolerance`): " + "; ".join(parts) + ".**"
+    if "tolerance" not in run:
+        text += f" The tolerance {float(settings['tolerance']):g} is the run's."
+    return text
 
 
 def datasets_table(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:

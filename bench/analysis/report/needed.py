@@ -9,7 +9,17 @@ import math
 import pandas as pd
 
 from bench.analysis.document import Section, Table
-from bench.analysis.formats import DASH, fmt_multiple, fmt_rate, fmt_recovery, fmt_rows, fmt_span
+from bench.analysis.formats import (
+    DASH,
+    FALLBACK_MARK,
+    fallback_note,
+    fallback_rows,
+    fmt_multiple,
+    fmt_rate,
+    fmt_recovery,
+    fmt_rows,
+    fmt_span,
+)
 from bench.analysis.recovery import (
     label_noise_multiplier,
 )
@@ -24,28 +34,38 @@ from bench.core.schema import (
 )
 
 
-def recovery_table(rec: pd.DataFrame) -> pd.DataFrame:
+def recovery_table(rec: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """The headline table of one dataset/model: rows (attack, rate), columns defenses, cells
-    like ``0.5× [0.25–1.0]``."""
+    like ``0.5× [0.25–1.0]``; with ``metric`` (the run's), a cell estimated on another metric
+    ends in :data:`~bench.analysis.formats.FALLBACK_MARK`."""
     frame = rec[rec["attack_id"] != NO_ATTACK_ID].copy()
     if frame.empty:
         return pd.DataFrame()
-    frame["cell"] = frame.apply(fmt_recovery, axis=1)
+    frame["cell"] = _marked(frame, frame.apply(fmt_recovery, axis=1), metric)
     return pivot_defenses(frame, "cell")
 
 
-def defense_value_table(rec: pd.DataFrame) -> pd.DataFrame:
-    """Clean rows each defense saves against no defense: rows (attack, rate), columns defenses."""
+def defense_value_table(rec: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """Clean rows each defense saves against no defense: rows (attack, rate), columns defenses
+    (marked as in :func:`recovery_table`)."""
     frame = rec[(rec["attack_id"] != NO_ATTACK_ID) & (rec["defense_id"] != NO_DEFENSE_ID)].copy()
     if frame.empty:
         return pd.DataFrame()
-    frame["cell"] = frame.apply(fmt_rows, axis=1)
+    frame["cell"] = _marked(frame, frame.apply(fmt_rows, axis=1), metric)
     return pivot_defenses(frame, "cell")
 
 
-def theory_table(rec: pd.DataFrame) -> pd.DataFrame:
+def _marked(frame: pd.DataFrame, cells: pd.Series, metric: str | None) -> pd.Series:
+    """``cells`` with :data:`FALLBACK_MARK` on the rows estimated on another metric."""
+    if metric is None:
+        return cells
+    other = fallback_rows(frame, metric)
+    return cells.where(~other, cells + f" {FALLBACK_MARK}")
+
+
+def theory_table(rec: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Measured extra data (no defense) beside the label-noise theory lines, for attacks that
-    declare the symmetric-label-noise line (random flips)."""
+    declare the symmetric-label-noise line (random flips); marked as in :func:`recovery_table`."""
     frame = rec[
         (rec["defense_id"] == NO_DEFENSE_ID)
         & (rec["theory"] == SYMMETRIC_LABEL_NOISE)
@@ -58,7 +78,7 @@ def theory_table(rec: pd.DataFrame) -> pd.DataFrame:
             "attack": frame["attack_label"],
             "rate": frame["rate"].map(fmt_rate),
             "flipped share η": frame["poison_fraction"].map(lambda v: f"{v:.3f}"),
-            "measured": frame.apply(fmt_recovery, axis=1),
+            "measured": _marked(frame, frame.apply(fmt_recovery, axis=1), metric),
             "1/(1−2η)² − 1": [
                 f"{fmt_multiple(label_noise_multiplier(e, 2) - 1)}×"
                 for e in frame["poison_fraction"]
@@ -104,15 +124,19 @@ def needed_section(
             "curves the clean pool cut short."
         ],
     )
+    note = fallback_note(rec, metric)
+    if note is not None:
+        section.paragraphs.append(note)
     for dataset, model, heading in pairs:
-        section.subsections.append(needed_subsection(subset(rec, dataset, model), heading))
+        section.subsections.append(needed_subsection(subset(rec, dataset, model), heading, metric))
     return section
 
 
-def needed_subsection(rec: pd.DataFrame, heading: str) -> Section:
+def needed_subsection(rec: pd.DataFrame, heading: str, metric: str | None = None) -> Section:
     """One dataset and model: the recovery table, a note when the pool ran out, the defense
-    value in clean rows, and the theory line where an attack declares one."""
-    section = Section(heading, level=3, tables=[Table(recovery_table(rec))])
+    value in clean rows, and the theory line where an attack declares one (``metric``: the
+    run's, to mark the cells estimated on another, :func:`recovery_table`)."""
+    section = Section(heading, level=3, tables=[Table(recovery_table(rec, metric))])
     if rec["pool_exhausted"].any():
         cut = rec[rec["pool_exhausted"]]
         section.paragraphs.append(
@@ -125,10 +149,10 @@ def needed_subsection(rec: pd.DataFrame, heading: str) -> Section:
             f"Defense value on {heading} (clean rows saved)",
             level=4,
             paragraphs=[DEFENSE_VALUE_TEXT],
-            tables=[Table(defense_value_table(rec))],
+            tables=[Table(defense_value_table(rec, metric))],
         )
     )
-    theory = theory_table(rec)
+    theory = theory_table(rec, metric)
     if not theory.empty:
         section.subsections.append(
             Section(

@@ -23,13 +23,20 @@ from bench.analysis.report.failures import closing_sections
 from bench.analysis.report.frames import (
     dataset_model_pairs,
 )
-from bench.analysis.report.header import header_section, precision_target, report_settings
+from bench.analysis.report.header import (
+    header_section,
+    override_settings,
+    precision_target,
+    report_settings,
+)
 from bench.analysis.report.needed import needed_section
 from bench.analysis.report.rule import rule_section
 from bench.analysis.report.summary import findings_section, summary_section
 from bench.analysis.report.tables import accuracy_section, filter_section, targeted_section
+from bench.core.atomic import output_target
 from bench.core.schema import (
     DEFAULT_METRIC,
+    FALLBACK_METRICS,
     check_table,
 )
 from bench.core.store import atomic_write_text, read_run_config, read_run_meta, read_table
@@ -42,12 +49,17 @@ def build_report(
     config: dict[str, Any] | None = None,
     plots: Sequence[Plot] = (),
     name: str = "run",
+    metric: str | None = None,
+    tolerance: float | None = None,
 ) -> Report:
     """The report of a results table as values: a :class:`Report` of one :class:`Section` per
-    part (see :mod:`bench.analysis.report`), each computed by its own module."""
+    part (see :mod:`bench.analysis.report`), each computed by its own module.
+
+    metric, tolerance: the recovery metric and tolerance instead of the run's (``poisonbench
+    report --metric``; :func:`override_settings` checks them, the header says so)."""
     meta = meta or {}
     config = config or {}
-    settings = report_settings(meta, config)
+    settings = override_settings(df, report_settings(meta, config), metric, tolerance)
     metric, tolerance = str(settings["metric"]), float(settings["tolerance"])
     title = str(meta.get("name") or config.get("name") or name)
     description = str(config.get("description") or "")
@@ -58,7 +70,13 @@ def build_report(
         report.sections += [empty, *closing_sections(df)]
         return report
 
-    rec = estimate_recovery(df, metric, tolerance, n_boot=int(settings["bootstrap"]))
+    rec = estimate_recovery(
+        df,
+        metric,
+        tolerance,
+        n_boot=int(settings["bootstrap"]),
+        fallback=FALLBACK_METRICS.get(metric),
+    )
     acc_metric = metric if metric in ("accuracy", "macro_f1") else "accuracy"
     pairs = dataset_model_pairs(ok)
     target = precision_target(meta)
@@ -67,7 +85,7 @@ def build_report(
         summary_section(df, rec, pairs, metric, tolerance, target),
         needed_section(rec, pairs, metric, tolerance),
         budget_section(df, acc_metric),
-        rule_section(rec, pairs),
+        rule_section(rec, pairs, metric),
         accuracy_section(df, pairs, acc_metric),
         targeted_section(df, pairs),
         filter_section(df, pairs),
@@ -122,33 +140,61 @@ def load_report_inputs(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any
     return table, read_run_meta(run_dir), read_run_config(run_dir)
 
 
-def render_report(run_dir: str | Path, plots: Sequence[Plot] | None = None) -> str:
+def render_report(
+    run_dir: str | Path,
+    plots: Sequence[Plot] | None = None,
+    metric: str | None = None,
+    tolerance: float | None = None,
+) -> str:
     """The report's markdown for ``run_dir``. ``plots`` are linked in the plots section (by
-    default, the PNG files an earlier :func:`write_report` drew there)."""
+    default, the PNG files an earlier :func:`write_report` drew there); ``metric`` and
+    ``tolerance`` override the run's recovery settings (:func:`build_report`)."""
     run_dir = Path(run_dir)
     df, meta, config = load_report_inputs(run_dir)
     if plots is None:
-        plots = [
-            Plot(p.stem.replace("-", " "), p.name, "file") for p in sorted(run_dir.glob("*.png"))
-        ]
-    return render_markdown(build_report(df, meta, config, plots, name=run_dir.name))
+        plots = _drawn_plots(run_dir)
+    report = build_report(df, meta, config, plots, run_dir.name, metric, tolerance)
+    return render_markdown(report)
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Draw the plots and write ``report.md`` in ``run_dir``; returns the report's path."""
+def _drawn_plots(folder: Path) -> list[Plot]:
+    """The PNG files an earlier :func:`write_report` drew in ``folder``."""
+    return [Plot(p.stem.replace("-", " "), p.name, "file") for p in sorted(folder.glob("*.png"))]
+
+
+def write_report(
+    run_dir: str | Path,
+    metric: str | None = None,
+    tolerance: float | None = None,
+    out: str | Path | None = None,
+) -> Path:
+    """Draw the plots and write ``report.md`` in ``run_dir``; returns the report's path.
+
+    metric, tolerance: the recovery metric and tolerance instead of the run's (checked by
+    :func:`override_settings`: a metric the table does not measure is a ParamError naming
+    the choices). out: write the report there instead (e.g. ``report-accuracy.md``, so the
+    run's own report stays), with the plots beside it; a device or a pipe (``/dev/stdout``)
+    gets the markdown only, linking the plots already drawn in ``run_dir``.
+    """
 
     run_dir = Path(run_dir)
     df, meta, config = load_report_inputs(run_dir)
-    settings = report_settings(meta, config)
-    metric = settings["metric"] if settings["metric"] in ("accuracy", "macro_f1") else "accuracy"
+    settings = override_settings(df, report_settings(meta, config), metric, tolerance)
+    path = run_dir / "report.md" if out is None else Path(out)
+    plot_metric = (
+        settings["metric"] if settings["metric"] in ("accuracy", "macro_f1") else "accuracy"
+    )
     plots: list[Plot] = []
-    if not df.empty and "extra_fraction" in df and (df["status"] == "ok").any():
-        curves = recovery_curves(df, metric)
+    if output_target(path)[1] != "file":  # a device or a pipe: link the plots already drawn
+        plots = _drawn_plots(run_dir)
+    elif not df.empty and "extra_fraction" in df and (df["status"] == "ok").any():
+        folder = path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        curves = recovery_curves(df, plot_metric)
         plots = write_plots(
-            df, run_dir, curves, metric=metric, tolerance=float(settings["tolerance"])
+            df, folder, curves, metric=plot_metric, tolerance=float(settings["tolerance"])
         )
-        plots += plot_certified(df, run_dir)
-    report = build_report(df, meta, config, plots, name=run_dir.name)
-    path = run_dir / "report.md"
+        plots += plot_certified(df, folder)
+    report = build_report(df, meta, config, plots, run_dir.name, metric, tolerance)
     atomic_write_text(path, render_markdown(report))
     return path

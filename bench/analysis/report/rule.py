@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from bench.analysis.document import Section, Table
-from bench.analysis.formats import fmt_multiple, fmt_rate, fmt_recovery
+from bench.analysis.formats import FALLBACK_MARK, fmt_multiple, fmt_rate, fmt_recovery
 from bench.analysis.report.frames import (
     subset,
 )
@@ -25,10 +25,11 @@ RULE_OF_THUMB: dict[float, tuple[float, float, str]] = {
 }
 
 
-def rule_of_thumb_table(rec: pd.DataFrame) -> pd.DataFrame:
+def rule_of_thumb_table(rec: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Measured extra data (no defense) beside the rule of thumb at 5, 10 and 50 % poisoning,
     with a verdict: ``holds`` when the interval overlaps the rule's range, ``needs less`` /
-    ``needs more`` otherwise, ``unknown`` when the grid ends before the rule's range."""
+    ``needs more`` otherwise, ``unknown`` when the grid ends before the rule's range. With
+    ``metric`` (the run's), a row estimated on another metric ends in ``FALLBACK_MARK``."""
     rows = []
     frame = rec[(rec["defense_id"] == NO_DEFENSE_ID) & (rec["attack_id"] != NO_ATTACK_ID)]
     for _, r in frame.iterrows():
@@ -41,7 +42,8 @@ def rule_of_thumb_table(rec: pd.DataFrame) -> pd.DataFrame:
                 "attack": r["attack_label"],
                 "rate": fmt_rate(r["rate"]),
                 "rule of thumb": text,
-                "measured": fmt_recovery(r),
+                "measured": fmt_recovery(r)
+                + (f" {FALLBACK_MARK}" if metric not in (None, r["metric"]) else ""),
                 "verdict": rule_verdict(r, lo_rule, hi_rule),
             }
         )
@@ -84,11 +86,14 @@ def rule_summary(rule: pd.DataFrame) -> str:
     return text + "."
 
 
-def rule_section(rec: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Section:
-    """The "Rule-of-thumb check" section: per dataset and model, the table and one sentence."""
+def rule_section(
+    rec: pd.DataFrame, pairs: list[tuple[str, str, str]], metric: str | None = None
+) -> Section:
+    """The "Rule-of-thumb check" section: per dataset and model, the table and one sentence
+    (``metric``: the run's, to mark the rows estimated on another)."""
     section = Section("Rule-of-thumb check", paragraphs=[RULE_TEXT])
     for dataset, model, heading in pairs:
-        rule = rule_of_thumb_table(subset(rec, dataset, model))
+        rule = rule_of_thumb_table(subset(rec, dataset, model), metric)
         section.subsections.append(
             Section(heading, level=3, tables=[Table(rule)], paragraphs=[rule_summary(rule)])
         )

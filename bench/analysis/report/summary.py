@@ -8,7 +8,15 @@ import pandas as pd
 
 from bench.analysis.document import Section, Table
 from bench.analysis.findings import answered_share, deployable, findings_table
-from bench.analysis.formats import fmt_multiple, fmt_rate, fmt_recovery, fmt_rows, fmt_span
+from bench.analysis.formats import (
+    fallback_note,
+    fallback_rows,
+    fmt_multiple,
+    fmt_rate,
+    fmt_recovery,
+    fmt_rows,
+    fmt_span,
+)
 from bench.analysis.report.frames import (
     at_f0,
     subset,
@@ -51,6 +59,9 @@ def findings_section(
         )
         if not table.empty:
             section.subsections.append(Section(heading, level=3, tables=[Table(table)]))
+    note = fallback_note(rec, metric)
+    if section.subsections and note is not None:
+        section.paragraphs.append(note)
     if not section.subsections:
         section.paragraphs.append("_No poisoned cell finished._")
     return section
@@ -120,9 +131,10 @@ def clean_line(
         f"**{heading}**: clean {metric} {c['reference']:.3f} ({c['n_seeds']} seeds, "
         f"{n_train} training rows)"
     )
-    damage = sign * (undefended["reference"] - undefended["value_at_0"])
+    own = undefended[~fallback_rows(undefended, metric)]  # the others are on another metric
+    damage = sign * (own["reference"] - own["value_at_0"])
     if damage.notna().any():
-        worst = undefended.loc[damage.idxmax()]
+        worst = own.loc[damage.idxmax()]
         text += (
             f"; the costliest attack is {worst['attack_label']} at {fmt_rate(worst['rate'])} "
             f"({damage.max() * 100:.1f} points {'lost' if higher else 'worse'}), which "

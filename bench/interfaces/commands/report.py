@@ -7,15 +7,22 @@ import signal
 import sys
 
 from bench.analysis.report import write_report
+from bench.core.atomic import output_target
 from bench.interfaces.stops import Stopped, exit_status, stop_handlers
 
 
 def report(args: argparse.Namespace) -> int:
-    """``poisonbench report``: 0 when report.md was written, 128 + the signal's number when one
-    stopped it."""
+    """``poisonbench report``: 0 when report.md (or ``--out``) was written, 128 + the signal's
+    number when one stopped it; ``--metric``/``--tolerance`` override the run's recovery
+    settings (a metric the table does not measure: ParamError, exit 2)."""
     try:
         with stop_handlers():  # a stop signal unwinds: a half-written plot's temporary goes
-            path = write_report(args.run_dir)
+            path = write_report(
+                args.run_dir,
+                metric=args.metric,
+                tolerance=args.tolerance,
+                out=args.out or None,
+            )
     except Stopped as stop:
         print(
             f"\ninterrupted ({signal.Signals(stop.signum).name}): the report was not finished; "
@@ -23,5 +30,7 @@ def report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return exit_status(stop.signum)
-    print(f"report: {path}")
+    # a report written to stdout (``--out /dev/stdout``) is not followed there by this line
+    special = args.out and output_target(args.out)[1] != "file"
+    print(f"report: {path}", file=sys.stderr if special else sys.stdout)
     return 0
