@@ -190,3 +190,15 @@ def test_mixed_run_with_metric_accuracy_measures_everything_on_accuracy(mixed_ru
     flip = rec[(rec["attack"] == "label_flip") & (rec["defense_id"] == NO_DEFENSE_ID)].iloc[0]
     report = build_report(table, meta, config, metric="accuracy", tolerance=0.005)
     assert _row(_findings(report), "label_flip")["extra clean data needed"] == fmt_recovery(flip)
+
+
+def test_another_metric_without_a_tolerance_starts_from_the_default(mixed_run, tmp_path):
+    # the run's 0.05 is in ASR units: accuracy without --tolerance is judged at the default
+    out = tmp_path / "report-accuracy.md"
+    assert main(["report", str(mixed_run), "--metric", "accuracy", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert f"tolerance {DEFAULT_TOLERANCE:g} overrides the run's 0.05" in text
+    assert "default tolerance" in text
+    same = tmp_path / "same.md"  # the run's own metric keeps the run's tolerance
+    assert main(["report", str(mixed_run), "--metric", "backdoor_asr", "--out", str(same)]) == 0
+    assert "Overridden" not in same.read_text()

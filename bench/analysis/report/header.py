@@ -96,6 +96,10 @@ def override_settings(
                 f"{metric!r} is {known}; choose one of {', '.join(choices) or '(none: no cell finished)'}",
             )
         out["metric"] = metric
+        if tolerance is None and metric != settings["metric"]:
+            # the run's tolerance is in its own metric's units (e.g. 0.02 of ASR): another
+            # metric starts from the default, and the header says so
+            tolerance = DEFAULT_TOLERANCE
     if tolerance is not None:
         if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
             raise ParamError("--tolerance", f"expected a number, got {tolerance!r}")
@@ -103,7 +107,9 @@ def override_settings(
             raise ParamError("--tolerance", f"must be a finite number >= 0, got {tolerance}")
         out["tolerance"] = float(tolerance)
     given = {"metric": metric, "tolerance": tolerance}
-    out["overrides"] = {k: settings[k] for k, v in given.items() if v is not None}
+    out["overrides"] = {
+        k: settings[k] for k, v in given.items() if v is not None and v != settings[k]
+    }
     return out
 
 
@@ -207,6 +213,8 @@ def _override_note(settings: dict[str, Any]) -> str:
     text = " **Overridden (`poisonbench report --metric/--tolerance`): " + "; ".join(parts) + ".**"
     if "tolerance" not in run:
         text += f" The tolerance {float(settings['tolerance']):g} is the run's."
+    elif "metric" in run and "tolerance" in run:
+        text += " Without `--tolerance` another metric is judged at the default tolerance."
     return text
 
 
