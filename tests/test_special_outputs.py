@@ -261,3 +261,20 @@ def test_the_run_directory(tmp_path, capsys, kind):
     assert _kind(out) == {"full": "char", "fifo": "fifo", "link": "link"}[kind]
     if kind == "link":  # a link to a file: the file is in the way, and left as it was
         assert target.read_text() == "old"
+
+
+def test_a_link_to_an_anonymous_pipe_is_written_through(tmp_path):
+    # /dev/stdout when stdout is a pipe: /proc/self/fd/N names "pipe:[...]", which is no path
+    read_fd, write_fd = os.pipe()
+    try:
+        link = tmp_path / "stdout"
+        link.symlink_to(f"/proc/self/fd/{write_fd}")
+        atomic_write_text(link, "through the pipe\n")
+        os.close(write_fd)
+        write_fd = -1
+        assert os.read(read_fd, 1024) == b"through the pipe\n"
+        assert link.is_symlink()
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)

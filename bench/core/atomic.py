@@ -103,6 +103,9 @@ def output_target(path: str | Path) -> tuple[Path, str]:
     path = Path(path)
     target = path
     if path.is_symlink():
+        kind = _through_link(path)
+        if kind is not None:  # /dev/stdout to a pipe: /proc's link names no path to resolve
+            return path, kind
         try:
             target = path.resolve(strict=True)
         except FileNotFoundError:
@@ -129,6 +132,21 @@ def output_target(path: str | Path) -> tuple[Path, str]:
         return target, "fifo"
     what = "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else None
     raise WriteError(path, f"{what or 'a special file'}, not a regular file (refused)")
+
+
+def _through_link(path: Path) -> str | None:
+    """``"device"`` or ``"fifo"`` when the symlink ``path`` leads to one (opening the link
+    reaches it even where, as for ``/proc/self/fd/N`` of a pipe, its target is no path), else
+    None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISCHR(mode):
+        return "device"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    return None
 
 
 def special_kind(path: str | Path) -> str | None:
