@@ -41,12 +41,11 @@ from bench.analysis.formats import (
     fmt_rows,
     fmt_span,
 )
-from bench.analysis.plots import write_plots
+from bench.analysis.plots import MAX_PLOT_PAIRS, pairs_note, plot_pairs, write_plots
 from bench.analysis.recovery import (
     crossing_point,
     estimate_recovery,
     label_noise_multiplier,
-    recovery_curves,
     skip_reasons,
 )
 from bench.analysis.settings import setting_note
@@ -1328,11 +1327,16 @@ def render_markdown(report: Report) -> str:
     return text.rstrip() + "\n"
 
 
+#: nested JSON columns no part of the report reads (per-class scores, per-source and GLC
+#: details, removed rows per class): not decoded, the bulk of reading a large table
+UNREAD_COLUMNS = ("per_class", "removed_per_class", "per_source", "glc_corruption")
+
+
 def load_report_inputs(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """A run directory's results table, ``run.json`` and ``config.yaml`` (PoisonBenchError
     naming the file when one is unusable)."""
     run_dir = Path(run_dir)
-    table = read_table(run_dir)
+    table = read_table(run_dir, exclude=UNREAD_COLUMNS)
     if not table.empty:
         check_table(table, where=str(run_dir))
         from bench.analysis.compare import check_unique_rows
@@ -1359,21 +1363,30 @@ def render_report(run_dir: str | Path, plots: Sequence[Plot] | None = None) -> s
     return render_markdown(build_report(df, meta, config, plots, name=run_dir.name))
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Draw the plots and write ``report.md`` in ``run_dir``; returns the report's path."""
+def write_report(run_dir: str | Path, max_plot_pairs: int | None = MAX_PLOT_PAIRS) -> Path:
+    """Draw the plots and write ``report.md`` in ``run_dir``; returns the report's path.
+
+    max_plot_pairs: draw the plots of at most this many (dataset, model) pairs (0 or None:
+    all; :func:`bench.analysis.plots.plot_pairs` says which); the plots section says how many
+    were left out.
+    """
 
     run_dir = Path(run_dir)
     df, meta, config = load_report_inputs(run_dir)
     settings = report_settings(meta, config)
     metric = settings["metric"] if settings["metric"] in ("accuracy", "macro_f1") else "accuracy"
     plots: list[Plot] = []
+    note = None
     if not df.empty and "extra_fraction" in df and (df["status"] == "ok").any():
-        curves = recovery_curves(df, metric)
+        pairs, n_pairs = plot_pairs(df, metric, max_plot_pairs)
+        note = pairs_note(len(pairs), n_pairs)
         plots = write_plots(
-            df, run_dir, curves, metric=metric, tolerance=float(settings["tolerance"])
+            df, run_dir, metric=metric, tolerance=float(settings["tolerance"]), pairs=pairs
         )
         plots += plot_certified(df, run_dir)
     report = build_report(df, meta, config, plots, name=run_dir.name)
+    if note is not None:
+        report.section("Plots").paragraphs.insert(0, note)
     path = run_dir / "report.md"
     atomic_write_text(path, render_markdown(report))
     return path

@@ -214,12 +214,24 @@ def _import_config_plugins(path: str) -> None:
         parse_plugins(raw.get("plugins"))
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from bench.analysis.report import write_report
 
     try:
         with stop_handlers():  # a stop signal unwinds: a half-written plot's temporary goes
-            path = write_report(args.run_dir)
+            limit = {} if args.plot_pairs is None else {"max_plot_pairs": args.plot_pairs}
+            path = write_report(args.run_dir, **limit)
     except Stopped as stop:
         print(
             f"\ninterrupted ({signal.Signals(stop.signum).name}): the report was not finished; "
@@ -352,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="(re)write report.md for a run directory")
     rep.add_argument("run_dir")
+    rep.add_argument(
+        "--plot-pairs",
+        type=_non_negative_int,
+        metavar="N",
+        help="draw the plots of at most N (dataset, model) pairs, those whose worst "
+        "undefended attack costs most (0: all; default: bench.analysis.plots.MAX_PLOT_PAIRS, 6)",
+    )
     rep.set_defaults(func=_cmd_report)
 
     cmp = sub.add_parser(
