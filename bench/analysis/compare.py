@@ -395,22 +395,29 @@ def _seed_checks(
     defines; and the checks skipped, with the reason."""
     checks, skipped = [], []
     metrics = [m for m in settings.metrics if m != "f_needed"]
-    b = base[(base["extra_fraction"] == JUDGED_FRACTION) & (base["status"] == "ok")]
-    n = new[(new["extra_fraction"] == JUDGED_FRACTION) & (new["status"] == "ok")]
+    read = [*GROUP_KEYS, "seed", "dataset_label", "model_label", "attack_label", "defense_label"]
+    read += metrics
+
+    def judged(df: pd.DataFrame) -> pd.DataFrame:  # (a slim copy: groups copy every column)
+        rows = df[(df["extra_fraction"] == JUDGED_FRACTION) & (df["status"] == "ok")]
+        return rows[[c for c in dict.fromkeys(read) if c in rows]]
+
+    b, n = judged(base), judged(new)
     b_groups = dict(tuple(b.groupby(list(GROUP_KEYS), sort=True, dropna=False)))
     n_groups = dict(tuple(n.groupby(list(GROUP_KEYS), sort=True, dropna=False)))
     for key in sorted(set(b_groups) & set(n_groups), key=str):
         gb, gn = b_groups[key], n_groups[key]
         ident = {**dict(zip(GROUP_KEYS, key, strict=True)), **_labels_of(gn)}
+        by_seed_b, by_seed_n = gb.set_index("seed"), gn.set_index("seed")
         for metric in metrics:
             if metric not in gb:
                 skipped.append({**ident, "metric": metric, "reason": "not in BASE's table"})
                 continue
-            sb = pd.to_numeric(gb.set_index("seed")[metric], errors="coerce").dropna()
+            sb = pd.to_numeric(by_seed_b[metric], errors="coerce").dropna()
             if sb.empty:  # e.g. attack success rate of an untargeted attack: not defined
                 skipped.append({**ident, "metric": metric, "reason": "not defined in BASE"})
                 continue
-            sn = pd.to_numeric(gn.set_index("seed")[metric], errors="coerce")
+            sn = pd.to_numeric(by_seed_n[metric], errors="coerce")
             common = sb.index.intersection(sn.index)
             lost = [s for s in common if pd.isna(sn.loc[s])]
             sn = sn.dropna()
