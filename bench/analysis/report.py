@@ -64,7 +64,13 @@ from bench.core.schema import (
     check_table,
     higher_is_better,
 )
-from bench.core.store import atomic_write_text, read_run_config, read_run_meta, read_table
+from bench.core.store import (
+    atomic_write_text,
+    read_columns,
+    read_run_config,
+    read_run_meta,
+    read_table,
+)
 from bench.core.types import PoisonBenchError
 
 #: The commonly quoted rule of thumb: poison rate → (low, high) extra clean data needed (× n).
@@ -1327,16 +1333,24 @@ def render_markdown(report: Report) -> str:
     return text.rstrip() + "\n"
 
 
-#: nested JSON columns no part of the report reads (per-class scores, per-source and GLC
-#: details, removed rows per class): not decoded, the bulk of reading a large table
-UNREAD_COLUMNS = ("per_class", "removed_per_class", "per_source", "glc_corruption")
+#: columns no part of the report reads (nested JSON: per-class scores, per-source and GLC
+#: details, removed rows per class; the dataset fingerprints): not decoded, the bulk of
+#: reading a large table
+UNREAD_COLUMNS = (
+    "per_class", "removed_per_class", "per_source", "glc_corruption", "dataset_fingerprint"
+)  # fmt: skip
+#: nested JSON only the plots read (and, for the attack success rate, its clean reference):
+#: write_report reads them for the plotted pairs' rows only
+PLOT_COLUMNS = ("confusion", "pred_distribution")
 
 
-def load_report_inputs(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+def load_report_inputs(
+    run_dir: str | Path, exclude: Sequence[str] = ()
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """A run directory's results table, ``run.json`` and ``config.yaml`` (PoisonBenchError
-    naming the file when one is unusable)."""
+    naming the file when one is unusable). exclude: more columns not to read."""
     run_dir = Path(run_dir)
-    table = read_table(run_dir, exclude=UNREAD_COLUMNS)
+    table = read_table(run_dir, exclude=(*UNREAD_COLUMNS, *exclude))
     if not table.empty:
         check_table(table, where=str(run_dir))
         from bench.analysis.compare import check_unique_rows
@@ -1372,16 +1386,22 @@ def write_report(run_dir: str | Path, max_plot_pairs: int | None = MAX_PLOT_PAIR
     """
 
     run_dir = Path(run_dir)
-    df, meta, config = load_report_inputs(run_dir)
+    df, meta, config = load_report_inputs(run_dir, exclude=PLOT_COLUMNS)
     settings = report_settings(meta, config)
+    if settings["metric"] == "attack_success_rate":  # its clean reference: confusion matrices
+        df = df.assign(**read_columns(run_dir, ["confusion"]))
     metric = settings["metric"] if settings["metric"] in ("accuracy", "macro_f1") else "accuracy"
     plots: list[Plot] = []
     note = None
     if not df.empty and "extra_fraction" in df and (df["status"] == "ok").any():
         pairs, n_pairs = plot_pairs(df, metric, max_plot_pairs)
         note = pairs_note(len(pairs), n_pairs)
+        rows = pd.MultiIndex.from_frame(df[["dataset_id", "model_id"]]).isin(pairs)
+        drawn = df[rows].reset_index(drop=True)
+        nested = read_columns(run_dir, [c for c in PLOT_COLUMNS if c not in df], rows)
+        drawn = drawn.assign(**{c: nested[c].to_numpy() for c in nested.columns})
         plots = write_plots(
-            df, run_dir, metric=metric, tolerance=float(settings["tolerance"]), pairs=pairs
+            drawn, run_dir, metric=metric, tolerance=float(settings["tolerance"]), pairs=pairs
         )
         plots += plot_certified(df, run_dir)
     report = build_report(df, meta, config, plots, name=run_dir.name)

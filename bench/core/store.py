@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.core.atomic import WriteError, atomic_path, atomic_write_text, remove_temporaries
@@ -458,6 +459,38 @@ def _read_parquet(path: Path, skip: set[str], categories: bool) -> pd.DataFrame:
     ]
     table = pq.read_table(path, columns=columns, read_dictionary=text if categories else None)
     return table.combine_chunks().to_pandas()
+
+
+def read_columns(path: str | Path, columns: Iterable[str], rows: Any = None) -> pd.DataFrame:
+    """The ``columns`` of the results table at ``path`` that it has (run directory or table
+    file, as :func:`read_table`), only at the rows where the boolean array ``rows`` is true
+    (positions in the table as :func:`read_table` returns it; None: every row). For columns
+    needed on a few rows of a large table: the plots' nested JSON of the plotted pairs."""
+    path = Path(path)
+    if path.is_dir():
+        path = next(
+            (path / n for n in ("results.parquet", "results.csv") if (path / n).exists()), path
+        )
+    wanted = list(dict.fromkeys(columns))
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            present = [c for c in wanted if c in pq.read_schema(path).names]
+            table = pq.read_table(path, columns=present)
+            if rows is not None:
+                table = table.filter(pa.array(np.asarray(rows, dtype=bool)))
+            out = table.combine_chunks().to_pandas()
+        else:
+            out = pd.read_csv(path, usecols=lambda c: c in wanted)
+            if rows is not None:
+                out = out[np.asarray(rows, dtype=bool)].reset_index(drop=True)
+    except Exception as exc:  # pyarrow and pandas raise many kinds; all mean "unusable"
+        raise PoisonBenchError(
+            f"cannot read results table {path}: {type(exc).__name__}: {exc}"
+        ) from None
+    return coerce_table(out)
 
 
 def plain_strings(df: pd.DataFrame) -> pd.DataFrame:
