@@ -812,7 +812,7 @@ def summary_lines(
     higher = higher_is_better(metric)
     sign = 1.0 if higher else -1.0
     lines: list[str] = []
-    ok0 = _subset(_f0(df), dataset, model)
+    ok0 = _f0(_subset(df, dataset, model))
     r = _subset(rec, dataset, model)
     if ok0.empty:
         return lines
