@@ -425,6 +425,7 @@ def read_table(
         raise PoisonBenchError(f"{path} is a folder, not a results table file")
     if path.suffix not in (".parquet", ".csv"):
         raise PoisonBenchError(f"{path}: expected a run directory, .parquet or .csv")
+    _check_regular(path)
     skip = set(exclude)
     try:
         if path.suffix == ".parquet":
@@ -436,6 +437,13 @@ def read_table(
             f"cannot read results table {path}: {type(exc).__name__}: {exc}"
         ) from None
     return coerce_table(table)
+
+
+def _check_regular(path: Path) -> None:
+    """PoisonBenchError unless ``path`` is a regular file or absent (the reader says so): a
+    FIFO would block the reader until something writes to it, a device never ends."""
+    if path.exists() and not path.is_file():
+        raise PoisonBenchError(f"cannot read results table {path}: not a regular file")
 
 
 def _read_parquet(path: Path, skip: set[str], categories: bool) -> pd.DataFrame:
@@ -471,6 +479,7 @@ def read_columns(path: str | Path, columns: Iterable[str], rows: Any = None) -> 
         path = next(
             (path / n for n in ("results.parquet", "results.csv") if (path / n).exists()), path
         )
+    _check_regular(path)
     wanted = list(dict.fromkeys(columns))
     try:
         if path.suffix == ".parquet":
