@@ -10,6 +10,7 @@ accuracies, so that the ranking of pairs is known by construction.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from bench.analysis.compare import Settings, compare, compare_tables, unread_col
 from bench.analysis.plots import pairs_note, plot_pairs
 from bench.analysis.report import write_report
 from bench.core.schema import NESTED_COLUMNS, NO_ATTACK_ID, NO_DEFENSE_ID
-from bench.core.store import plain_strings, read_table, write_parquet
+from bench.core.store import plain_strings, read_columns, read_table, write_parquet
+from bench.core.types import PoisonBenchError
 
 BASELINE = Path(__file__).parents[1] / "results" / "baseline" / "ci"
 
@@ -146,3 +148,20 @@ def test_report_draws_plots_for_at_most_n_pairs_and_says_how_many_it_left_out(tm
     assert full[: full.index("## Plots")] == text[: text.index("## Plots")]
     assert "Plots are drawn for" not in full
     assert np.isfinite(_worst_cost(df)).all()
+
+
+def test_read_columns_gives_the_rows_asked_for():
+    full = read_table(BASELINE)
+    rows = (full["attack_id"] == NO_ATTACK_ID).to_numpy()
+    some = read_columns(BASELINE, ["confusion", "not_a_column"], rows)
+    assert list(some.columns) == ["confusion"] and len(some) == rows.sum() > 0
+    assert some["confusion"].tolist() == full.loc[rows, "confusion"].tolist()
+    assert read_columns(BASELINE, ["confusion"])["confusion"].tolist() == full["confusion"].tolist()
+
+
+def test_a_table_that_is_a_fifo_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "results.parquet"
+    os.mkfifo(fifo)
+    for read in (read_table, lambda p: read_columns(p, ["accuracy"])):
+        with pytest.raises(PoisonBenchError, match="not a regular file"):
+            read(fifo)
