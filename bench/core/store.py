@@ -465,8 +465,15 @@ def _read_parquet(path: Path, skip: set[str], categories: bool) -> pd.DataFrame:
         and getattr(COLUMN_BY_NAME.get(f.name), "dtype", None) == "string"
         and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
     ]
-    table = pq.read_table(path, columns=columns, read_dictionary=text if categories else None)
-    return table.combine_chunks().to_pandas()
+    # Text read dictionary-encoded (as parquet stores it) is 2× faster to read, then decoded
+    # in arrow unless categories are wanted.
+    table = pq.read_table(path, columns=columns, read_dictionary=text).combine_chunks()
+    if not categories:
+        for name in text:
+            i, kind = table.schema.get_field_index(name), schema.field(name).type
+            chunks = [c.dictionary_decode().cast(kind) for c in table.column(i).chunks]
+            table = table.set_column(i, name, pa.chunked_array(chunks, type=kind))
+    return table.to_pandas()
 
 
 def read_columns(path: str | Path, columns: Iterable[str], rows: Any = None) -> pd.DataFrame:
