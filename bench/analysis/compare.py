@@ -53,6 +53,9 @@ from bench.core.schema import (
     DEFAULT_TOLERANCE,
     DIRECTIONS,
     GROUP_KEYS,
+    NESTED_COLUMNS,
+    NO_ATTACK_ID,
+    NO_DEFENSE_ID,
     REQUIRED_COLUMNS,
     SEED_KEYS,
     SchemaError,
@@ -167,28 +170,14 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         """A JSON-able summary (NaN and inf written as null and strings)."""
 
-        def rows(df: pd.DataFrame) -> list[dict[str, Any]]:
-            return [{k: _json_value(v) for k, v in rec.items()} for rec in df.to_dict("records")]
-
-        reasons = self.skipped["reason"].value_counts().to_dict() if len(self.skipped) else {}
+        rows = _json_rows
         return {
             "status": "regression" if self.exit_code else "ok",
             "exit_code": self.exit_code,
             "base": self.base_name,
             "new": self.new_name,
-            "counts": {
-                "checks": len(self.checks),
-                "skipped": len(self.skipped),
-                "paired_checks": int(self.checks["paired"].sum()) if len(self.checks) else 0,
-                "regressions": len(self.regressions),
-                "improvements": len(self.improvements),
-                "within_tolerance": int((self.checks["verdict"] == "ok").sum()),
-                "common_cells": self.n_common_cells,
-                "only_in_base": len(self.only_in_base),
-                "only_in_new": len(self.only_in_new),
-                "failed_in_new": len(self.failed_in_new),
-            },
-            "skipped_reasons": {str(k): int(v) for k, v in reasons.items()},
+            "counts": self._counts(),
+            "skipped_reasons": self._skipped_reasons(),
             "settings": asdict(self.settings),
             "regressions": rows(self.regressions),
             "improvements": rows(self.improvements),
@@ -199,9 +188,27 @@ class Comparison:
             "notes": self.notes,
         }
 
+    def _skipped_reasons(self) -> dict[str, int]:
+        reasons = self.skipped["reason"].value_counts().to_dict() if len(self.skipped) else {}
+        return {str(k): int(v) for k, v in reasons.items()}
+
+    def _counts(self) -> dict[str, int]:
+        return {
+            "checks": len(self.checks),
+            "skipped": len(self.skipped),
+            "paired_checks": int(self.checks["paired"].sum()) if len(self.checks) else 0,
+            "regressions": len(self.regressions),
+            "improvements": len(self.improvements),
+            "within_tolerance": int((self.checks["verdict"] == "ok").sum()),
+            "common_cells": self.n_common_cells,
+            "only_in_base": len(self.only_in_base),
+            "only_in_new": len(self.only_in_new),
+            "failed_in_new": len(self.failed_in_new),
+        }
+
     def to_markdown(self, max_rows: int = 50) -> str:
         """A markdown diff for a CI log or a pull-request comment."""
-        c = self.to_json()["counts"]
+        c = self._counts()
         verdict = "❌ regression" if self.exit_code else "✅ no regression"
         lines = [
             f"## poisonbench compare: {verdict}",
@@ -214,7 +221,7 @@ class Comparison:
             f"**{c['checks']} checks ran** ({c['paired_checks']} paired by seed)"
             + (
                 f"; {c['skipped']} skipped: "
-                + ", ".join(f"{n} {r}" for r, n in self.to_json()["skipped_reasons"].items())
+                + ", ".join(f"{n} {r}" for r, n in self._skipped_reasons().items())
                 if c["skipped"]
                 else "; none skipped"
             )
@@ -261,6 +268,14 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _json_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """``df``'s rows as JSON-able dicts (column by column: a listing of one-sided cells of a
+    large run has 10⁵ rows)."""
+    columns = [[_json_value(v) for v in df[c].tolist()] for c in df.columns]
+    names = [str(c) for c in df.columns]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
 def _markdown(df: pd.DataFrame, max_rows: int) -> str:
     text = df.head(max_rows).to_markdown(index=False)
     if len(df) > max_rows:
@@ -300,16 +315,30 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_results(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def unread_columns(recovery_metric: str = DEFAULT_METRIC) -> tuple[str, ...]:
+    """The columns a comparison never reads: the nested JSON columns, except the confusion
+    matrices when the extra clean data needed is estimated for the attack success rate (its
+    clean reference is read from the clean model's confusion matrix)."""
+    keep = {"confusion"} if recovery_metric == "attack_success_rate" else set()
+    return tuple(c for c in NESTED_COLUMNS if c not in keep)
+
+
+def load_results(
+    path: str | Path, exclude: Iterable[str] = (), categories: bool = False
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The results table at ``path`` (run directory, .parquet or .csv) and its run.json metadata
-    ({} when absent). Raises :class:`CompareError` saying why the input is unusable."""
+    ({} when absent). Raises :class:`CompareError` saying why the input is unusable.
+
+    exclude, categories: see :func:`bench.core.store.read_table` (``compare`` leaves out
+    :func:`unread_columns` and reads text as categories; :func:`compare_tables` takes either).
+    """
     from bench.core.store import read_run_meta, read_table
 
     path = Path(path)
     if not path.exists():
         raise CompareError(f"{path}: no such file or directory")
     try:
-        table = read_table(path)
+        table = read_table(path, exclude=exclude, categories=categories)
         meta = read_run_meta(path)
         check_table(table, REQUIRED, str(path))
     except SchemaError as exc:
@@ -366,22 +395,29 @@ def _seed_checks(
     defines; and the checks skipped, with the reason."""
     checks, skipped = [], []
     metrics = [m for m in settings.metrics if m != "f_needed"]
-    b = base[(base["extra_fraction"] == JUDGED_FRACTION) & (base["status"] == "ok")]
-    n = new[(new["extra_fraction"] == JUDGED_FRACTION) & (new["status"] == "ok")]
+    read = [*GROUP_KEYS, "seed", "dataset_label", "model_label", "attack_label", "defense_label"]
+    read += metrics
+
+    def judged(df: pd.DataFrame) -> pd.DataFrame:  # (a slim copy: groups copy every column)
+        rows = df[(df["extra_fraction"] == JUDGED_FRACTION) & (df["status"] == "ok")]
+        return rows[[c for c in dict.fromkeys(read) if c in rows]]
+
+    b, n = judged(base), judged(new)
     b_groups = dict(tuple(b.groupby(list(GROUP_KEYS), sort=True, dropna=False)))
     n_groups = dict(tuple(n.groupby(list(GROUP_KEYS), sort=True, dropna=False)))
     for key in sorted(set(b_groups) & set(n_groups), key=str):
         gb, gn = b_groups[key], n_groups[key]
         ident = {**dict(zip(GROUP_KEYS, key, strict=True)), **_labels_of(gn)}
+        by_seed_b, by_seed_n = gb.set_index("seed"), gn.set_index("seed")
         for metric in metrics:
             if metric not in gb:
                 skipped.append({**ident, "metric": metric, "reason": "not in BASE's table"})
                 continue
-            sb = pd.to_numeric(gb.set_index("seed")[metric], errors="coerce").dropna()
+            sb = pd.to_numeric(by_seed_b[metric], errors="coerce").dropna()
             if sb.empty:  # e.g. attack success rate of an untargeted attack: not defined
                 skipped.append({**ident, "metric": metric, "reason": "not defined in BASE"})
                 continue
-            sn = pd.to_numeric(gn.set_index("seed")[metric], errors="coerce")
+            sn = pd.to_numeric(by_seed_n[metric], errors="coerce")
             common = sb.index.intersection(sn.index)
             lost = [s for s in common if pd.isna(sn.loc[s])]
             sn = sn.dropna()
@@ -516,8 +552,40 @@ def _recovery_checks(
 
 
 def _cells(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell (the f = 0 row, or the first row of a failed cell)."""
-    return df.sort_values("extra_fraction", kind="stable").drop_duplicates(list(SEED_KEYS))
+    """One row per cell (the f = 0 row, or the first row of a failed cell): the columns that
+    identify and list it, as plain strings."""
+    from bench.core.store import plain_strings
+
+    columns = [*SEED_KEYS, *LISTED, "extra_fraction", "status", "error"]
+    cells = df[[c for c in dict.fromkeys(columns) if c in df]]
+    cells = cells.sort_values("extra_fraction", kind="stable").drop_duplicates(list(SEED_KEYS))
+    return plain_strings(cells)
+
+
+def _groups(df: pd.DataFrame) -> set[tuple[Any, ...]]:
+    """The configurations (``GROUP_KEYS`` tuples) of ``df``'s rows."""
+    return set(map(tuple, df[list(GROUP_KEYS)].drop_duplicates().to_numpy().tolist()))
+
+
+def _narrow(df: pd.DataFrame, groups: set[tuple[Any, ...]]) -> pd.DataFrame:
+    """The rows of the configurations ``groups`` (``GROUP_KEYS`` tuples) and the clean
+    reference rows (attack and defense ``none``) of their (dataset, model) pairs, as plain
+    strings: all that the checks of those configurations read (each configuration's
+    estimate depends only on its own rows and its pair's clean references)."""
+    from bench.core.store import plain_strings
+
+    keys = list(GROUP_KEYS)
+    pairs = {g[:2] for g in groups}
+    near = df[
+        df["dataset_id"].isin({p[0] for p in pairs}) & df["model_id"].isin({p[1] for p in pairs})
+    ]
+    near = plain_strings(near)
+    if near.empty:
+        return near
+    in_groups = pd.MultiIndex.from_frame(near[keys]).isin(list(groups))
+    in_pairs = pd.MultiIndex.from_frame(near[keys[:2]]).isin(list(pairs))
+    clean = (near["attack_id"] == NO_ATTACK_ID) & (near["defense_id"] == NO_DEFENSE_ID)
+    return near[in_groups | (clean.to_numpy() & in_pairs)]
 
 
 def align_models(base: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -530,9 +598,9 @@ def align_models(base: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, l
     notes: list[str] = []
     if "model" not in base or "model" not in new:
         return new, notes
-    new = new.copy()
     b_ids = base[["dataset_id", "model", "model_id", "model_label"]].drop_duplicates()
     n_ids = new[["dataset_id", "model", "model_id", "model_label"]].drop_duplicates()
+    copied = False
     for (dataset, name), nb in n_ids.groupby(["dataset_id", "model"]):
         bb = b_ids[(b_ids["dataset_id"] == dataset) & (b_ids["model"] == name)]
         only_n = sorted(set(nb["model_id"]) - set(bb["model_id"]))
@@ -540,6 +608,11 @@ def align_models(base: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, l
         if len(only_n) == 1 and len(only_b) == 1:
             old_label = bb.loc[bb["model_id"] == only_b[0], "model_label"].iloc[0]
             new_label = nb.loc[nb["model_id"] == only_n[0], "model_label"].iloc[0]
+            if not copied:  # (text read as categories takes no new value: plain text first)
+                new, copied = new.copy(), True
+                for column in ("model_id", "model_label"):
+                    if isinstance(new[column].dtype, pd.CategoricalDtype):
+                        new[column] = new[column].astype(new[column].cat.categories.dtype)
             rows = (new["dataset_id"] == dataset) & (new["model_id"] == only_n[0])
             new.loc[rows, "model_id"] = only_b[0]
             new.loc[rows, "model_label"] = old_label
@@ -614,6 +687,8 @@ def compare_tables(
                 )
     new, notes = align_models(base, new)
     key = list(SEED_KEYS)
+    # NEW may be a cluster-sized grid against a small BASE: the steps on whole tables work on
+    # one row per cell (_cells); the statistics see only the configurations both sides have.
     cells_b, cells_n = _cells(base), _cells(new)
     ids_b = cells_b.set_index(key).index
     ids_n = cells_n.set_index(key).index
@@ -631,20 +706,22 @@ def compare_tables(
         LISTED + (["error"] if "error" in cells_n else [])
     ].reset_index(drop=True)
 
-    ok_b = base[base["status"] == "ok"]
-    ok_n = new[new["status"] == "ok"]
-    groups_b = set(map(tuple, ok_b[list(GROUP_KEYS)].drop_duplicates().to_numpy().tolist()))
-    groups_n = set(map(tuple, new[list(GROUP_KEYS)].drop_duplicates().to_numpy().tolist()))
+    groups_b = _groups(base[base["status"] == "ok"])
+    groups_n = _groups(new)
     if not groups_b & groups_n:
         raise CompareError(
             f"no common cells: {base_name} and {new_name} share no configuration (dataset, "
             "model, attack, rate, defense); are they runs of the same config?"
         )
+    common_groups = _groups(base) & groups_n
+    base, new = _narrow(base, common_groups), _narrow(new, common_groups)
+    ok_b = base[base["status"] == "ok"]
+    ok_n = new[new["status"] == "ok"]
 
     checks, skipped = _seed_checks(base, new, settings)
     # A configuration BASE finished that NEW ran but finished no row of: every metric BASE
     # defines there went missing, a hole the gate must not pass.
-    groups_ok_n = set(map(tuple, ok_n[list(GROUP_KEYS)].drop_duplicates().to_numpy().tolist()))
+    groups_ok_n = _groups(ok_n)
     for gkey in sorted((groups_b & groups_n) - groups_ok_n, key=str):
         gb = ok_b[(ok_b[list(GROUP_KEYS)] == pd.Series(gkey, index=list(GROUP_KEYS))).all(axis=1)]
         gb = gb[gb["extra_fraction"] == JUDGED_FRACTION]
@@ -726,9 +803,18 @@ def compare(
     The recovery metric and tolerance come from BASE's ``run.json`` when present, so both sides
     are estimated the same way.
     """
-    table_b, meta_b = load_results(base)
-    table_n, _ = load_results(new)
+    from bench.core.store import read_run_meta
+
+    try:
+        meta_b = read_run_meta(base) if Path(base).exists() else {}
+    except PoisonBenchError as exc:
+        raise CompareError(str(exc)) from None
     settings = settings_from(meta_b, metrics, k, floors)
+    # Only what a comparison reads, text as categories: a million-row NEW reads in seconds
+    # (compare_tables narrows it to BASE's configurations before any statistics).
+    unread = unread_columns(settings.recovery_metric)
+    table_b, meta_b = load_results(base, unread, categories=True)
+    table_n, _ = load_results(new, unread, categories=True)
     return compare_tables(table_b, table_n, settings, str(base), str(new))
 
 

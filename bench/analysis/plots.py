@@ -5,6 +5,11 @@ Every function takes the long results table (and, where needed, the recovery cur
 pyplot global state, so plotting is safe in any process) and writes it to ``path``.
 :func:`write_plots` draws all of them for every (dataset, model) configuration and returns what
 it wrote. Lines and panels are configurations (ids), named by their unique labels.
+
+A report of a cluster-sized grid would otherwise draw four PNGs for each of hundreds of pairs
+(~0.4 s each): :func:`plot_pairs` picks at most :data:`MAX_PLOT_PAIRS` of them, the ones whose
+worst undefended attack costs the most (see there); the report says how many it left out and
+how to draw them all (``poisonbench report RUN --plot-pairs 0``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from bench.core.store import atomic_write
 #: figure width per panel and height, inches
 PANEL_W, PANEL_H = 4.2, 3.4
 DPI = 100
+#: at most this many (dataset, model) pairs get plots in a report by default (4 PNGs each; the
+#: shipped configs have at most 6 pairs, so their reports keep every plot)
+MAX_PLOT_PAIRS = 6
 
 
 def _figure(n_panels: int, width: float = PANEL_W) -> tuple[Any, list[Any]]:
@@ -235,6 +243,61 @@ def plot_prediction_distribution(
     _save(fig, path)
 
 
+def plot_pairs(
+    df: pd.DataFrame, metric: str = "accuracy", limit: int | None = MAX_PLOT_PAIRS
+) -> tuple[list[tuple[str, str]], int]:
+    """The (dataset_id, model_id) pairs to draw plots for, and how many pairs have finished
+    rows.
+
+    All of them when there are at most ``limit`` (``None`` or 0: no limit). Otherwise the
+    ``limit`` most informative: ranked by the largest cost of an undefended attack, the clean
+    model's mean ``metric`` minus the lowest mean of an (attack, rate) at f = 0 (for a
+    lower-is-better metric, the other way round), ties and pairs without such a cost by
+    label. Returned in label order.
+    """
+    ok = _ok0(df) if {"status", "extra_fraction"} <= set(df.columns) else df.iloc[0:0]
+    if ok.empty or metric not in ok:
+        return [], 0
+    keys = ["dataset_id", "model_id"]
+    labels = ok.drop_duplicates(keys)[[*keys, "dataset_label", "model_label"]]
+    order = labels.sort_values(["dataset_label", "model_label"], kind="stable")
+    pairs = [(d, m) for d, m in order[keys].itertuples(index=False, name=None)]
+    if not limit or len(pairs) <= limit:
+        return pairs, len(pairs)
+    undefended = ok[ok["defense_id"] == NO_DEFENSE_ID]
+    means = undefended.groupby([*keys, "attack_id", "rate"], sort=False)[metric].mean()
+    means = means.reset_index()
+    clean = means[means["attack_id"] == NO_ATTACK_ID].groupby(keys)[metric].mean()
+    attacked = means[means["attack_id"] != NO_ATTACK_ID].groupby(keys)[metric]
+    sign = -1.0 if metric in ("attack_success_rate", "log_loss", "backdoor_asr") else 1.0
+    worst = attacked.min() if sign > 0 else attacked.max()
+    cost = (sign * (clean - worst)).reindex(pd.MultiIndex.from_tuples(pairs, names=keys))
+    rank = pd.DataFrame({"cost": cost.to_numpy(float), "position": range(len(pairs))})
+    rank["cost"] = rank["cost"].fillna(-np.inf)
+    chosen = rank.sort_values(["cost", "position"], ascending=[False, True], kind="stable")
+    keep = sorted(chosen["position"].iloc[:limit])
+    return [pairs[i] for i in keep], len(pairs)
+
+
+def _within(frame: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """The rows of ``frame`` whose (dataset_id, model_id) is one of ``pairs``."""
+    if frame.empty or not pairs:
+        return frame.iloc[0:0]
+    keys = pd.MultiIndex.from_frame(frame[["dataset_id", "model_id"]])
+    return frame[keys.isin(pairs)]
+
+
+def pairs_note(drawn: int, total: int) -> str | None:
+    """The report's sentence on the pairs :func:`plot_pairs` left out (None when none)."""
+    if drawn >= total:
+        return None
+    return (
+        f"Plots are drawn for {drawn} of the {total} (dataset, model) pairs: the {drawn} whose "
+        f"worst undefended attack costs the most (at most {MAX_PLOT_PAIRS} by default). "
+        f"`poisonbench report RUN_DIR --plot-pairs 0` draws all {total} (four PNGs each)."
+    )
+
+
 def write_plots(
     df: pd.DataFrame,
     out_dir: str | Path,
@@ -242,6 +305,7 @@ def write_plots(
     references: dict[tuple[str, str], float] | None = None,
     metric: str = "accuracy",
     tolerance: float = 0.005,
+    pairs: list[tuple[str, str]] | None = None,
 ) -> list[Plot]:
     """Draw every plot for every (dataset, model) configuration into ``out_dir``; returns what
     was written (nothing when no cell finished).
@@ -249,12 +313,18 @@ def write_plots(
     curves: :func:`bench.analysis.recovery.recovery_curves` of ``df`` (computed when None).
     references: clean reference per (dataset_id, model_id) (the mean f = 0 clean value when
     None).
+    pairs: draw only these (dataset_id, model_id) pairs (e.g. :func:`plot_pairs`); None: all.
     """
 
     out = Path(out_dir)
     ok = df[df["status"] == "ok"] if "status" in df else df.iloc[0:0]
     if ok.empty or "extra_fraction" not in df or metric not in ok:
         return []
+    if pairs is not None:  # (every figure then selects its rows from these pairs' only)
+        df, ok = _within(df, pairs), _within(ok, pairs)
+        curves = None if curves is None else _within(curves, pairs)
+        if ok.empty:
+            return []
     if curves is None:
         curves = recovery_curves(df, metric)
     if references is None:

@@ -34,10 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.core.atomic import WriteError, atomic_path, atomic_write_text, remove_temporaries
 from bench.core.schema import (
+    COLUMN_BY_NAME,
     NESTED_COLUMNS,
     ROW_KEYS,
     SCHEMA_VERSION,
@@ -395,8 +397,22 @@ def write_table(df: pd.DataFrame, root: Path) -> None:
     atomic_write_text(root / "results.csv", df.to_csv(index=False))
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A results table from a run directory, a ``.parquet`` file or a ``.csv`` file."""
+def read_table(
+    path: str | Path,
+    exclude: Iterable[str] = (),
+    categories: bool = False,
+) -> pd.DataFrame:
+    """A results table from a run directory, a ``.parquet`` file or a ``.csv`` file.
+
+    exclude: columns not to read (absent ones are ignored): a reader that does not need the
+        nested JSON columns skips decoding them, which is most of the time spent reading a
+        large table.
+    categories: read the text columns of a parquet table dictionary-encoded, as pandas
+        ``category`` columns (their categories in order of appearance, not sorted): a
+        million-row table then reads, groups and de-duplicates in a fraction of the time, but
+        code that sorts by such a column or assigns new values to it must convert it first
+        (:func:`plain_strings`). Ignored for CSV.
+    """
     path = Path(path)
     if path.is_dir():
         for name in ("results.parquet", "results.csv"):
@@ -409,13 +425,100 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise PoisonBenchError(f"{path} is a folder, not a results table file")
     if path.suffix not in (".parquet", ".csv"):
         raise PoisonBenchError(f"{path}: expected a run directory, .parquet or .csv")
+    _check_regular(path)
+    skip = set(exclude)
     try:
-        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        if path.suffix == ".parquet":
+            table = _read_parquet(path, skip, categories)
+        else:
+            table = pd.read_csv(path, usecols=lambda c: c not in skip)
     except Exception as exc:  # pyarrow and pandas raise many kinds; all mean "unusable"
         raise PoisonBenchError(
             f"cannot read results table {path}: {type(exc).__name__}: {exc}"
         ) from None
     return coerce_table(table)
+
+
+def _check_regular(path: Path) -> None:
+    """PoisonBenchError unless ``path`` is a regular file or absent (the reader says so): a
+    FIFO would block the reader until something writes to it, a device never ends."""
+    if path.exists() and not path.is_file():
+        raise PoisonBenchError(f"cannot read results table {path}: not a regular file")
+
+
+def _read_parquet(path: Path, skip: set[str], categories: bool) -> pd.DataFrame:
+    """The parquet table at ``path`` without the columns ``skip``; each column in one piece.
+
+    pyarrow reads a large file in batches, and a text column made of several chunks is
+    gathered whole for every row selection (``df[mask]``): 13× slower on a million rows than
+    the same selection from one chunk, and the report makes hundreds of them.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    columns = [name for name in schema.names if name not in skip]
+    text = [  # the schema's text columns only: a damaged numeric column keeps its values
+        f.name
+        for f in schema
+        if f.name in columns
+        and getattr(COLUMN_BY_NAME.get(f.name), "dtype", None) == "string"
+        and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+    ]
+    # Text read dictionary-encoded (as parquet stores it) is 2× faster to read, then decoded
+    # in arrow unless categories are wanted.
+    table = pq.read_table(path, columns=columns, read_dictionary=text).combine_chunks()
+    if not categories:
+        for name in text:
+            i, kind = table.schema.get_field_index(name), schema.field(name).type
+            chunks = [c.dictionary_decode().cast(kind) for c in table.column(i).chunks]
+            table = table.set_column(i, name, pa.chunked_array(chunks, type=kind))
+    return table.to_pandas()
+
+
+def read_columns(path: str | Path, columns: Iterable[str], rows: Any = None) -> pd.DataFrame:
+    """The ``columns`` of the results table at ``path`` that it has (run directory or table
+    file, as :func:`read_table`), only at the rows where the boolean array ``rows`` is true
+    (positions in the table as :func:`read_table` returns it; None: every row). For columns
+    needed on a few rows of a large table: the plots' nested JSON of the plotted pairs."""
+    path = Path(path)
+    if path.is_dir():
+        path = next(
+            (path / n for n in ("results.parquet", "results.csv") if (path / n).exists()), path
+        )
+    _check_regular(path)
+    wanted = list(dict.fromkeys(columns))
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            present = [c for c in wanted if c in pq.read_schema(path).names]
+            table = pq.read_table(path, columns=present)
+            if rows is not None:
+                table = table.filter(pa.array(np.asarray(rows, dtype=bool)))
+            out = table.combine_chunks().to_pandas()
+        else:
+            out = pd.read_csv(path, usecols=lambda c: c in wanted)
+            if rows is not None:
+                out = out[np.asarray(rows, dtype=bool)].reset_index(drop=True)
+    except Exception as exc:  # pyarrow and pandas raise many kinds; all mean "unusable"
+        raise PoisonBenchError(
+            f"cannot read results table {path}: {type(exc).__name__}: {exc}"
+        ) from None
+    return coerce_table(out)
+
+
+def plain_strings(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its ``category`` columns (see :func:`read_table`) turned back into the
+    schema's string columns (the table as :func:`read_table` returns it by default)."""
+    categorical = [c for c in df.columns if isinstance(df[c].dtype, pd.CategoricalDtype)]
+    if not categorical:
+        return df
+    out = df.copy()
+    for name in categorical:  # the categories' dtype: what pyarrow gives undictionaried text
+        out[name] = out[name].astype(out[name].cat.categories.dtype)
+    return out
 
 
 RUN_META = "run.json"
