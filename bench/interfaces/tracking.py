@@ -54,6 +54,7 @@ from typing import Any
 from bench.analysis.findings import headline_table
 from bench.analysis.recovery import estimate_recovery
 from bench.core.schema import (
+    FALLBACK_METRICS,
     dataset_id,
     defense_id,
     jsonable,
@@ -470,7 +471,11 @@ class MlflowTracker:
         assert self.parent_id is not None, "start() first"
         recovery = self.config.recovery
         rec = estimate_recovery(
-            table, recovery.metric, float(recovery.tolerance), n_boot=int(recovery.bootstrap)
+            table,
+            recovery.metric,
+            float(recovery.tolerance),
+            n_boot=int(recovery.bootstrap),
+            fallback=FALLBACK_METRICS.get(recovery.metric),
         )
         headline = headline_table(rec)
         self.client.log_text(self.parent_id, headline.to_csv(index=False), "headline.csv")

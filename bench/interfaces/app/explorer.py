@@ -24,7 +24,7 @@ from bench.analysis.report import (
     targeted_tables,
 )
 from bench.analysis.report import filter_table as filter_quality_table
-from bench.core.schema import NESTED_COLUMNS, NO_ATTACK_ID, NO_DEFENSE_ID
+from bench.core.schema import FALLBACK_METRICS, NESTED_COLUMNS, NO_ATTACK_ID, NO_DEFENSE_ID
 from bench.core.store import read_table
 from bench.core.types import PoisonBenchError
 
@@ -310,11 +310,13 @@ def recovery_estimates(table: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFram
     ok = ok_rows(table)
     if ok.empty or "extra_fraction" not in ok:
         return pd.DataFrame()
+    metric = settings.get("metric", "accuracy")
     return estimate_recovery(
         table,
-        settings.get("metric", "accuracy"),
+        metric,
         float(settings.get("tolerance", 0.005)),
         n_boot=int(settings.get("bootstrap", 1000)),
+        fallback=FALLBACK_METRICS.get(metric),
     )
 
 
