@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import sys
 
 # scikit-learn sets KMP_DUPLICATE_LIB_OK and joblib's loky KMP_INIT_AT_FORK in os.environ when
 # first imported. The harness imports them only where it fits (`poisonbench list` imports
@@ -71,6 +72,7 @@ def _process_state() -> dict[str, object]:
         # pytest itself sets PYTEST_CURRENT_TEST per phase
         "environ": {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
         "cwd": os.getcwd(),
+        "main": sys.modules.get("__main__"),
     }
 
 
@@ -100,6 +102,11 @@ def _tests_restore_process_state():
                 os.environ[key] = env_before[key]
             else:
                 os.environ.pop(key, None)
+    if after["main"] is not before["main"]:
+        # Streamlit's AppTest leaves its page script as __main__; a run's workers import
+        # __main__ the way spawn does, so later runs in this process would start workers
+        # that run the page and die (exit code 1). A library's doing: put back, not failed.
+        sys.modules["__main__"] = before["main"]  # type: ignore[assignment]
     if after["cwd"] != before["cwd"]:
         changed.append(f"cwd: {before['cwd']} -> {after['cwd']}")
         os.chdir(before["cwd"])
