@@ -61,6 +61,7 @@ from bench.core.schema import (
     SchemaError,
     check_table,
 )
+from bench.core.store import plain_strings, read_run_meta, read_table
 from bench.core.types import PoisonBenchError
 
 #: the metrics the gate can judge, each with its direction (schema.DIRECTIONS)
@@ -332,8 +333,6 @@ def load_results(
     exclude, categories: see :func:`bench.core.store.read_table` (``compare`` leaves out
     :func:`unread_columns` and reads text as categories; :func:`compare_tables` takes either).
     """
-    from bench.core.store import read_run_meta, read_table
-
     path = Path(path)
     if not path.exists():
         raise CompareError(f"{path}: no such file or directory")
@@ -554,8 +553,6 @@ def _recovery_checks(
 def _cells(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell (the f = 0 row, or the first row of a failed cell): the columns that
     identify and list it, as plain strings."""
-    from bench.core.store import plain_strings
-
     columns = [*SEED_KEYS, *LISTED, "extra_fraction", "status", "error"]
     cells = df[[c for c in dict.fromkeys(columns) if c in df]]
     cells = cells.sort_values("extra_fraction", kind="stable").drop_duplicates(list(SEED_KEYS))
@@ -572,8 +569,6 @@ def _narrow(df: pd.DataFrame, groups: set[tuple[Any, ...]]) -> pd.DataFrame:
     reference rows (attack and defense ``none``) of their (dataset, model) pairs, as plain
     strings: all that the checks of those configurations read (each configuration's
     estimate depends only on its own rows and its pair's clean references)."""
-    from bench.core.store import plain_strings
-
     keys = list(GROUP_KEYS)
     pairs = {g[:2] for g in groups}
     near = df[
@@ -803,8 +798,6 @@ def compare(
     The recovery metric and tolerance come from BASE's ``run.json`` when present, so both sides
     are estimated the same way.
     """
-    from bench.core.store import read_run_meta
-
     try:
         meta_b = read_run_meta(base) if Path(base).exists() else {}
     except PoisonBenchError as exc:
