@@ -99,7 +99,7 @@ def summary_lines(
 
     ``metric``: the metric ``rec`` was estimated on (e.g. ``backdoor_asr``, lower is better:
     a rise is the damage)."""
-    ok0 = subset(at_f0(df), dataset, model)
+    ok0 = at_f0(subset(df, dataset, model))
     if ok0.empty:
         return []
     r = subset(rec, dataset, model)
