@@ -7,6 +7,7 @@ two settings of one defense are two columns, never one average.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -87,3 +88,23 @@ def dataset_model_pairs(df: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def subset(frame: pd.DataFrame, dataset: str, model: str) -> pd.DataFrame:
     return frame[(frame["dataset_id"] == dataset) & (frame["model_id"] == model)]
+
+
+class PairSplit:
+    """``frame`` split once into the rows of each (dataset_id, model_id) pair: ``split(d, m)``
+    is ``subset(frame, d, m)`` (the same rows in the same order, the index kept) without
+    comparing every row's ids once per pair, which on a large table (64 pairs of 1M rows) was
+    most of the report's time."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._rows: dict[tuple[str, str], Any] | None = None
+        if not frame.empty and {"dataset_id", "model_id"} <= set(frame.columns):
+            groups = frame.groupby(["dataset_id", "model_id"], sort=False, observed=True)
+            self._rows = groups.indices
+
+    def __call__(self, dataset: str, model: str) -> pd.DataFrame:
+        if self._rows is None:
+            return subset(self.frame, dataset, model)
+        rows = self._rows.get((dataset, model))
+        return self.frame.iloc[0:0] if rows is None else self.frame.iloc[rows]

@@ -24,8 +24,8 @@ from bench.analysis.recovery import (
     label_noise_multiplier,
 )
 from bench.analysis.report.frames import (
+    PairSplit,
     pivot_defenses,
-    subset,
 )
 from bench.core.schema import (
     NO_ATTACK_ID,
@@ -127,8 +127,9 @@ def needed_section(
     note = fallback_note(rec, metric)
     if note is not None:
         section.paragraphs.append(note)
+    rec_of = PairSplit(rec)
     for dataset, model, heading in pairs:
-        section.subsections.append(needed_subsection(subset(rec, dataset, model), heading, metric))
+        section.subsections.append(needed_subsection(rec_of(dataset, model), heading, metric))
     return section
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from bench.analysis.document import Section, Table
 from bench.analysis.formats import FALLBACK_MARK, fmt_multiple, fmt_rate, fmt_recovery
 from bench.analysis.report.frames import (
-    subset,
+    PairSplit,
 )
 from bench.core.schema import (
     NO_ATTACK_ID,
@@ -92,8 +92,9 @@ def rule_section(
     """The "Rule-of-thumb check" section: per dataset and model, the table and one sentence
     (``metric``: the run's, to mark the rows estimated on another)."""
     section = Section("Rule-of-thumb check", paragraphs=[RULE_TEXT])
+    rec_of = PairSplit(rec)
     for dataset, model, heading in pairs:
-        rule = rule_of_thumb_table(subset(rec, dataset, model), metric)
+        rule = rule_of_thumb_table(rec_of(dataset, model), metric)
         section.subsections.append(
             Section(heading, level=3, tables=[Table(rule)], paragraphs=[rule_summary(rule)])
         )

@@ -18,6 +18,7 @@ from bench.analysis.formats import (
     fmt_span,
 )
 from bench.analysis.report.frames import (
+    PairSplit,
     at_f0,
     subset,
 )
@@ -53,9 +54,10 @@ def findings_section(
             "otherwise the observed spread says roughly how many more seeds would answer it."
         ],
     )
+    rec_of, df_of = PairSplit(rec), PairSplit(df)
     for dataset, model, heading in pairs:
         table = findings_table(
-            subset(rec, dataset, model), subset(df, dataset, model), target, metric, tolerance
+            rec_of(dataset, model), df_of(dataset, model), target, metric, tolerance
         )
         if not table.empty:
             section.subsections.append(Section(heading, level=3, tables=[Table(table)]))
@@ -77,8 +79,11 @@ def summary_section(
 ) -> Section:
     """The "Summary" section: :func:`summary_lines` for every dataset and model, in order."""
     section = Section("Summary")
+    df_of, rec_of = PairSplit(df), PairSplit(rec)
     for dataset, model, _ in pairs:
-        section.bullets += summary_lines(df, rec, dataset, model, metric, tolerance, target)
+        section.bullets += summary_lines(
+            df_of(dataset, model), rec_of(dataset, model), dataset, model, metric, tolerance, target
+        )
     return section
 
 

@@ -9,12 +9,12 @@ import pandas as pd
 from bench.analysis.document import Section, Table
 from bench.analysis.formats import DASH
 from bench.analysis.report.frames import (
+    PairSplit,
     at_f0,
     defense_order,
     id_labels,
     mean_std,
     pivot_defenses,
-    subset,
 )
 from bench.core.schema import (
     NO_ATTACK_ID,
@@ -104,8 +104,9 @@ def targeted_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def accuracy_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]], metric: str) -> Section:
     """The accuracy (or macro-F1) section: :func:`accuracy_table` per dataset and model."""
     section = Section(f"{metric.replace('_', ' ').capitalize()} (mean ± std over seeds, f = 0)")
+    df_of = PairSplit(df)
     for dataset, model, heading in pairs:
-        table = accuracy_table(subset(df, dataset, model), metric)
+        table = accuracy_table(df_of(dataset, model), metric)
         section.subsections.append(Section(heading, level=3, tables=[Table(table)]))
     return section
 
@@ -116,8 +117,9 @@ def targeted_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Sec
     section = Section(
         "Targeted flips: source-class accuracy and attack success rate", paragraphs=[TARGETED_TEXT]
     )
+    df_of = PairSplit(df)
     for dataset, model, heading in pairs:
-        src, asr = targeted_tables(subset(df, dataset, model))
+        src, asr = targeted_tables(df_of(dataset, model))
         if src.empty:
             continue
         section.subsections += [
@@ -132,8 +134,9 @@ def targeted_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Sec
 def filter_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Section:
     """The filter-quality section: :func:`filter_table` per dataset and model that has a filter."""
     section = Section("Filter quality", paragraphs=[FILTER_TEXT])
+    df_of = PairSplit(df)
     for dataset, model, heading in pairs:
-        table = filter_table(subset(df, dataset, model))
+        table = filter_table(df_of(dataset, model))
         if not table.empty:
             section.subsections.append(Section(heading, level=3, tables=[Table(table)]))
     if not section.subsections:
