@@ -218,7 +218,8 @@ def findings_table(
     for (m, tol), est in undefended[other].groupby(["metric", "tolerance"]):
         status = precision_table(df, target, 10**9, str(m), float(tol), estimates=est)
         by_key.update({(s["attack_id"], s["rate"]): s for _, s in status.iterrows()})
-    at_f0 = _at_f0(df)  # once: best_gain reads the f = 0 rows only
+    at_f0 = _at_f0(df)  # once: best_gain reads the f = 0 rows only, of one (attack, rate)
+    cells = at_f0.groupby(["attack_id", "rate"], sort=False).indices if len(at_f0) else {}
     rows = []
     for _, u in undefended.sort_values(["attack_label", "rate"]).iterrows():
         own = not other[u.name]
@@ -231,7 +232,9 @@ def findings_table(
             lost_text += f" {u['metric']} lost" if sign > 0 else f" {u['metric']} worse"
         here = rec[(rec["attack_id"] == u["attack_id"]) & (rec["rate"] == u["rate"])]
         saver = best_defense(here)
-        gain = best_gain(at_f0, u["attack_id"], float(u["rate"]), gain_metric, tolerance)
+        cell = cells.get((u["attack_id"], u["rate"]))
+        cell_rows = at_f0.iloc[cell] if cell is not None else at_f0.iloc[0:0]
+        gain = best_gain(cell_rows, u["attack_id"], float(u["rate"]), gain_metric, tolerance)
         rows.append(
             {
                 "attack": u["attack_label"],
