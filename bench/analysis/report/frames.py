@@ -65,9 +65,9 @@ def pivot_defenses(
     order = list(order) if order is not None else defense_order(frame)
     attack_labels = id_labels(frame, "attack")
     defense_labels = id_labels(frame, "defense")
-    wide = frame.pivot_table(
-        index=["attack_id", "rate"], columns="defense_id", values=value, aggfunc="first"
-    )
+    # (the groupby's first and unstack: pivot_table(aggfunc="first") in a fraction of the time)
+    first = frame.groupby(["attack_id", "rate", "defense_id"], sort=True)[value].first()
+    wide = first.unstack("defense_id").dropna(how="all").dropna(how="all", axis=1)
     wide = wide[[d for d in order if d in wide.columns]]
     wide.columns = [defense_labels[d] for d in wide.columns]
     wide = wide.reset_index()
