@@ -78,7 +78,9 @@ def pivot_defenses(
 
 
 def at_f0(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df["status"] == "ok") & (df["extra_fraction"] == 0)]
+    """The finished rows at f = 0 (``df`` itself when every row is one: no copy)."""
+    rows = ((df["status"] == "ok") & (df["extra_fraction"] == 0)).to_numpy(bool, na_value=False)
+    return df if rows.all() else df[rows]
 
 
 def dataset_model_pairs(df: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -98,10 +100,14 @@ class PairSplit:
     """``frame`` split once into the rows of each (dataset_id, model_id) pair: ``split(d, m)``
     is ``subset(frame, d, m)`` (the same rows in the same order, the index kept) without
     comparing every row's ids once per pair, which on a large table (64 pairs of 1M rows) was
-    most of the report's time."""
+    most of the report's time. keep: keep each pair's rows once taken, for a split that
+    several sections share (:func:`bench.analysis.report.build_report`; they must not change
+    the frames it gives them); it then holds a copy of ``frame``."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
+    def __init__(self, frame: pd.DataFrame, keep: bool = False) -> None:
         self.frame = frame
+        self.keep = keep
+        self._taken: dict[tuple[str, str], pd.DataFrame] = {}
         self._rows: dict[tuple[str, str], Any] | None = None
         if not frame.empty and {"dataset_id", "model_id"} <= set(frame.columns):
             groups = frame.groupby(["dataset_id", "model_id"], sort=False, observed=True)
@@ -110,5 +116,17 @@ class PairSplit:
     def __call__(self, dataset: str, model: str) -> pd.DataFrame:
         if self._rows is None:
             return subset(self.frame, dataset, model)
-        rows = self._rows.get((dataset, model))
-        return self.frame.iloc[0:0] if rows is None else self.frame.iloc[rows]
+        key = (dataset, model)
+        if key in self._taken:
+            return self._taken[key]
+        rows = self._rows.get(key)
+        taken = self.frame.iloc[0:0] if rows is None else self.frame.iloc[rows]
+        if self.keep:
+            self._taken[key] = taken
+        return taken
+
+
+def split_of(frame: pd.DataFrame, split: PairSplit | None = None) -> PairSplit:
+    """``split`` when it is ``frame``'s (one a caller shares between sections), else a new
+    :class:`PairSplit` of ``frame``."""
+    return split if split is not None and split.frame is frame else PairSplit(frame)

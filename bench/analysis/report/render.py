@@ -17,9 +17,7 @@ from bench.analysis.plots import MAX_PLOT_PAIRS, pairs_note, plot_pairs, write_p
 from bench.analysis.recovery import estimate_recovery
 from bench.analysis.report.clean_budget import budget_section
 from bench.analysis.report.failures import closing_sections
-from bench.analysis.report.frames import (
-    dataset_model_pairs,
-)
+from bench.analysis.report.frames import PairSplit, at_f0, dataset_model_pairs
 from bench.analysis.report.header import (
     header_section,
     override_settings,
@@ -83,15 +81,19 @@ def build_report(
     acc_metric = metric if metric in ("accuracy", "macro_f1") else "accuracy"
     pairs = dataset_model_pairs(ok)
     target = precision_target(meta)
+    # the estimates and the f = 0 rows split once by (dataset, model), each pair's rows shared
+    # by the sections (the summary and the per-configuration tables read the f = 0 rows only)
+    f0 = at_f0(df)
+    rec_of, f0_of = PairSplit(rec, keep=True), PairSplit(f0, keep=True)
     sections = [
-        findings_section(df, rec, pairs, target, metric, tolerance),
-        summary_section(df, rec, pairs, metric, tolerance, target),
-        needed_section(rec, pairs, metric, tolerance),
+        findings_section(df, rec, pairs, target, metric, tolerance, rec_of=rec_of),
+        summary_section(f0, rec, pairs, metric, tolerance, target, f0_of, rec_of),
+        needed_section(rec, pairs, metric, tolerance, rec_of),
         budget_section(df, acc_metric),
-        rule_section(rec, pairs, metric),
-        accuracy_section(df, pairs, acc_metric),
-        targeted_section(df, pairs),
-        filter_section(df, pairs),
+        rule_section(rec, pairs, metric, rec_of),
+        accuracy_section(f0, pairs, acc_metric, f0_of),
+        targeted_section(f0, pairs, f0_of),
+        filter_section(f0, pairs, f0_of),
         certified_section(df, list(plots)),
         plots_section(plots),
         *closing_sections(df),

@@ -10,6 +10,7 @@ from bench.analysis.document import Section, Table
 from bench.analysis.formats import FALLBACK_MARK, fmt_multiple, fmt_rate, fmt_recovery
 from bench.analysis.report.frames import (
     PairSplit,
+    split_of,
 )
 from bench.core.schema import (
     NO_ATTACK_ID,
@@ -87,12 +88,16 @@ def rule_summary(rule: pd.DataFrame) -> str:
 
 
 def rule_section(
-    rec: pd.DataFrame, pairs: list[tuple[str, str, str]], metric: str | None = None
+    rec: pd.DataFrame,
+    pairs: list[tuple[str, str, str]],
+    metric: str | None = None,
+    rec_of: PairSplit | None = None,
 ) -> Section:
     """The "Rule-of-thumb check" section: per dataset and model, the table and one sentence
-    (``metric``: the run's, to mark the rows estimated on another)."""
+    (``metric``: the run's, to mark the rows estimated on another; ``rec_of``: ``rec``'s
+    :class:`PairSplit`, shared with other sections)."""
     section = Section("Rule-of-thumb check", paragraphs=[RULE_TEXT])
-    rec_of = PairSplit(rec)
+    rec_of = split_of(rec, rec_of)
     for dataset, model, heading in pairs:
         rule = rule_of_thumb_table(rec_of(dataset, model), metric)
         section.subsections.append(

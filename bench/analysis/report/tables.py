@@ -15,6 +15,7 @@ from bench.analysis.report.frames import (
     id_labels,
     mean_std,
     pivot_defenses,
+    split_of,
 )
 from bench.core.schema import (
     NO_ATTACK_ID,
@@ -101,23 +102,32 @@ def targeted_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return out[0], out[1]
 
 
-def accuracy_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]], metric: str) -> Section:
-    """The accuracy (or macro-F1) section: :func:`accuracy_table` per dataset and model."""
+def accuracy_section(
+    df: pd.DataFrame,
+    pairs: list[tuple[str, str, str]],
+    metric: str,
+    df_of: PairSplit | None = None,
+) -> Section:
+    """The accuracy (or macro-F1) section: :func:`accuracy_table` per dataset and model
+    (``df_of``: ``df``'s :class:`PairSplit`, shared with other sections; these tables read
+    the f = 0 rows only, so ``df`` may be those alone)."""
     section = Section(f"{metric.replace('_', ' ').capitalize()} (mean ± std over seeds, f = 0)")
-    df_of = PairSplit(df)
+    df_of = split_of(df, df_of)
     for dataset, model, heading in pairs:
         table = accuracy_table(df_of(dataset, model), metric)
         section.subsections.append(Section(heading, level=3, tables=[Table(table)]))
     return section
 
 
-def targeted_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Section:
+def targeted_section(
+    df: pd.DataFrame, pairs: list[tuple[str, str, str]], df_of: PairSplit | None = None
+) -> Section:
     """The targeted-flip section: source-class accuracy and attack success rate per dataset and
     model (:func:`targeted_tables`), or a line saying the run has no targeted attack."""
     section = Section(
         "Targeted flips: source-class accuracy and attack success rate", paragraphs=[TARGETED_TEXT]
     )
-    df_of = PairSplit(df)
+    df_of = split_of(df, df_of)
     for dataset, model, heading in pairs:
         src, asr = targeted_tables(df_of(dataset, model))
         if src.empty:
@@ -131,10 +141,12 @@ def targeted_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Sec
     return section
 
 
-def filter_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Section:
+def filter_section(
+    df: pd.DataFrame, pairs: list[tuple[str, str, str]], df_of: PairSplit | None = None
+) -> Section:
     """The filter-quality section: :func:`filter_table` per dataset and model that has a filter."""
     section = Section("Filter quality", paragraphs=[FILTER_TEXT])
-    df_of = PairSplit(df)
+    df_of = split_of(df, df_of)
     for dataset, model, heading in pairs:
         table = filter_table(df_of(dataset, model))
         if not table.empty:
