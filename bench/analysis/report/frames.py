@@ -22,7 +22,26 @@ def mean_std(values: pd.Series) -> str:
     """``mean ± std`` over seeds (3 decimals); the value alone for one seed, ``–`` for none."""
     # numpy, not pandas: called once per table cell (tens of thousands in a large report);
     # the same sums as Series.mean/std (pairwise, two-pass variance)
-    array = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return _mean_std(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan))
+
+
+def mean_std_cells(frame: pd.DataFrame, keys: list[str], column: str) -> pd.Series:
+    """:func:`mean_std` of ``column`` per group of ``keys`` (sorted, as
+    ``frame.groupby(keys)[column].apply(mean_std)``), from one sort of the rows instead of
+    a Series per group: each group's values in the table's order, so the same numbers."""
+    grouped = frame.groupby(keys, sort=True)[column]
+    index = grouped.size().index
+    codes = grouped.ngroup().to_numpy()
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    kept = codes >= 0  # rows with a missing key are in no group
+    order = np.argsort(codes[kept], kind="stable")
+    values, codes = values[kept][order], codes[kept][order]
+    bounds = np.searchsorted(codes, np.arange(len(index) + 1))
+    cells = [_mean_std(values[bounds[i] : bounds[i + 1]]) for i in range(len(index))]
+    return pd.Series(cells, index=index, name=column, dtype=object)
+
+
+def _mean_std(array: np.ndarray) -> str:
     array = array[~np.isnan(array)]
     if not len(array):
         return DASH
@@ -65,16 +84,33 @@ def pivot_defenses(
     order = list(order) if order is not None else defense_order(frame)
     attack_labels = id_labels(frame, "attack")
     defense_labels = id_labels(frame, "defense")
-    # (the groupby's first and unstack: pivot_table(aggfunc="first") in a fraction of the time)
-    first = frame.groupby(["attack_id", "rate", "defense_id"], sort=True)[value].first()
-    wide = first.unstack("defense_id").dropna(how="all").dropna(how="all", axis=1)
-    wide = wide[[d for d in order if d in wide.columns]]
-    wide.columns = [defense_labels[d] for d in wide.columns]
-    wide = wide.reset_index()
-    wide.insert(0, "attack", wide.pop("attack_id").map(attack_labels))
-    wide["rate"] = wide["rate"].map(fmt_rate)
-    wide = wide.sort_values(["attack"], kind="stable")
-    return wide.fillna(DASH).reset_index(drop=True)
+    # In plain Python, not pivot_table(aggfunc="first"): the frame is small (one row per
+    # table cell) and a large report pivots hundreds of them. The same table: per (attack_id,
+    # rate) and defense the first value that is not missing, rows and columns without one
+    # left out, rows in (attack_id, rate) order and then stably by attack label.
+    cells: dict[tuple[Any, Any], dict[Any, Any]] = {}
+    columns = (frame[c].tolist() for c in ("attack_id", "rate", "defense_id", value))
+    for attack, rate, defense, cell in zip(*columns, strict=True):
+        if pd.isna(attack) or pd.isna(rate) or pd.isna(defense) or pd.isna(cell):
+            continue
+        cells.setdefault((attack, rate), {}).setdefault(defense, cell)
+    present = {d for row in cells.values() for d in row}
+    shown = [d for d in order if d in present]
+    keyed = []
+    for (attack, rate), row in sorted(cells.items(), key=lambda item: item[0]):
+        label = attack_labels[attack]
+        missing = bool(pd.isna(label))  # sorted last, shown as a dash
+        cells_shown = [DASH if missing else label, fmt_rate(rate)]
+        keyed.append(
+            (
+                (missing, "" if missing else label),
+                [*cells_shown, *(row.get(d, DASH) for d in shown)],
+            )
+        )
+    keyed.sort(key=lambda item: item[0])  # stable: (attack_id, rate) order within a label
+    return pd.DataFrame(
+        [row for _, row in keyed], columns=["attack", "rate", *(defense_labels[d] for d in shown)]
+    )
 
 
 def at_f0(df: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from bench.analysis.report.frames import (
     at_f0,
     defense_order,
     id_labels,
-    mean_std,
+    mean_std_cells,
     pivot_defenses,
     split_of,
 )
@@ -28,7 +28,7 @@ def accuracy_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     ok = at_f0(df)
     if ok.empty or metric not in ok:
         return pd.DataFrame()
-    cells = ok.groupby(["attack_id", "rate", "defense_id"], sort=True)[metric].apply(mean_std)
+    cells = mean_std_cells(ok, ["attack_id", "rate", "defense_id"], metric)
     frame = cells.rename("cell").reset_index()
     frame = frame.merge(
         ok[["attack_id", "attack_label"]].drop_duplicates("attack_id"), on="attack_id"
@@ -89,7 +89,7 @@ def targeted_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         if targeted.empty:
             out.append(pd.DataFrame())
             continue
-        cells = targeted.groupby(["attack_id", "rate", "defense_id"])[metric].apply(mean_std)
+        cells = mean_std_cells(targeted, ["attack_id", "rate", "defense_id"], metric)
         frame = cells.rename("cell").reset_index()
         meta = targeted[
             [c for c in ("attack_id", "attack_label", "defense_id", "defense_label",
