@@ -53,8 +53,19 @@ def _mean_std(array: np.ndarray) -> str:
 def id_labels(frame: pd.DataFrame, kind: str) -> dict[str, str]:
     """id → label for one kind (``defense``, ``attack``, ...) as the table records them."""
     id_col, label_col = f"{kind}_id", f"{kind}_label"
-    pairs = frame[[id_col, label_col]].drop_duplicates(id_col)
-    return dict(zip(pairs[id_col], pairs[label_col], strict=True))
+    return _first_of(frame[id_col], frame[label_col])
+
+
+def _first_of(keys: pd.Series, values: pd.Series) -> dict[Any, Any]:
+    """key → the value at its first row (``drop_duplicates`` of the keys, in plain Python:
+    the report asks it of small frames a thousand times; pandas for a large one)."""
+    if len(keys) > 10_000:
+        kept = ~keys.duplicated().to_numpy()
+        return dict(zip(keys[kept], values[kept], strict=True))
+    first: dict[Any, Any] = {}
+    for key, value in zip(keys.tolist(), values.tolist(), strict=True):
+        first.setdefault(key, value)
+    return first
 
 
 def defense_order(frame: pd.DataFrame) -> list[str]:
@@ -63,8 +74,8 @@ def defense_order(frame: pd.DataFrame) -> list[str]:
     labels = id_labels(frame, "defense")
     reference = set()
     if "defense_reference" in frame:
-        ref = frame[["defense_id", "defense_reference"]].drop_duplicates("defense_id")
-        reference = set(ref.loc[ref["defense_reference"].fillna(False).astype(bool), "defense_id"])
+        flags = _first_of(frame["defense_id"], frame["defense_reference"])
+        reference = {d for d, flag in flags.items() if not pd.isna(flag) and bool(flag)}
     head = [d for d in labels if d == NO_DEFENSE_ID]
     tail = sorted((d for d in labels if d in reference and d not in head), key=labels.get)
     middle = sorted((d for d in labels if d not in head and d not in tail), key=labels.get)
