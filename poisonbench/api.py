@@ -262,6 +262,7 @@ class Run:
         metric: str | None = None,
         tolerance: float | None = None,
         out: str | os.PathLike | None = None,
+        plot_pairs: int | None = None,
     ) -> Path:
         """(Re)write ``report.md`` and its plots from the table; returns its path.
 
@@ -275,6 +276,10 @@ class Run:
             instead of the run's.
         out : str or path-like, optional
             Write the report there (the plots beside it) instead of ``report.md`` here.
+        plot_pairs : int, optional
+            Draw the plots of at most this many (dataset, model) pairs, those whose worst
+            undefended attack costs most (0: all; default:
+            :data:`bench.analysis.plots.MAX_PLOT_PAIRS`), as ``poisonbench report --plot-pairs``.
 
         Raises
         ------
@@ -282,7 +287,8 @@ class Run:
             ``metric`` is not measured in the table (the message lists those that are) or
             ``tolerance`` is not a finite number >= 0 (``field``: ``--metric``, ``--tolerance``).
         """
-        return write_report(self.path, metric, tolerance, out)
+        limit = {} if plot_pairs is None else {"max_plot_pairs": plot_pairs}
+        return write_report(self.path, metric, tolerance, out, **limit)
 
     def report_markdown(self, metric: str | None = None, tolerance: float | None = None) -> str:
         """The report as markdown text, rendered from the table (nothing written); ``metric``

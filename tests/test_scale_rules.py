@@ -165,3 +165,30 @@ def test_a_table_that_is_a_fifo_is_refused_without_waiting(tmp_path):
     for read in (read_table, lambda p: read_columns(p, ["accuracy"])):
         with pytest.raises(PoisonBenchError, match="not a regular file"):
             read(fifo)
+
+
+def test_plot_pairs_option_takes_a_whole_number_at_least_zero(capsys):
+    from bench.interfaces.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["report", "RUN", "--plot-pairs", "2"]).plot_pairs == 2
+    assert parser.parse_args(["report", "RUN"]).plot_pairs is None  # the default cap
+    for bad in ("-1", "1.5", "x"):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(["report", "RUN", "--plot-pairs", bad])
+        assert stop.value.code == 2
+        assert "--plot-pairs" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_api_report_passes_plot_pairs_on(tmp_path):
+    import poisonbench
+
+    df = _replicated(2, [0.0, 0.1])
+    run = tmp_path / "run"
+    run.mkdir()
+    write_parquet(df, run / "results.parquet")
+    shutil.copy(BASELINE / "run.json", run / "run.json")
+    text = poisonbench.load(run).report(plot_pairs=1).read_text()
+    assert len(list(run.glob("*.png"))) == 4
+    assert "Plots are drawn for 1 of the 2 (dataset, model) pairs" in text

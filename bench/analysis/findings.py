@@ -77,6 +77,23 @@ def paired_gain(
     return diff.mean, diff.low, diff.high, diff.n
 
 
+def _paired_gains(
+    sub: pd.DataFrame, defenses: list[str], metric: str
+) -> dict[str, tuple[float, float, float, int]]:
+    """:func:`paired_gain` of each of ``defenses`` over no defense, from one grouping of
+    ``sub`` (the f = 0 rows of one attack and rate) by seed and defense instead of one
+    selection per defense: the same numbers (a seed one arm lacks is NaN here, and
+    :func:`paired_difference` drops it as :func:`paired_gain` leaves it out)."""
+    wide = sub.groupby(["seed", "defense_id"])[metric].mean().unstack("defense_id")
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    base = sign * wide[NO_DEFENSE_ID].to_numpy(dtype=float, na_value=np.nan)
+    gains = {}
+    for d in defenses:
+        diff = paired_difference(sign * wide[d].to_numpy(dtype=float, na_value=np.nan), base)
+        gains[d] = (diff.mean, diff.low, diff.high, diff.n)
+    return gains
+
+
 @dataclass(frozen=True)
 class BestGain:
     """The deployable defense with the largest paired gain at f = 0, and how sure it is.
@@ -115,8 +132,7 @@ def best_gain(
     if "defense_reference" in sub:
         reference = set(sub.loc[sub["defense_reference"].fillna(False).astype(bool), "defense_id"])
     candidates = [d for d in labels if d != NO_DEFENSE_ID and d not in reference]
-    # (sub: already these rows of df; selecting them again from a large df is the cost)
-    gains = {d: paired_gain(sub, attack_id, rate, d, metric) for d in candidates}
+    gains = _paired_gains(sub, candidates, metric)
     gains = {d: g for d, g in gains.items() if g[3] > 0 and math.isfinite(g[0])}
     if not gains:
         return None
@@ -218,7 +234,8 @@ def findings_table(
     for (m, tol), est in undefended[other].groupby(["metric", "tolerance"]):
         status = precision_table(df, target, 10**9, str(m), float(tol), estimates=est)
         by_key.update({(s["attack_id"], s["rate"]): s for _, s in status.iterrows()})
-    at_f0 = _at_f0(df)  # once: best_gain reads the f = 0 rows only
+    at_f0 = _at_f0(df)  # once: best_gain reads the f = 0 rows only, of one (attack, rate)
+    cells = at_f0.groupby(["attack_id", "rate"], sort=False).indices if len(at_f0) else {}
     rows = []
     for _, u in undefended.sort_values(["attack_label", "rate"]).iterrows():
         own = not other[u.name]
@@ -231,7 +248,9 @@ def findings_table(
             lost_text += f" {u['metric']} lost" if sign > 0 else f" {u['metric']} worse"
         here = rec[(rec["attack_id"] == u["attack_id"]) & (rec["rate"] == u["rate"])]
         saver = best_defense(here)
-        gain = best_gain(at_f0, u["attack_id"], float(u["rate"]), gain_metric, tolerance)
+        cell = cells.get((u["attack_id"], u["rate"]))
+        cell_rows = at_f0.iloc[cell] if cell is not None else at_f0.iloc[0:0]
+        gain = best_gain(cell_rows, u["attack_id"], float(u["rate"]), gain_metric, tolerance)
         rows.append(
             {
                 "attack": u["attack_label"],

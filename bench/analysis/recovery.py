@@ -362,10 +362,16 @@ def seed_curves(
     return grid[:end], seeds, values[:, :end], grid_max
 
 
-def _mean(group: pd.DataFrame, column: str) -> float:
+def _mean(group: pd.DataFrame, column: str, rows: np.ndarray | None = None) -> float:
+    """The mean of ``column``'s values (NaN and NA left out), at ``rows`` (a boolean array)
+    when given; numpy, not pandas: called several times per group (thousands of groups in a
+    large table), the same pairwise sum as Series.mean."""
     if column not in group:
         return math.nan
-    values = pd.to_numeric(group[column], errors="coerce").dropna()
+    values = pd.to_numeric(group[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if rows is not None:
+        values = values[rows]
+    values = values[~np.isnan(values)]
     return float(values.mean()) if len(values) else math.nan
 
 
@@ -475,7 +481,8 @@ def estimate_recovery(
             row.update(_no_crossing_columns(group, references))
         for name in ("needed", "low", "high"):
             row[f"rows_{name}"] = row[f"f_{name}"] * n_train
-        row.update(_poison_shares(group[group["extra_fraction"] == 0]))
+        at0 = (group["extra_fraction"] == 0).to_numpy(dtype=bool, na_value=False)
+        row.update(_poison_shares(group, at0))
         row.update(_theory_columns(row, _mean(group, "n_classes")))
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -613,13 +620,14 @@ def _pool_ran_out(group: pd.DataFrame) -> bool:
     return bool((reasons == POOL_EXHAUSTED).any())
 
 
-def _poison_shares(rows: pd.DataFrame) -> dict[str, float]:
-    """Poisoned share of the train set before and after the defense's filtering (f = 0 rows)."""
-    poison = _mean(rows, "poison_fraction")
-    n_train = _mean(rows, "n_train")
-    n_poisoned = _mean(rows, "n_poisoned")
-    n_removed = _mean(rows, "n_removed")
-    clean_removed = _mean(rows, "clean_removed")
+def _poison_shares(group: pd.DataFrame, rows: np.ndarray | None = None) -> dict[str, float]:
+    """Poisoned share of the train set before and after the defense's filtering (at ``rows``,
+    a boolean array: the f = 0 rows; None: every row)."""
+    poison = _mean(group, "poison_fraction", rows)
+    n_train = _mean(group, "n_train", rows)
+    n_poisoned = _mean(group, "n_poisoned", rows)
+    n_removed = _mean(group, "n_removed", rows)
+    clean_removed = _mean(group, "clean_removed", rows)
     residual = poison
     if all(math.isfinite(v) for v in (n_train, n_poisoned, n_removed, clean_removed)):
         left = n_poisoned - (n_removed - clean_removed)

@@ -31,6 +31,17 @@ def _command(name: str) -> typing.Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(module), function)
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poisonbench",
@@ -123,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write the report there instead of RUN_DIR/report.md (the plots beside it), "
         "e.g. RUN_DIR/report-accuracy.md",
+    )
+    rep.add_argument(
+        "--plot-pairs",
+        type=_non_negative_int,
+        metavar="N",
+        help="draw the plots of at most N (dataset, model) pairs, those whose worst "
+        "undefended attack costs most (0: all; default: bench.analysis.plots.MAX_PLOT_PAIRS, 6)",
     )
 
     cmp = sub.add_parser(

@@ -10,8 +10,8 @@ from bench.analysis.budget import budget_uses, budget_verdicts, has_budget_uses
 from bench.analysis.document import Section, Table
 from bench.analysis.formats import DASH, fmt_rate
 from bench.analysis.report.frames import (
+    PairSplit,
     dataset_model_pairs,
-    subset,
 )
 from bench.core.schema import (
     DEFAULT_METRIC,
@@ -87,9 +87,10 @@ def budget_section(df: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Section | 
     section = Section(
         "Best use of a clean-data budget", paragraphs=[BUDGET_TEXT.format(metric=metric)]
     )
+    uses_of, verdicts_of = PairSplit(uses), PairSplit(verdicts)
     for dataset, model, heading in dataset_model_pairs(uses):
-        sub = subset(uses, dataset, model)
-        said = subset(verdicts, dataset, model) if not verdicts.empty else verdicts
+        sub = uses_of(dataset, model)
+        said = verdicts_of(dataset, model) if not verdicts.empty else verdicts
         section.subsections.append(
             Section(
                 heading,

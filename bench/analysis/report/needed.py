@@ -24,8 +24,9 @@ from bench.analysis.recovery import (
     label_noise_multiplier,
 )
 from bench.analysis.report.frames import (
+    PairSplit,
     pivot_defenses,
-    subset,
+    split_of,
 )
 from bench.core.schema import (
     NO_ATTACK_ID,
@@ -108,9 +109,14 @@ THEORY_TEXT = (
 
 
 def needed_section(
-    rec: pd.DataFrame, pairs: list[tuple[str, str, str]], metric: str, tolerance: float
+    rec: pd.DataFrame,
+    pairs: list[tuple[str, str, str]],
+    metric: str,
+    tolerance: float,
+    rec_of: PairSplit | None = None,
 ) -> Section:
-    """The "Extra clean data needed" section: one subsection per dataset and model."""
+    """The "Extra clean data needed" section: one subsection per dataset and model (``rec_of``:
+    ``rec``'s :class:`PairSplit`, shared with other sections)."""
     section = Section(
         "Extra clean data needed",
         paragraphs=[
@@ -127,8 +133,9 @@ def needed_section(
     note = fallback_note(rec, metric)
     if note is not None:
         section.paragraphs.append(note)
+    rec_of = split_of(rec, rec_of)
     for dataset, model, heading in pairs:
-        section.subsections.append(needed_subsection(subset(rec, dataset, model), heading, metric))
+        section.subsections.append(needed_subsection(rec_of(dataset, model), heading, metric))
     return section
 
 

@@ -13,16 +13,11 @@ import pandas as pd
 from bench.analysis.certified import certified_section, plot_certified
 from bench.analysis.compare import check_unique_rows
 from bench.analysis.document import Plot, Report, Section
-from bench.analysis.plots import write_plots
-from bench.analysis.recovery import (
-    estimate_recovery,
-    recovery_curves,
-)
+from bench.analysis.plots import MAX_PLOT_PAIRS, pairs_note, plot_pairs, write_plots
+from bench.analysis.recovery import estimate_recovery
 from bench.analysis.report.clean_budget import budget_section
 from bench.analysis.report.failures import closing_sections
-from bench.analysis.report.frames import (
-    dataset_model_pairs,
-)
+from bench.analysis.report.frames import PairSplit, at_f0, dataset_model_pairs
 from bench.analysis.report.header import (
     header_section,
     override_settings,
@@ -39,7 +34,13 @@ from bench.core.schema import (
     FALLBACK_METRICS,
     check_table,
 )
-from bench.core.store import atomic_write_text, read_run_config, read_run_meta, read_table
+from bench.core.store import (
+    atomic_write_text,
+    read_columns,
+    read_run_config,
+    read_run_meta,
+    read_table,
+)
 from bench.core.types import PoisonBenchError
 
 
@@ -80,15 +81,19 @@ def build_report(
     acc_metric = metric if metric in ("accuracy", "macro_f1") else "accuracy"
     pairs = dataset_model_pairs(ok)
     target = precision_target(meta)
+    # the estimates and the f = 0 rows split once by (dataset, model), each pair's rows shared
+    # by the sections (the summary and the per-configuration tables read the f = 0 rows only)
+    f0 = at_f0(df)
+    rec_of, f0_of = PairSplit(rec, keep=True), PairSplit(f0, keep=True)
     sections = [
-        findings_section(df, rec, pairs, target, metric, tolerance),
-        summary_section(df, rec, pairs, metric, tolerance, target),
-        needed_section(rec, pairs, metric, tolerance),
+        findings_section(df, rec, pairs, target, metric, tolerance, rec_of=rec_of),
+        summary_section(f0, rec, pairs, metric, tolerance, target, f0_of, rec_of),
+        needed_section(rec, pairs, metric, tolerance, rec_of),
         budget_section(df, acc_metric),
-        rule_section(rec, pairs, metric),
-        accuracy_section(df, pairs, acc_metric),
-        targeted_section(df, pairs),
-        filter_section(df, pairs),
+        rule_section(rec, pairs, metric, rec_of),
+        accuracy_section(f0, pairs, acc_metric, f0_of),
+        targeted_section(f0, pairs, f0_of),
+        filter_section(f0, pairs, f0_of),
         certified_section(df, list(plots)),
         plots_section(plots),
         *closing_sections(df),
@@ -123,11 +128,25 @@ def render_markdown(report: Report) -> str:
     return text.rstrip() + "\n"
 
 
-def load_report_inputs(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+#: columns no part of the report reads (nested JSON: per-class scores, per-source and GLC
+#: details, removed rows per class; the dataset fingerprints): not decoded, the bulk of
+#: reading a large table
+UNREAD_COLUMNS = (
+    "per_class", "removed_per_class", "per_source", "glc_corruption", "dataset_fingerprint"
+)  # fmt: skip
+#: nested JSON only the plots read (and, for the attack success rate, its clean reference):
+#: :func:`write_report` reads them for the plotted pairs' rows only
+PLOT_COLUMNS = ("confusion", "pred_distribution")
+
+
+def load_report_inputs(
+    run_dir: str | Path, exclude: Sequence[str] = ()
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """A run directory's results table, ``run.json`` and ``config.yaml`` (PoisonBenchError
-    naming the file when one is unusable)."""
+    naming the file when one is unusable). The :data:`UNREAD_COLUMNS` and ``exclude`` are
+    not read."""
     run_dir = Path(run_dir)
-    table = read_table(run_dir)
+    table = read_table(run_dir, exclude=(*UNREAD_COLUMNS, *exclude))
     if not table.empty:
         check_table(table, where=str(run_dir))
         check_unique_rows(table, str(run_dir))
@@ -167,6 +186,7 @@ def write_report(
     metric: str | None = None,
     tolerance: float | None = None,
     out: str | Path | None = None,
+    max_plot_pairs: int | None = MAX_PLOT_PAIRS,
 ) -> Path:
     """Draw the plots and write ``report.md`` in ``run_dir``; returns the report's path.
 
@@ -174,27 +194,44 @@ def write_report(
     :func:`override_settings`: a metric the table does not measure is a ParamError naming
     the choices). out: write the report there instead (e.g. ``report-accuracy.md``, so the
     run's own report stays), with the plots beside it; a device or a pipe (``/dev/stdout``)
-    gets the markdown only, linking the plots already drawn in ``run_dir``.
+    gets the markdown only, linking the plots already drawn in ``run_dir``. max_plot_pairs:
+    draw the plots of at most this many (dataset, model) pairs (0 or None: all;
+    :func:`bench.analysis.plots.plot_pairs` says which); the plots section says how many
+    were left out.
     """
 
     run_dir = Path(run_dir)
-    df, meta, config = load_report_inputs(run_dir)
+    df, meta, config = load_report_inputs(run_dir, exclude=PLOT_COLUMNS)
     settings = override_settings(df, report_settings(meta, config), metric, tolerance)
+    if settings["metric"] == "attack_success_rate":  # its clean reference: confusion matrices
+        df = df.assign(**read_columns(run_dir, ["confusion"]))
     path = run_dir / "report.md" if out is None else Path(out)
     plot_metric = (
         settings["metric"] if settings["metric"] in ("accuracy", "macro_f1") else "accuracy"
     )
     plots: list[Plot] = []
+    note = None
     if output_target(path)[1] != "file":  # a device or a pipe: link the plots already drawn
         plots = _drawn_plots(run_dir)
     elif not df.empty and "extra_fraction" in df and (df["status"] == "ok").any():
         folder = path.parent
         folder.mkdir(parents=True, exist_ok=True)
-        curves = recovery_curves(df, plot_metric)
+        pairs, n_pairs = plot_pairs(df, plot_metric, max_plot_pairs)
+        note = pairs_note(len(pairs), n_pairs)
+        rows = pd.MultiIndex.from_frame(df[["dataset_id", "model_id"]]).isin(pairs)
+        drawn = df[rows].reset_index(drop=True)
+        nested = read_columns(run_dir, [c for c in PLOT_COLUMNS if c not in df], rows)
+        drawn = drawn.assign(**{c: nested[c].to_numpy() for c in nested.columns})
         plots = write_plots(
-            df, folder, curves, metric=plot_metric, tolerance=float(settings["tolerance"])
+            drawn,
+            folder,
+            metric=plot_metric,
+            tolerance=float(settings["tolerance"]),
+            pairs=pairs,
         )
         plots += plot_certified(df, folder)
     report = build_report(df, meta, config, plots, run_dir.name, metric, tolerance)
+    if note is not None:
+        report.section("Plots").paragraphs.insert(0, note)
     atomic_write_text(path, render_markdown(report))
     return path

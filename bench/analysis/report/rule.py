@@ -9,7 +9,8 @@ import pandas as pd
 from bench.analysis.document import Section, Table
 from bench.analysis.formats import FALLBACK_MARK, fmt_multiple, fmt_rate, fmt_recovery
 from bench.analysis.report.frames import (
-    subset,
+    PairSplit,
+    split_of,
 )
 from bench.core.schema import (
     NO_ATTACK_ID,
@@ -87,13 +88,18 @@ def rule_summary(rule: pd.DataFrame) -> str:
 
 
 def rule_section(
-    rec: pd.DataFrame, pairs: list[tuple[str, str, str]], metric: str | None = None
+    rec: pd.DataFrame,
+    pairs: list[tuple[str, str, str]],
+    metric: str | None = None,
+    rec_of: PairSplit | None = None,
 ) -> Section:
     """The "Rule-of-thumb check" section: per dataset and model, the table and one sentence
-    (``metric``: the run's, to mark the rows estimated on another)."""
+    (``metric``: the run's, to mark the rows estimated on another; ``rec_of``: ``rec``'s
+    :class:`PairSplit`, shared with other sections)."""
     section = Section("Rule-of-thumb check", paragraphs=[RULE_TEXT])
+    rec_of = split_of(rec, rec_of)
     for dataset, model, heading in pairs:
-        rule = rule_of_thumb_table(subset(rec, dataset, model), metric)
+        rule = rule_of_thumb_table(rec_of(dataset, model), metric)
         section.subsections.append(
             Section(heading, level=3, tables=[Table(rule)], paragraphs=[rule_summary(rule)])
         )

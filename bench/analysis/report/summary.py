@@ -18,7 +18,9 @@ from bench.analysis.formats import (
     fmt_span,
 )
 from bench.analysis.report.frames import (
+    PairSplit,
     at_f0,
+    split_of,
     subset,
 )
 from bench.core.schema import (
@@ -35,8 +37,11 @@ def findings_section(
     target: float,
     metric: str,
     tolerance: float,
+    df_of: PairSplit | None = None,
+    rec_of: PairSplit | None = None,
 ) -> Section:
-    """The report's first section: one findings table per dataset and model."""
+    """The report's first section: one findings table per dataset and model (``df_of``,
+    ``rec_of``: the tables' :class:`PairSplit`, shared with other sections)."""
     wide = (
         "bounded"
         if math.isinf(target)
@@ -53,9 +58,10 @@ def findings_section(
             "otherwise the observed spread says roughly how many more seeds would answer it."
         ],
     )
+    rec_of, df_of = split_of(rec, rec_of), split_of(df, df_of)
     for dataset, model, heading in pairs:
         table = findings_table(
-            subset(rec, dataset, model), subset(df, dataset, model), target, metric, tolerance
+            rec_of(dataset, model), df_of(dataset, model), target, metric, tolerance
         )
         if not table.empty:
             section.subsections.append(Section(heading, level=3, tables=[Table(table)]))
@@ -74,11 +80,18 @@ def summary_section(
     metric: str,
     tolerance: float,
     target: float = math.inf,
+    df_of: PairSplit | None = None,
+    rec_of: PairSplit | None = None,
 ) -> Section:
-    """The "Summary" section: :func:`summary_lines` for every dataset and model, in order."""
+    """The "Summary" section: :func:`summary_lines` for every dataset and model, in order
+    (``df_of``, ``rec_of`` as in :func:`findings_section`; it reads the f = 0 rows of ``df``
+    only, so ``df`` may be those alone)."""
     section = Section("Summary")
+    df_of, rec_of = split_of(df, df_of), split_of(rec, rec_of)
     for dataset, model, _ in pairs:
-        section.bullets += summary_lines(df, rec, dataset, model, metric, tolerance, target)
+        section.bullets += summary_lines(
+            df_of(dataset, model), rec_of(dataset, model), dataset, model, metric, tolerance, target
+        )
     return section
 
 
@@ -99,7 +112,7 @@ def summary_lines(
 
     ``metric``: the metric ``rec`` was estimated on (e.g. ``backdoor_asr``, lower is better:
     a rise is the damage)."""
-    ok0 = subset(at_f0(df), dataset, model)
+    ok0 = at_f0(subset(df, dataset, model))
     if ok0.empty:
         return []
     r = subset(rec, dataset, model)

@@ -9,12 +9,13 @@ import pandas as pd
 from bench.analysis.document import Section, Table
 from bench.analysis.formats import DASH
 from bench.analysis.report.frames import (
+    PairSplit,
     at_f0,
     defense_order,
     id_labels,
-    mean_std,
+    mean_std_cells,
     pivot_defenses,
-    subset,
+    split_of,
 )
 from bench.core.schema import (
     NO_ATTACK_ID,
@@ -27,7 +28,7 @@ def accuracy_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     ok = at_f0(df)
     if ok.empty or metric not in ok:
         return pd.DataFrame()
-    cells = ok.groupby(["attack_id", "rate", "defense_id"], sort=True)[metric].apply(mean_std)
+    cells = mean_std_cells(ok, ["attack_id", "rate", "defense_id"], metric)
     frame = cells.rename("cell").reset_index()
     frame = frame.merge(
         ok[["attack_id", "attack_label"]].drop_duplicates("attack_id"), on="attack_id"
@@ -88,7 +89,7 @@ def targeted_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         if targeted.empty:
             out.append(pd.DataFrame())
             continue
-        cells = targeted.groupby(["attack_id", "rate", "defense_id"])[metric].apply(mean_std)
+        cells = mean_std_cells(targeted, ["attack_id", "rate", "defense_id"], metric)
         frame = cells.rename("cell").reset_index()
         meta = targeted[
             [c for c in ("attack_id", "attack_label", "defense_id", "defense_label",
@@ -101,23 +102,34 @@ def targeted_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return out[0], out[1]
 
 
-def accuracy_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]], metric: str) -> Section:
-    """The accuracy (or macro-F1) section: :func:`accuracy_table` per dataset and model."""
+def accuracy_section(
+    df: pd.DataFrame,
+    pairs: list[tuple[str, str, str]],
+    metric: str,
+    df_of: PairSplit | None = None,
+) -> Section:
+    """The accuracy (or macro-F1) section: :func:`accuracy_table` per dataset and model
+    (``df_of``: ``df``'s :class:`PairSplit`, shared with other sections; these tables read
+    the f = 0 rows only, so ``df`` may be those alone)."""
     section = Section(f"{metric.replace('_', ' ').capitalize()} (mean ± std over seeds, f = 0)")
+    df_of = split_of(df, df_of)
     for dataset, model, heading in pairs:
-        table = accuracy_table(subset(df, dataset, model), metric)
+        table = accuracy_table(df_of(dataset, model), metric)
         section.subsections.append(Section(heading, level=3, tables=[Table(table)]))
     return section
 
 
-def targeted_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Section:
+def targeted_section(
+    df: pd.DataFrame, pairs: list[tuple[str, str, str]], df_of: PairSplit | None = None
+) -> Section:
     """The targeted-flip section: source-class accuracy and attack success rate per dataset and
     model (:func:`targeted_tables`), or a line saying the run has no targeted attack."""
     section = Section(
         "Targeted flips: source-class accuracy and attack success rate", paragraphs=[TARGETED_TEXT]
     )
+    df_of = split_of(df, df_of)
     for dataset, model, heading in pairs:
-        src, asr = targeted_tables(subset(df, dataset, model))
+        src, asr = targeted_tables(df_of(dataset, model))
         if src.empty:
             continue
         section.subsections += [
@@ -129,11 +141,14 @@ def targeted_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Sec
     return section
 
 
-def filter_section(df: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> Section:
+def filter_section(
+    df: pd.DataFrame, pairs: list[tuple[str, str, str]], df_of: PairSplit | None = None
+) -> Section:
     """The filter-quality section: :func:`filter_table` per dataset and model that has a filter."""
     section = Section("Filter quality", paragraphs=[FILTER_TEXT])
+    df_of = split_of(df, df_of)
     for dataset, model, heading in pairs:
-        table = filter_table(subset(df, dataset, model))
+        table = filter_table(df_of(dataset, model))
         if not table.empty:
             section.subsections.append(Section(heading, level=3, tables=[Table(table)]))
     if not section.subsections:

@@ -14,14 +14,17 @@ from bench.interfaces.stops import Stopped, exit_status, stop_handlers
 def report(args: argparse.Namespace) -> int:
     """``poisonbench report``: 0 when report.md (or ``--out``) was written, 128 + the signal's
     number when one stopped it; ``--metric``/``--tolerance`` override the run's recovery
-    settings (a metric the table does not measure: ParamError, exit 2)."""
+    settings (a metric the table does not measure: ParamError, exit 2); ``--plot-pairs N``
+    draws the plots of at most N (dataset, model) pairs (0: all)."""
     try:
         with stop_handlers():  # a stop signal unwinds: a half-written plot's temporary goes
+            limit = {} if args.plot_pairs is None else {"max_plot_pairs": args.plot_pairs}
             path = write_report(
                 args.run_dir,
                 metric=args.metric,
                 tolerance=args.tolerance,
                 out=args.out or None,
+                **limit,
             )
     except Stopped as stop:
         print(
