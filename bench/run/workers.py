@@ -65,7 +65,9 @@ THREAD_VARS = (
 #: models and filters import lazily (so that ``poisonbench list`` needs none of them). Each
 #: worker imported these itself on its first task (~1.1 s on these cores, the two workers
 #: at once); the server does it once, while the parent process does its own imports. Never
-#: torch: a worker that needs it imports it (~0.8 GB), one that does not stays light.
+#: torch: a worker that needs it imports it (~0.8 GB), one that does not stays light. Last,
+#: the local executor (each worker runs its initializer) and :mod:`bench.run.executors.preloaded`,
+#: which freezes the server's heap for the collector.
 PRELOAD = (
     "bench.run.runner",
     "sklearn.datasets",
@@ -73,6 +75,8 @@ PRELOAD = (
     "sklearn.pipeline",
     "sklearn.ensemble",
     "pyod.models.base",
+    "bench.run.executors.local",
+    "bench.run.executors.preloaded",
 )
 
 
