@@ -47,16 +47,18 @@ benchmark: $(STAMP)
 
 # The regression gate: run configs/ci.yaml afresh, compare with the committed baseline.
 # Exit status: 0 no regression, 1 regression, 2 unusable input. `make baseline` refreshes it.
+# --no-report: compare and baseline read only results.parquet and run.json, and the gate's
+# diff is compare.md; the run's report.md and plots (~2 s) are `poisonbench report $(GATE_RUN)`.
 GATE_RUN ?= results/runs/ci
 BASELINE ?= results/baseline/ci
 
 gate: $(STAMP)
-	$(VENV)/bin/poisonbench run configs/ci.yaml --jobs $(JOBS) --out $(GATE_RUN) --fresh --quiet
+	$(VENV)/bin/poisonbench run configs/ci.yaml --jobs $(JOBS) --out $(GATE_RUN) --fresh --quiet --no-report
 	$(VENV)/bin/poisonbench compare $(BASELINE) $(GATE_RUN) \
 		--markdown $(GATE_RUN)/compare.md --json $(GATE_RUN)/compare.json
 
 baseline: $(STAMP)
-	$(VENV)/bin/poisonbench run configs/ci.yaml --jobs $(JOBS) --out $(GATE_RUN) --fresh --quiet
+	$(VENV)/bin/poisonbench run configs/ci.yaml --jobs $(JOBS) --out $(GATE_RUN) --fresh --quiet --no-report
 	$(VENV)/bin/poisonbench baseline $(GATE_RUN) $(BASELINE) --force
 
 clean:

@@ -19,3 +19,36 @@ def hold_memory(mb: int) -> int:
     hold_memory.calls = getattr(hold_memory, "calls", 0) + 1
     time.sleep(1.2)
     return os.getpid()
+
+
+class _Node:
+    """An object that can sit in a reference cycle and be weakly referenced."""
+
+
+_cycles: list = []  # per worker process: weak references to the cycles `worker_step` left
+
+
+def worker_step(step: str) -> object:
+    """One step of the worker-heap test, run in a worker (see test_plumbing.py):
+
+    - ``"modules"``: the fork server's preload modules already imported in this process;
+    - ``"cycle"``: leave a reference cycle behind, unreachable once this task returns;
+    - ``"collected"``: whether the cycles left by earlier tasks were collected;
+    - ``"heap"``: (objects frozen, objects the collector still tracks).
+    """
+    import gc
+    import sys
+    import weakref
+
+    if step == "modules":
+        from bench.run.workers import PRELOAD
+
+        return [m for m in PRELOAD if m in sys.modules]
+    if step == "cycle":
+        node = _Node()
+        node.me = node
+        _cycles.append(weakref.ref(node))
+        return True
+    if step == "collected":
+        return bool(_cycles) and all(ref() is None for ref in _cycles)
+    return gc.get_freeze_count(), len(gc.get_objects())

@@ -60,9 +60,24 @@ THREAD_VARS = (
 )
 
 
-#: what the fork server imports once, so that every worker forked from it starts with the
-#: runner (scikit-learn, pandas, the built-in plug-ins) already imported
-PRELOAD = ("bench.run.runner",)
+#: what the fork server imports once, so that every worker forked from it starts with them
+#: imported: the runner, and the scikit-learn and PyOD modules that the built-in datasets,
+#: models and filters import lazily (so that ``poisonbench list`` needs none of them). Each
+#: worker imported these itself on its first task (~1.1 s on these cores, the two workers
+#: at once); the server does it once, while the parent process does its own imports. Never
+#: torch: a worker that needs it imports it (~0.8 GB), one that does not stays light. Last,
+#: the local executor (each worker runs its initializer) and :mod:`bench.run.executors.preloaded`,
+#: which freezes the server's heap for the collector.
+PRELOAD = (
+    "bench.run.runner",
+    "sklearn.datasets",
+    "sklearn.linear_model",
+    "sklearn.pipeline",
+    "sklearn.ensemble",
+    "pyod.models.base",
+    "bench.run.executors.local",
+    "bench.run.executors.preloaded",
+)
 
 
 def worker_context() -> Any:

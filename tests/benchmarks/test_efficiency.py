@@ -8,6 +8,11 @@ subprocess, as ``poisonbench run --jobs 2`` runs:
 - ``configs/ci.yaml`` (the CI gate: filters, 63 cells): goal ≥ 0.85;
 - the plain digits grid of the macro benchmark (no defense, 10 seeds, 8 fractions): ≥ 0.75.
 
+The whole ``make gate`` process (``test_gate_efficiency``: the run with ``--no-report`` and then
+``poisonbench compare`` against ``results/baseline/ci``, as the Makefile's recipe runs them)
+counts everything, interpreter start-up, imports, the workers' start and the compare
+included: the cells' compute ÷ 2 workers ÷ the two commands' wall time; goal ≥ 0.9.
+
 Measure on 2 idle cores (``.venv/bin/pytest tests/benchmarks/test_efficiency.py -p no:xdist
 --benchmark-enable -s``); on a busy machine each cell's own time grows with the load too, so
 the ratio says more than either time alone, but the goals assume quiet cores.
@@ -33,6 +38,8 @@ naive_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(naive_script)
 
 GOALS = {"ci": 0.85, "plain": 0.75}
+#: the whole `make gate` process (run + compare)
+GATE_GOAL = 0.9
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +71,31 @@ def test_efficiency(benchmark, configs, tmp_path, case):
         f"process {process_seconds:.1f} s; load average {os.getloadavg()[0]:.1f}"
     )
     assert summary["efficiency"] >= GOALS[case], summary
+
+
+def test_gate_efficiency(benchmark, tmp_path):
+    poisonbench = str(Path(sys.executable).parent / "poisonbench")
+    out = tmp_path / "ci"
+    run = [poisonbench, "run", str(ROOT / "configs" / "ci.yaml"), "--jobs", "2", "--out", str(out)]
+    run += ["--fresh", "--quiet", "--no-report"]
+    compare = [poisonbench, "compare", str(ROOT / "results" / "baseline" / "ci"), str(out)]
+    compare += ["--markdown", str(out / "compare.md"), "--json", str(out / "compare.json")]
+    codes: list[int] = []
+
+    def gate() -> float:
+        started = time.perf_counter()
+        subprocess.run(run, check=True, stdout=subprocess.DEVNULL)
+        codes.append(subprocess.run(compare, stdout=subprocess.DEVNULL).returncode)
+        return time.perf_counter() - started
+
+    seconds = benchmark.pedantic(gate, rounds=1, iterations=1)
+    summary = json.loads((out / "run.json").read_text())["summary"]
+    whole = summary["compute_seconds"] / summary["workers"] / seconds
+    benchmark.extra_info.update(summary=summary, gate_seconds=seconds, gate_efficiency=whole)
+    print(
+        f"\nmake gate: efficiency {whole:.3f} (compute {summary['compute_seconds']:.1f} s / "
+        f"{summary['workers']} workers / {seconds:.1f} s for run + compare; in the run "
+        f"{summary['efficiency']:.3f}); load average {os.getloadavg()[0]:.1f}"
+    )
+    assert codes == [0], "compare found a regression against results/baseline/ci"
+    assert whole >= GATE_GOAL, (whole, summary)
