@@ -11,6 +11,7 @@ import typing
 
 from bench.core.types import PoisonBenchError
 from bench.interfaces.stops import exit_status
+from bench.run.workers import prestart
 
 #: subcommand -> "module:function" that runs it; only that module is imported (see
 #: :mod:`bench.interfaces.commands` for why)
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         command.error("--workers must be >= 1")
     if getattr(args, "mlflow_log_models", False) and args.mlflow is None:
         command.error("--mlflow-log-models needs --mlflow")
+    if args.command == "run" and args.executor == "local" and args.jobs > 1:
+        prestart()  # before the command's imports: the fork server's imports overlap them
     try:
         return _command(args.command)(args)
     except PoisonBenchError as exc:

@@ -20,7 +20,7 @@ from bench.run.workers import prestart
 def run(args: argparse.Namespace) -> int:
     """``poisonbench run``: 0 when the grid ran, 128 + the signal's number when one stopped it."""
     if args.executor == "local" and args.jobs > 1:
-        prestart()  # the workers' imports overlap ours (config, plug-ins, datasets)
+        prestart()  # a no-op when the CLI started the fork server first (cli.main)
     with stop_handlers():
         return _run_command(args)
 
