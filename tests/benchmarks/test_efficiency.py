@@ -5,7 +5,7 @@ start of ``run_config`` to the table written: grid expansion, worker start-up, t
 records and the table, not the report). Two grids on 2 workers, each run fresh in a
 subprocess, as ``poisonbench run --jobs 2`` runs:
 
-- ``configs/ci.yaml`` (the CI gate: filters, 63 cells): goal ≥ 0.85;
+- ``configs/ci.yaml`` (the CI gate: filters, 105 cells): goal ≥ 0.85;
 - the plain digits grid of the macro benchmark (no defense, 10 seeds, 8 fractions): ≥ 0.75.
 
 The whole ``make gate`` process (``test_gate_efficiency``: the run with ``--no-report`` and then
