@@ -110,6 +110,18 @@ def test_a_worker_collects_each_tasks_garbage_and_freezes_what_lives_on():
     assert tracked < frozen / 10
 
 
+def test_a_frozen_object_that_dies_in_a_cycle_is_collected_at_the_next_thaw():
+    """Freezing after every task must not leak: a long-lived object (frozen) that later dies in
+    a reference cycle is collected within THAW_EVERY tasks."""
+    from worker_tasks import worker_step
+
+    from bench.run.executors.local import THAW_EVERY
+
+    steps = ["keep", "noop", "drop", *["noop"] * THAW_EVERY, "collected"]
+    results = list(run_tasks(worker_step, steps, lost=lambda p, why: why, jobs=1))
+    assert results[-1] is True
+
+
 def test_a_pool_closed_while_its_workers_start_leaves_no_thread_behind():
     """start_pool returns while a helper thread starts the workers (the fork server may still
     be importing); closing the pool at once (an invalid config, Ctrl-C) waits for it."""

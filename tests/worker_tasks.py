@@ -25,6 +25,7 @@ class _Node:
     """An object that can sit in a reference cycle and be weakly referenced."""
 
 
+_kept: list = []
 _cycles: list = []  # per worker process: weak references to the cycles `worker_step` left
 
 
@@ -48,6 +49,17 @@ def worker_step(step: str) -> object:
         node = _Node()
         node.me = node
         _cycles.append(weakref.ref(node))
+        return True
+    if step == "keep":  # a long-lived object in a cycle: frozen after this task
+        node = _Node()
+        node.me = node
+        _kept.append(node)
+        _cycles.append(weakref.ref(node))
+        return True
+    if step == "drop":  # it dies, frozen: only a thaw lets the collector see it
+        _kept.clear()
+        return True
+    if step == "noop":
         return True
     if step == "collected":
         return bool(_cycles) and all(ref() is None for ref in _cycles)
