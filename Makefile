@@ -45,17 +45,15 @@ format: $(STAMP)
 benchmark: $(STAMP)
 	$(VENV)/bin/pytest tests/benchmarks -p no:xdist --benchmark-enable --benchmark-autosave --benchmark-storage=results/runs/benchmarks $(BENCH_ARGS)
 
-# The regression gate: run configs/ci.yaml afresh, compare with the committed baseline.
-# Exit status: 0 no regression, 1 regression, 2 unusable input. `make baseline` refreshes it.
-# --no-report: compare and baseline read only results.parquet and run.json, and the gate's
-# diff is compare.md; the run's report.md and plots (~2 s) are `poisonbench report $(GATE_RUN)`.
+# The regression gate: run configs/ci.yaml afresh, compare with the committed baseline, in one
+# process (`poisonbench gate`). Exit status: 0 no regression, 1 regression, 2 unusable input.
+# The diff goes to $(GATE_RUN)/compare.md and compare.json; the run's report.md and plots
+# (~2 s) are `poisonbench report $(GATE_RUN)`. `make baseline` refreshes the baseline.
 GATE_RUN ?= results/runs/ci
 BASELINE ?= results/baseline/ci
 
 gate: $(STAMP)
-	$(VENV)/bin/poisonbench run configs/ci.yaml --jobs $(JOBS) --out $(GATE_RUN) --fresh --quiet --no-report
-	$(VENV)/bin/poisonbench compare $(BASELINE) $(GATE_RUN) \
-		--markdown $(GATE_RUN)/compare.md --json $(GATE_RUN)/compare.json
+	$(VENV)/bin/poisonbench gate configs/ci.yaml $(BASELINE) --jobs $(JOBS) --out $(GATE_RUN) --quiet
 
 baseline: $(STAMP)
 	$(VENV)/bin/poisonbench run configs/ci.yaml --jobs $(JOBS) --out $(GATE_RUN) --fresh --quiet --no-report

@@ -71,7 +71,7 @@ def test_wheel_holds_every_package_and_module(installed):
     assert not (installed / "tests").exists(), "tests do not belong in the wheel"
     (dist_info,) = installed.glob("poisonbench-*.dist-info")
     entry_points = (dist_info / "entry_points.txt").read_text()
-    assert re.search(r"poisonbench\s*=\s*bench\.interfaces\.cli:main", entry_points)
+    assert re.search(r"poisonbench\s*=\s*bench\.interfaces\.cli:console", entry_points)
 
 
 def test_installed_poisonbench_list_names_every_plugin(installed, tmp_path):

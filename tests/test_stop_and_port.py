@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.core.types import STOP_SIGNALS
+from bench.core.signals import STOP_SIGNALS
 from bench.interfaces.cli import main
 from bench.run.config import parse_config
 from bench.run.orchestrate import run_config

@@ -798,6 +798,32 @@ def compare(
     The recovery metric and tolerance come from BASE's ``run.json`` when present, so both sides
     are estimated the same way.
     """
+    return load_base(base, metrics, k, floors).against(new)
+
+
+@dataclass
+class Base:
+    """A baseline read and ready to be compared with (:func:`load_base`)."""
+
+    path: str
+    table: pd.DataFrame
+    settings: Settings
+
+    def against(self, new: str | Path) -> Comparison:
+        """The comparison of the results at ``new`` (a run directory or table) with this."""
+        unread = unread_columns(self.settings.recovery_metric)
+        table, _ = load_results(new, unread, categories=True)
+        return compare_tables(self.table, table, self.settings, self.path, str(new))
+
+
+def load_base(
+    base: str | Path,
+    metrics: Sequence[str] | None = None,
+    k: float | None = None,
+    floors: dict[str, float] | None = None,
+) -> Base:
+    """Read the baseline at ``base`` and the settings it is judged with (see :func:`compare`):
+    ``poisonbench gate`` reads it before its run, so that an unusable baseline costs no run."""
     try:
         meta_b = read_run_meta(base) if Path(base).exists() else {}
     except PoisonBenchError as exc:
@@ -805,10 +831,8 @@ def compare(
     settings = settings_from(meta_b, metrics, k, floors)
     # Only what a comparison reads, text as categories: a million-row NEW reads in seconds
     # (compare_tables narrows it to BASE's configurations before any statistics).
-    unread = unread_columns(settings.recovery_metric)
-    table_b, meta_b = load_results(base, unread, categories=True)
-    table_n, _ = load_results(new, unread, categories=True)
-    return compare_tables(table_b, table_n, settings, str(base), str(new))
+    table, _ = load_results(base, unread_columns(settings.recovery_metric), categories=True)
+    return Base(str(base), table, settings)
 
 
 def parse_floors(values: Iterable[str]) -> dict[str, float]:

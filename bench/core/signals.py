@@ -1,5 +1,6 @@
-"""Stop signals held over a step that must not be split (one definition for the run loop
-and the baseline writer)."""
+"""The stop signals, and how they are held over a step that must not be split (one
+definition for the CLI's handlers, the run loop and the baseline writer). Imports nothing from
+the project: the CLI imports it first thing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from bench.core.types import STOP_SIGNALS
+#: the signals that stop a run cleanly: finished cells kept, the resume command printed (the
+#: CLI's handlers, ``bench.interfaces.stops.stop_handlers``; a record's write and count are not split by
+#: one, ``bench.run.orchestrate``). SIGHUP too: a closed terminal or ssh session stops the run
+#: like SIGTERM (before, it ended the process with no resume hint)
+STOP_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []),
+)
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,14 +95,16 @@ class Store:
     def path(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.json"
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Write a cell's record atomically, with a checksum of its content."""
+    def write(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write a cell's record atomically, with a checksum of its content; returns what was
+        written (JSON's types, as :meth:`read` would return it)."""
         cell_id = record["cell_id"]
         if not isinstance(cell_id, str) or not CELL_ID.fullmatch(cell_id):
             raise ValueError(f"not a cell id: {cell_id!r}")
         record = jsonable({k: v for k, v in record.items() if k != "checksum"})
         record["checksum"] = record_checksum(record)
         atomic_write_text(self.path(cell_id), json.dumps(record, allow_nan=False))
+        return record
 
     def read(self, cell_id: str) -> dict[str, Any] | None:
         """The record of a cell if present and valid, else None (problems are remembered)."""
@@ -163,13 +165,28 @@ class Store:
             "status": "failed" if failed else "ok",
             "seconds": record.get("seconds", 0.0) + (old or {}).get("seconds", 0.0),
         }
-        self.write(merged)
-        return merged
+        return self.write(merged)
 
-    def records(self, cell_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    def records(
+        self, cell_ids: list[str] | None = None, written: Mapping[str, dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """The valid records of ``cell_ids`` (None: every record file), in that order.
+
+        ``written``: records this process wrote (:meth:`write`'s return values) by cell id,
+        used instead of reading their files back while the file is there (a record whose file
+        has gone is left out, as :meth:`read` would): a run's table is then built from the
+        records it just wrote without parsing and checking each again (~1 ms per record)."""
         if cell_ids is None:
             cell_ids = sorted(p.stem for p in self.cells_dir.glob("*.json"))
-        return [r for r in (self.read(c) for c in cell_ids) if r is not None]
+        written = written or {}
+        out = []
+        for cell_id in cell_ids:
+            record = written.get(cell_id)
+            if record is None or not self.path(cell_id).is_file():
+                record = self.read(cell_id)
+            if record is not None:
+                out.append(record)
+        return out
 
 
 def record_checksum(record: dict[str, Any]) -> str:

@@ -20,22 +20,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
+from bench.core.errors import PoisonBenchError
+
 T = TypeVar("T")
-
-
-#: the signals that stop a run cleanly: finished cells kept, the resume command printed (the
-#: CLI's handlers, ``bench.interfaces.stops.stop_handlers``; a record's write and count are not split by
-#: one, ``bench.run.orchestrate``). SIGHUP too: a closed terminal or ssh session stops the run
-#: like SIGTERM (before, it ended the process with no resume hint)
-STOP_SIGNALS = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []),
-)
-
-
-class PoisonBenchError(Exception):
-    """Base class of every error the project raises on purpose (bad input, not bugs)."""
 
 
 class ParamError(PoisonBenchError, ValueError):

@@ -8,7 +8,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from bench.core.types import STOP_SIGNALS
+from bench.core.signals import STOP_SIGNALS
 
 
 class Stopped(KeyboardInterrupt):

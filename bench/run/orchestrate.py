@@ -36,6 +36,7 @@ from bench.run.destination import check_run_destination
 from bench.run.executors import check_executor, execute, start_pool
 from bench.run.grid import Cell, expand, make_tasks
 from bench.run.plugins import check_workers_see, plugin_origins
+from bench.run.schedule import TailOrder, split_tail
 from bench.run.workers import cap_workers, cpu_count
 
 PACKAGES = ("poisonbench", "numpy", "scikit-learn", "pyod", "pandas", "torch", "torchvision")
@@ -267,6 +268,7 @@ def _early_pool(config: Config, options: RunOptions) -> Any:
         return None  # beyond the cores: started once the task count caps them (cap_workers)
     datasets = [(ds.name, ds.params) for ds in config.datasets]
     plugins = tuple(getattr(config, "plugins", ()))
+
     return start_pool(options.jobs, datasets=datasets, data_dir=config.data_dir, plugins=plugins)
 
 
@@ -330,11 +332,16 @@ def _run_locked(
             total=len(todo), desc=config.name, unit="cell", file=sys.stderr, dynamic_ncols=True
         )
     seen_workers: list[int] = []  # a Dask cluster's worker threads, at the start (and end)
+    written: dict[str, dict[str, Any]] = {}  # this run's records by cell id, as stored
     tasks = make_tasks(
         todo, MAX_TASK_CELLS if options.share_stages else 1, getattr(config, "plugins", ())
     )
     options = cap_workers(options, len(tasks), options.on_warning)  # no idle workers
     summary.workers = options.n_workers
+    order = None
+    if options.share_stages and options.n_workers > 1:  # one worker has no tail to balance
+        tasks, tail = split_tail(tasks, options.n_workers)
+        order = TailOrder(tasks, tail)
     records_in = execute(
         tasks,
         config.data_dir,
@@ -346,6 +353,7 @@ def _run_locked(
         pool=pool,
         timeout=getattr(config, "timeout", None),
         seen_workers=seen_workers,
+        arrange=order.arrange if order is not None else None,
     )
     try:
         for records in records_in:
@@ -356,9 +364,12 @@ def _run_locked(
                     lock.check()
                 with held_signals():  # a record on disk is a record counted in the summary
                     record = store.merge(record) if not options.fresh else _write(store, record)
+                    written[record["cell_id"]] = record
                     summary.n_run += 1
                     summary.fits_run += computed
                     summary.compute_seconds += seconds
+                if order is not None:
+                    order.observe(record)
                 if options.on_record is not None:
                     options.on_record(record)
                 if record["status"] != "ok":
@@ -383,9 +394,10 @@ def _run_locked(
             summary.workers_seen = list(seen_workers)
         summary.problems = list(store.problems)
         summary.wall_seconds = time.perf_counter() - started
+
     if lock is not None:
         lock.check()
-    records = store.records([c.cell_id for c in cells])
+    records = store.records([c.cell_id for c in cells], written)
     table = records_to_table(records, grid.fractions)
     write_table(table, out)
     write_run_meta(out, run_meta(config, grid, summary))
@@ -393,8 +405,7 @@ def _run_locked(
 
 
 def _write(store: Store, record: dict[str, Any]) -> dict[str, Any]:
-    store.write(record)
-    return record
+    return store.write(record)
 
 
 def run_meta(config: Config, grid: Any, summary: RunSummary) -> dict[str, Any]:

@@ -8,10 +8,11 @@ subprocess, as ``poisonbench run --jobs 2`` runs:
 - ``configs/ci.yaml`` (the CI gate: filters, 105 cells): goal ≥ 0.85;
 - the plain digits grid of the macro benchmark (no defense, 10 seeds, 8 fractions): ≥ 0.75.
 
-The whole ``make gate`` process (``test_gate_efficiency``: the run with ``--no-report`` and then
-``poisonbench compare`` against ``results/baseline/ci``, as the Makefile's recipe runs them)
-counts everything, interpreter start-up, imports, the workers' start and the compare
-included: the cells' compute ÷ 2 workers ÷ the two commands' wall time; goal ≥ 0.9.
+The whole ``make gate`` process (``test_gate_efficiency``: ``poisonbench gate configs/ci.yaml
+results/baseline/ci``, the run and the comparison in one process, as the Makefile's recipe runs
+it) counts everything, interpreter start-up, imports, the workers' start, the compare and the
+exit included: the cells' compute ÷ 2 workers ÷ the command's wall time; goal: a median of
+≥ 0.9 over 5 rounds (one round varies by ±0.005 on these cores).
 
 Measure on 2 idle cores (``.venv/bin/pytest tests/benchmarks/test_efficiency.py -p no:xdist
 --benchmark-enable -s``); on a busy machine each cell's own time grows with the load too, so
@@ -38,8 +39,10 @@ naive_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(naive_script)
 
 GOALS = {"ci": 0.85, "plain": 0.75}
-#: the whole `make gate` process (run + compare)
+#: the whole `make gate` process (`poisonbench gate`: run + compare), the median of its rounds
 GATE_GOAL = 0.9
+GATE_ROUNDS = 5
+BASELINE = Path("results") / "baseline" / "ci"
 
 
 @pytest.fixture(scope="module")
@@ -76,26 +79,28 @@ def test_efficiency(benchmark, configs, tmp_path, case):
 def test_gate_efficiency(benchmark, tmp_path):
     poisonbench = str(Path(sys.executable).parent / "poisonbench")
     out = tmp_path / "ci"
-    run = [poisonbench, "run", str(ROOT / "configs" / "ci.yaml"), "--jobs", "2", "--out", str(out)]
-    run += ["--fresh", "--quiet", "--no-report"]
-    compare = [poisonbench, "compare", str(ROOT / "results" / "baseline" / "ci"), str(out)]
-    compare += ["--markdown", str(out / "compare.md"), "--json", str(out / "compare.json")]
+    gate = [poisonbench, "gate", str(ROOT / "configs" / "ci.yaml"), str(ROOT / BASELINE)]
+    gate += ["--jobs", "2", "--out", str(out), "--quiet"]
     codes: list[int] = []
+    rounds: list[tuple[float, dict]] = []  # (whole-process efficiency, run.json summary)
 
-    def gate() -> float:
+    def run_gate() -> float:
         started = time.perf_counter()
-        subprocess.run(run, check=True, stdout=subprocess.DEVNULL)
-        codes.append(subprocess.run(compare, stdout=subprocess.DEVNULL).returncode)
-        return time.perf_counter() - started
+        codes.append(subprocess.run(gate, stdout=subprocess.DEVNULL).returncode)
+        seconds = time.perf_counter() - started
+        summary = json.loads((out / "run.json").read_text())["summary"]
+        rounds.append((summary["compute_seconds"] / summary["workers"] / seconds, summary))
+        return seconds
 
-    seconds = benchmark.pedantic(gate, rounds=1, iterations=1)
-    summary = json.loads((out / "run.json").read_text())["summary"]
-    whole = summary["compute_seconds"] / summary["workers"] / seconds
-    benchmark.extra_info.update(summary=summary, gate_seconds=seconds, gate_efficiency=whole)
+    benchmark.pedantic(run_gate, rounds=GATE_ROUNDS, iterations=1)
+    efficiencies = sorted(e for e, _ in rounds)
+    median = efficiencies[len(efficiencies) // 2]
+    benchmark.extra_info.update(gate_efficiency=median, rounds=[e for e, _ in rounds])
+    whole = ", ".join(f"{e:.3f}" for e, _ in rounds)
+    in_run = ", ".join(f"{s['efficiency']:.3f}" for _, s in rounds)
     print(
-        f"\nmake gate: efficiency {whole:.3f} (compute {summary['compute_seconds']:.1f} s / "
-        f"{summary['workers']} workers / {seconds:.1f} s for run + compare; in the run "
-        f"{summary['efficiency']:.3f}); load average {os.getloadavg()[0]:.1f}"
+        f"\nmake gate: efficiency median {median:.3f} of {len(rounds)} rounds ({whole}; in the "
+        f"run {in_run}); load average {os.getloadavg()[0]:.1f}"
     )
-    assert codes == [0], "compare found a regression against results/baseline/ci"
-    assert whole >= GATE_GOAL, (whole, summary)
+    assert codes == [0] * GATE_ROUNDS, "the gate found a regression against results/baseline/ci"
+    assert median >= GATE_GOAL, rounds

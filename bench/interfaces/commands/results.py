@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from bench.analysis.baseline import write_baseline
-from bench.analysis.compare import compare, parse_floors
+from bench.analysis.compare import Comparison, compare, parse_floors
 from bench.core.store import atomic_write_text
 from bench.core.types import PoisonBenchError
 
@@ -21,12 +21,7 @@ def compare_runs(args: argparse.Namespace) -> int:
             print(f"baseline: wrote {path}")
         return 0
     result = compare(args.base, args.new, metrics, args.k, parse_floors(args.abs_floor))
-    text = result.to_markdown()
-    print(text, end="")
-    if args.markdown:
-        _write_output(args.markdown, text)
-    if args.json:
-        _write_output(args.json, json.dumps(result.to_json(), indent=2, allow_nan=False))
+    write_comparison(result, args.markdown, args.json)
     if args.write_baseline:  # a deliberate refresh of an existing baseline
         for path in write_baseline(args.new, args.base, force=True):
             print(f"baseline: wrote {path}")
@@ -34,7 +29,20 @@ def compare_runs(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _write_output(path: str, text: str) -> None:
+def write_comparison(
+    result: Comparison, markdown: str | Path | None, json_path: str | Path | None
+) -> None:
+    """Print ``result``'s markdown diff; also write it to ``markdown`` and its JSON summary to
+    ``json_path`` (each when given)."""
+    text = result.to_markdown()
+    print(text, end="")
+    if markdown:
+        _write_output(markdown, text)
+    if json_path:
+        _write_output(json_path, json.dumps(result.to_json(), indent=2, allow_nan=False))
+
+
+def _write_output(path: str | Path, text: str) -> None:
     """Write a file the user asked for; a failure is a PoisonBenchError naming the path."""
     try:
         atomic_write_text(Path(path), text)

@@ -22,10 +22,13 @@ def run(args: argparse.Namespace) -> int:
     if args.executor == "local" and args.jobs > 1:
         prestart()  # a no-op when the CLI started the fork server first (cli.main)
     with stop_handlers():
-        return _run_command(args)
+        return run_grid(args)[0]
 
 
-def _run_command(args: argparse.Namespace) -> int:
+def run_grid(args: argparse.Namespace) -> tuple[int, Path]:
+    """Run ``args.config`` as ``poisonbench run`` does, printing its summary (or the resume
+    hint); returns the exit status (0, or 128 + the number of the signal that stopped it) and
+    the run directory. Call it inside :func:`bench.interfaces.stops.stop_handlers`."""
     config = prepare(
         load_config(args.config),
         args.data_dir,
@@ -56,14 +59,19 @@ def _run_command(args: argparse.Namespace) -> int:
             raise
         stop = exc
         done = stop.summary.n_cached + stop.summary.n_run
-        resume = shlex.join(["poisonbench", *(a for a in args.argv if a != "--fresh")])
+        again = shlex.join(["poisonbench", *(a for a in args.argv if a != "--fresh")])
+        what = (
+            "to resume, run"
+            if getattr(args, "command", "run") == "run"
+            else "to run it again (afresh), run"
+        )
         print(
             f"\ninterrupted ({signal.Signals(stop.signum).name}): {done} of "
-            f"{stop.summary.n_cells} cells done (saved in {out / 'cells'}); to resume, run:\n"
-            f"  {resume}",
+            f"{stop.summary.n_cells} cells done (saved in {out / 'cells'}); {what}:\n"
+            f"  {again}",
             file=sys.stderr,
         )
-        return exit_status(stop.signum)
+        return exit_status(stop.signum), out
     summary, report = session.summary, session.report
     if tracker is not None:
         tracker.finish()  # logs cached cells, the report and the table on the parent run
@@ -87,7 +95,7 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"failed: {count} cell(s): {reason}", file=sys.stderr)
     if len(reasons) > 10:
         print(f"failed: ... and {len(reasons) - 10} other reasons (see report.md)", file=sys.stderr)
-    return 0
+    return 0, out
 
 
 def _mlflow_tracker(args: argparse.Namespace, config: typing.Any, out: Path) -> typing.Any:

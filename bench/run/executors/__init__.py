@@ -16,7 +16,8 @@ Dask cluster; this module chooses between them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,12 @@ def execute(
     pool: _Pool | None = None,
     timeout: float | None = None,
     seen_workers: list[int] | None = None,
+    arrange: Callable[[deque[int]], None] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield the records of each of ``tasks`` from the chosen executor (:data:`EXECUTORS`).
+
+    ``arrange``: called with the queue of task indices still to hand out, before each
+    hand-out; it may reorder them (:meth:`bench.run.schedule.TailOrder.arrange`).
 
     ``seen_workers``: for the dask executors, the cluster's worker threads are appended to it
     at the start and, if changed, at the end (see :func:`run_dask`).
@@ -53,7 +58,9 @@ def execute(
     """
     check_executor(executor, scheduler)
     if executor == "local":
-        return run_local(tasks, data_dir, jobs=jobs, threads=threads, pool=pool, timeout=timeout)
+        return run_local(
+            tasks, data_dir, jobs=jobs, threads=threads, pool=pool, timeout=timeout, arrange=arrange
+        )
     if executor == "dask":
         return run_dask(
             tasks,
@@ -62,6 +69,7 @@ def execute(
             threads=threads,
             timeout=timeout,
             seen_workers=seen_workers,
+            arrange=arrange,
         )
     scratch = None if run_dir is None else Path(run_dir) / DASK_SCRATCH
     return run_dask(
@@ -72,6 +80,7 @@ def execute(
         scratch_dir=scratch,
         timeout=timeout,
         seen_workers=seen_workers,
+        arrange=arrange,
     )
 
 

@@ -9,7 +9,8 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ def run_dask(
     scratch_dir: str | Path | None = None,
     timeout: float | None = None,
     seen_workers: list[int] | None = None,
+    arrange: Callable[[deque[int]], None] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes on a Dask cluster.
 
@@ -104,6 +106,8 @@ def run_dask(
     other way) and its cells ``failed`` (``timed out after N s``); the run goes on.
     ``seen_workers``: when given, the cluster's worker threads are appended to it, at the start
     and (if the count changed) at the end: what the run's efficiency divides by.
+    ``arrange``: called with the queue of task indices still to submit, before each round of
+    submissions; it may reorder them in place (:meth:`bench.run.schedule.TailOrder.arrange`).
 
     ``scheduler``: the address of a running scheduler (``tcp://host:8786``); the cluster may
     be local, Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes). Without it, a
@@ -141,11 +145,11 @@ def run_dask(
         if seen_workers is not None:
             seen_workers.append(_dask_threads(client))
 
-        queue = list(reversed(tasks))
+        queue = deque(range(len(tasks)))
         ready = distributed.as_completed()
 
         def submit() -> None:
-            task = queue.pop()
+            task = tasks[queue.popleft()]
             future = client.submit(
                 _run_on_worker,
                 task.payload(),
@@ -156,6 +160,8 @@ def run_dask(
             futures[future.key] = (future, task)
             ready.add(future)
 
+        if arrange is not None:
+            arrange(queue)
         while queue and len(futures) < slots():
             submit()
         for future in _as_ready(ready, futures, None if timeout is None else 0.5):
@@ -173,6 +179,8 @@ def run_dask(
                 future.release()
                 yield records
             limit = slots() if queue else 0
+            if arrange is not None and queue:
+                arrange(queue)
             while queue and len(futures) < limit:
                 submit()
         if seen_workers is not None:

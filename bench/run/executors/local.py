@@ -162,6 +162,7 @@ def run_local(
     threads: int = 1,
     pool: _Pool | None = None,
     timeout: float | None = None,
+    arrange: Callable[[deque[int]], None] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each task's records as it finishes, from ``jobs`` worker processes.
 
@@ -172,6 +173,7 @@ def run_local(
     ``timeout``: seconds per cell (None: no limit); a task past ``timeout`` × its cell count
     is ``failed`` (``timed out after N s``) and its worker replaced (:func:`run_tasks`). With a
     limit, ``jobs=1`` runs in one worker process too: only a process can be stopped.
+    ``arrange``: see :func:`run_tasks` (one process runs the tasks in order).
     """
     if jobs <= 1 and timeout is None:
         from threadpoolctl import threadpool_limits
@@ -188,6 +190,7 @@ def run_local(
         threads=threads,
         pool=pool,
         limit=None if timeout is None else functools.partial(task_limit, timeout=timeout),
+        arrange=arrange,
     )
 
 
@@ -383,6 +386,7 @@ def run_tasks(
     threads: int = 1,
     pool: _Pool | None = None,
     limit: Callable[[P], float | None] | None = None,
+    arrange: Callable[[deque[int]], None] | None = None,
 ) -> Iterator[R]:
     """Yield ``fn(payload)`` for every payload, in the order they finish, from ``jobs`` worker
     processes; for a task whose worker process died under it, yield ``lost(payload, reason)``.
@@ -391,6 +395,9 @@ def run_tasks(
     long after it started has its worker killed (SIGKILL: a hung plug-in may never return to
     the interpreter) and yields ``lost(payload, "timed out after N s")``; the pool is replaced
     and the tasks of the other workers are rerun (such a break is not counted against them).
+
+    ``arrange``: called with the queue of payload indices still to hand out, before each
+    hand-out; it may reorder them in place (e.g. :meth:`bench.run.schedule.TailOrder.arrange`).
 
     ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); an
     exception it raises propagates. Workers are forked by the fork server (see
@@ -419,6 +426,8 @@ def run_tasks(
     try:
         while todo or pool.futures:
             broken = False
+            if arrange is not None:
+                arrange(todo)
             try:
                 while todo and len(pool.futures) < 2 * jobs:
                     pool.submit(fn, todo[0], payloads[todo[0]])
