@@ -100,13 +100,10 @@ class TailOrder:
 
     def __init__(self, tasks: Sequence[Task], tail: int) -> None:
         self.tail = tail
+        self._cell_kinds = {cell.cell_id: cost_kinds(cell) for task in tasks for cell in task.cells}
         self._kinds = {
-            index: [cost_kinds(cell) for cell in task.cells]
-            for index, task in enumerate(tasks)
-            if index >= tail
-        }
-        self._cell_kinds = {
-            cell.cell_id: cost_kinds(cell) for task in tasks for cell, _ in task.items
+            index: [self._cell_kinds[cell.cell_id] for cell in tasks[index].cells]
+            for index in range(tail, len(tasks))
         }
         self._seconds: dict[str, list[float]] = defaultdict(list)
 

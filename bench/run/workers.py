@@ -109,8 +109,8 @@ def prestart() -> Any:
 
     The server starts with one BLAS/OpenMP thread (:data:`THREAD_VARS`, set in this process's
     environment only while it starts), so that it holds no BLAS threads when it forks. It is
-    started through the standard library before loky's context is imported (~0.04 s, which
-    the server's start would otherwise wait for): both share the one server."""
+    started through the standard library before loky's context is imported (joblib, with
+    numpy: ~0.1 s the server's start would otherwise wait for); both share the one server."""
     import multiprocessing
     from multiprocessing import forkserver
 
